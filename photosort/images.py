@@ -1,0 +1,253 @@
+"""Reading images: the one place where a photo file becomes pixels.
+
+Every later stage (faces, crops, reports) reads photos through :func:`read_image` so that EXIF
+orientation, colour modes, decompression bombs and broken files are handled the same way
+everywhere. :func:`probe_image` reads only the header, which is what the scanner can afford.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from dataclasses import dataclass
+from datetime import datetime
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from photosort.defaults import MAX_MEGAPIXELS
+from photosort.errors import PhotosortError
+
+# We enforce our own, configurable megapixel limit (see _check_bomb); Pillow's global one
+# would otherwise refuse large panoramas before ours is even consulted.
+Image.MAX_IMAGE_PIXELS = None
+warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+
+DEFAULT_MAX_MEGAPIXELS = MAX_MEGAPIXELS
+
+FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF")
+
+_EXIF_ORIENTATION = 0x0112
+_EXIF_IFD = 0x8769
+_EXIF_DATETIME_ORIGINAL = 0x9003
+_EXIF_DATETIME_DIGITIZED = 0x9004
+_EXIF_DATETIME = 0x0132
+
+
+class ImageError(PhotosortError):
+    """A file that cannot be used as a photo; the message is the reason shown to users."""
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """What the header says about a photo, without decoding its pixels."""
+
+    format: str
+    width: int
+    height: int
+    taken_at: datetime | None
+    orientation: int
+
+
+def sniff_format(head: bytes) -> str | None:
+    """Recognise an image by its first bytes (its content, not its name)."""
+    if head.startswith(b"\xff\xd8\xff"):
+        return "JPEG"
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "PNG"
+    if head[:6] in (b"GIF87a", b"GIF89a"):
+        return "GIF"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WEBP"
+    if head[:4] in (b"II*\x00", b"MM\x00*"):
+        return "TIFF"
+    if head[:2] == b"BM" and len(head) >= 14:
+        return "BMP"
+    return None
+
+
+def check_complete(fmt: str, tail: bytes) -> None:
+    """Reject files cut short, judged from their last bytes (cheap: no decoding).
+
+    A JPEG ends with an EOI marker (FF D9) that cannot occur inside entropy-coded data, a
+    PNG with its IEND chunk and a GIF with a trailer byte; camera files may append data after
+    the image, hence a search in the tail rather than a test of the very last bytes.
+    """
+    if fmt == "JPEG" and b"\xff\xd9" not in tail:
+        raise ImageError("truncated JPEG: no end-of-image marker")
+    if fmt == "PNG" and b"IEND" not in tail:
+        raise ImageError("truncated PNG: no IEND chunk")
+    if fmt == "GIF" and b"\x3b" not in tail[-16:]:
+        raise ImageError("truncated GIF: no trailer")
+
+
+def _check_bomb(width: int, height: int, max_megapixels: float) -> None:
+    megapixels = width * height / 1e6
+    if megapixels > max_megapixels:
+        raise ImageError(
+            f"decompression bomb: {width}x{height} is {megapixels:.0f} MP, "
+            f"over the limit of {max_megapixels:g} MP"
+        )
+
+
+def _open(path: str | os.PathLike[str]) -> Image.Image:
+    try:
+        return Image.open(path)
+    except PermissionError as exc:
+        raise ImageError("permission denied") from exc
+    except FileNotFoundError as exc:
+        raise ImageError("file not found") from exc
+    except UnidentifiedImageError as exc:
+        raise ImageError("not an image Pillow can read") from exc
+    except Image.DecompressionBombError as exc:
+        raise ImageError(f"decompression bomb: {exc}") from exc
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageError(f"corrupt image: {exc}") from exc
+
+
+def _parse_exif_time(value: object) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.strptime(value.strip("\x00 ")[:19], "%Y:%m:%d %H:%M:%S")
+    except ValueError:
+        return None
+
+
+def _exif_facts(img: Image.Image) -> tuple[int, datetime | None]:
+    try:
+        exif = img.getexif()
+        orientation = int(exif.get(_EXIF_ORIENTATION, 1) or 1)
+        sub = exif.get_ifd(_EXIF_IFD)
+    except Exception:  # noqa: BLE001 - broken EXIF must not make a photo unreadable
+        return 1, None
+    taken = None
+    for value in (
+        sub.get(_EXIF_DATETIME_ORIGINAL),
+        sub.get(_EXIF_DATETIME_DIGITIZED),
+        exif.get(_EXIF_DATETIME),
+    ):
+        taken = _parse_exif_time(value)
+        if taken is not None:
+            break
+    return (orientation if 1 <= orientation <= 8 else 1), taken
+
+
+def probe_image(
+    path: str | os.PathLike[str], *, max_megapixels: float = DEFAULT_MAX_MEGAPIXELS
+) -> ImageInfo:
+    """Read a photo's header: format, oriented size and capture time.
+
+    Raises ImageError with the reason when the file is not a usable photo.
+    """
+    with _open(path) as img:
+        fmt = img.format or "unknown"
+        if fmt not in FORMATS:
+            raise ImageError(f"unsupported format {fmt}")
+        width, height = img.size
+        if width < 1 or height < 1:
+            raise ImageError("image has no pixels")
+        _check_bomb(width, height, max_megapixels)
+        orientation, taken = _exif_facts(img)
+    if orientation in (5, 6, 7, 8):
+        width, height = height, width
+    return ImageInfo(fmt, width, height, taken, orientation)
+
+
+def _scale_to_uint8(arr: np.ndarray) -> np.ndarray:
+    """Map a 16-bit or float single-channel image onto 0..255 without clipping to white."""
+    if arr.dtype == np.uint8:
+        return arr
+    if np.issubdtype(arr.dtype, np.floating):
+        hi = float(np.nanmax(arr)) if arr.size else 1.0
+        scale = 255.0 if hi <= 1.0 else 255.0 / hi
+        return np.clip(np.nan_to_num(arr) * scale, 0, 255).astype(np.uint8)
+    hi = 255 if arr.max(initial=0) <= 255 else 65535
+    return (arr.astype(np.uint32) * 255 // hi).astype(np.uint8)
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Convert any Pillow mode to 8-bit RGB; transparency is flattened onto white."""
+    if img.mode == "RGB":
+        return img
+    if img.mode == "P":
+        img = img.convert("RGBA") if "transparency" in img.info else img.convert("RGB")
+    if img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        img = Image.fromarray(_scale_to_uint8(np.asarray(img)), "L")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def read_image(
+    path: str | os.PathLike[str],
+    *,
+    max_side: int | None = None,
+    max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
+) -> Image.Image:
+    """Decode a photo as an upright 8-bit RGB image.
+
+    With ``max_side``, the longer side is reduced to at most that many pixels; a JPEG is then
+    decoded straight at a reduced scale (Pillow's draft mode), which is several times faster
+    than decoding 12 MP and shrinking afterwards. GIFs give their first frame. Raises
+    ImageError for truncated, corrupt, oversized or unreadable files.
+    """
+    src = _open(path)
+    img = src
+    try:
+        fmt = img.format
+        if fmt not in FORMATS:
+            raise ImageError(f"unsupported format {fmt}")
+        _check_bomb(img.width, img.height, max_megapixels)
+        orientation, _ = _exif_facts(img)
+        if max_side is not None:
+            if fmt == "JPEG" and img.mode in ("RGB", "L", "CMYK", "YCbCr"):
+                scale = max_side / max(img.size)
+                wanted = (math.ceil(img.width * scale), math.ceil(img.height * scale))
+                img.draft("RGB" if img.mode != "L" else "L", wanted)
+            img.load()
+            if max(img.size) > max_side:
+                img = to_rgb(img)
+                img.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+        img.load()
+        img = to_rgb(img)
+        if orientation != 1:
+            img = _orient(img, orientation)
+        # The caller owns the result; the file handle behind ``src`` is closed below.
+        return img.copy() if img is src else img
+    except ImageError:
+        raise
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        message = str(exc)
+        if "truncated" in message or "broken data stream" in message or isinstance(exc, EOFError):
+            raise ImageError(f"truncated image: {message}") from exc
+        raise ImageError(f"corrupt image: {message}") from exc
+    finally:
+        src.close()
+
+
+def _orient(img: Image.Image, orientation: int) -> Image.Image:
+    """Apply an EXIF orientation to pixels whose EXIF may have been lost by draft or convert."""
+    method = {
+        2: Image.Transpose.FLIP_LEFT_RIGHT,
+        3: Image.Transpose.ROTATE_180,
+        4: Image.Transpose.FLIP_TOP_BOTTOM,
+        5: Image.Transpose.TRANSPOSE,
+        6: Image.Transpose.ROTATE_270,
+        7: Image.Transpose.TRANSVERSE,
+        8: Image.Transpose.ROTATE_90,
+    }[orientation]
+    return img.transpose(method)
+
+
+def read_array(
+    path: str | os.PathLike[str],
+    *,
+    max_side: int | None = None,
+    max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
+) -> np.ndarray:
+    """:func:`read_image` as an ``(H, W, 3)`` uint8 array, the form detectors want."""
+    return np.asarray(read_image(path, max_side=max_side, max_megapixels=max_megapixels))

@@ -1,0 +1,226 @@
+"""Scanning files: walk photo folders and learn what each file is, without decoding pixels.
+
+The walk is streamed folder by folder (memory stays flat however large the library), follows
+symlinks without looping, skips hidden files and folders, and never writes anything under the
+folders it walks. :func:`examine` reads one file once: it hashes the content in chunks and
+keeps the first and last bytes it saw, which is enough to recognise the format and to notice
+a file that was cut short.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Executor, Future
+from dataclasses import dataclass
+from typing import TypeVar
+
+from photosort.errors import PhotosortError
+from photosort.images import (
+    DEFAULT_MAX_MEGAPIXELS,
+    ImageError,
+    ImageInfo,
+    check_complete,
+    probe_image,
+    sniff_format,
+)
+
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".bmp", ".dib", ".tif", ".tiff", ".gif"}
+)
+CHUNK = 1 << 20
+TAIL = 1 << 16
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """A regular file met by the walk, with the facts that decide whether to read it again."""
+
+    path: str
+    folder: str
+    size: int
+    mtime_ns: int
+
+
+@dataclass(frozen=True)
+class Folder:
+    """One listed folder and the files directly in it, in name order."""
+
+    path: str
+    files: list[FileEntry]
+
+
+@dataclass(frozen=True)
+class FileFacts:
+    """What reading a file taught us: its hash, and either its image facts or why it is bad."""
+
+    content_hash: str | None
+    info: ImageInfo | None
+    error: str | None
+
+
+class WalkError(PhotosortError):
+    """A folder the user asked for cannot be reached."""
+
+
+def check_root(path: str) -> str:
+    """Return the canonical absolute form of a folder to scan, or raise WalkError."""
+    real = os.path.realpath(path)
+    if not os.path.exists(real):
+        raise WalkError(f"{path}: no such file or folder (is the drive mounted?)")
+    if os.path.isdir(real):
+        try:
+            with os.scandir(real):
+                pass
+        except OSError as exc:
+            raise WalkError(f"{path}: cannot list folder: {exc.strerror or exc}") from exc
+    return real
+
+
+def _hidden(name: str) -> bool:
+    return name.startswith(".")
+
+
+def walk(
+    roots: Iterable[str], on_error: Callable[[str, str], None] | None = None
+) -> Iterator[Folder]:
+    """Yield every folder under ``roots`` with its files, depth first, in a stable order.
+
+    A folder reached twice (through a symlink, or a loop) is listed once. A subfolder that
+    cannot be listed is reported through ``on_error`` and skipped.
+    """
+    seen: set[tuple[int, int]] = set()
+    for root in roots:
+        if not os.path.isdir(root):
+            entry = _file_entry(root, os.path.dirname(root))
+            if entry is not None:
+                yield Folder(os.path.dirname(root), [entry])
+            continue
+        stack = [root]
+        while stack:
+            folder = stack.pop()
+            try:
+                st = os.stat(folder)
+                key = (st.st_dev, st.st_ino)
+                if key in seen:
+                    continue
+                seen.add(key)
+                with os.scandir(folder) as it:
+                    names = sorted(it, key=lambda e: e.name)
+            except OSError as exc:
+                if on_error is not None:
+                    on_error(folder, f"cannot list folder: {exc.strerror or exc}")
+                continue
+            files: list[FileEntry] = []
+            subfolders: list[str] = []
+            for entry in names:
+                if _hidden(entry.name):
+                    continue
+                try:
+                    is_dir = entry.is_dir()  # follows symlinks
+                except OSError:
+                    continue
+                if is_dir:
+                    subfolders.append(entry.path)
+                    continue
+                fe = _file_entry(entry.path, folder)
+                if fe is not None:
+                    files.append(fe)
+            if files:
+                yield Folder(folder, files)
+            stack.extend(reversed(subfolders))
+
+
+def _file_entry(path: str, folder: str) -> FileEntry | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None  # a dangling symlink or a file that vanished while we looked
+    if not stat.S_ISREG(st.st_mode):
+        return None
+    return FileEntry(path, folder, st.st_size, st.st_mtime_ns)
+
+
+def count_files(roots: Iterable[str]) -> int:
+    """Count the files a walk would yield, so a progress bar can show how far along it is."""
+    return sum(len(folder.files) for folder in walk(roots))
+
+
+def examine(path: str, *, max_megapixels: float = DEFAULT_MAX_MEGAPIXELS) -> FileFacts | None:
+    """Read one file: hash it and learn whether it is a usable photo.
+
+    Returns None for files that are not photos at all (not an image by content nor by name),
+    so sidecars and videos are ignored; files that look like photos but are broken come back
+    with ``error`` set to the reason.
+    """
+    named_like_image = os.path.splitext(path)[1].lower() in IMAGE_EXTENSIONS
+    digest = hashlib.sha256()
+    head = b""
+    tail = b""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(32)
+            fmt = sniff_format(head)
+            if fmt is None:
+                if not named_like_image:
+                    return None
+                reason = "empty file" if not head else "not an image (unrecognised content)"
+                return FileFacts(None, None, reason)
+            digest.update(head)
+            tail = head
+            buf = bytearray(CHUNK)
+            view = memoryview(buf)
+            while n := fh.readinto(buf):
+                digest.update(view[:n])
+                tail = (tail + bytes(view[max(0, n - TAIL) : n]))[-TAIL:]
+    except PermissionError:
+        return FileFacts(None, None, "permission denied") if named_like_image else None
+    except OSError as exc:
+        if not named_like_image:
+            return None
+        return FileFacts(None, None, f"cannot read file: {exc.strerror or exc}")
+    content_hash = digest.hexdigest()
+    try:
+        check_complete(fmt, tail)
+        info = probe_image(path, max_megapixels=max_megapixels)
+    except ImageError as exc:
+        return FileFacts(content_hash, None, str(exc))
+    return FileFacts(content_hash, info, None)
+
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def bounded_map(
+    executor: Executor,
+    fn: Callable[[T], R | None],
+    items: Iterable[T],
+    *,
+    needs_work: Callable[[T], bool],
+    window: int,
+) -> Iterator[tuple[T, R | None]]:
+    """Like ``executor.map`` but lazy, in order, and with at most ``window`` items in flight.
+
+    Items for which ``needs_work`` is false are passed through with None, without a trip to
+    the executor. The input is consumed only as fast as results are taken, which keeps memory
+    flat on libraries of any size.
+    """
+    pending: list[tuple[T, Future[R | None] | None]] = []
+    for item in items:
+        pending.append((item, executor.submit(fn, item) if needs_work(item) else None))
+        while len(pending) >= window or (pending and _ready(pending[0][1])):
+            yield _result(pending.pop(0))
+    while pending:
+        yield _result(pending.pop(0))
+
+
+def _ready(future: Future[object] | None) -> bool:
+    return future is None or future.done()
+
+
+def _result(pair: tuple[T, Future[R | None] | None]) -> tuple[T, R | None]:
+    item, future = pair
+    return item, (None if future is None else future.result())

@@ -1,0 +1,312 @@
+"""Storing: the library database (SQLAlchemy 2.x models, Alembic migrations, locking).
+
+The schema is owned by the Alembic revisions in ``migrations/``; the models here must agree
+with them (a test compares the two). Opening a store brings its schema up to date, so users
+never run a migration by hand, and refuses a database written by a newer photosort.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    Engine,
+    Integer,
+    String,
+    Text,
+    create_engine,
+    event,
+    func,
+    select,
+)
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, DatabaseError, NoSuchModuleError, OperationalError
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+
+from photosort.errors import PhotosortError
+from photosort.resources import resource_dir
+
+PHOTO_STATUSES = ("ok", "unreadable", "missing")
+
+
+class StoreError(PhotosortError):
+    """The database cannot be used; the message says why in one line."""
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Photo(Base):
+    """One file in the library. Its id is its identity: it survives moves and renames."""
+
+    __tablename__ = "photos"
+    __table_args__ = (
+        CheckConstraint("status IN ('ok', 'unreadable', 'missing')", name="ck_photos_status"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    path: Mapped[str] = mapped_column(Text, unique=True)
+    folder: Mapped[str] = mapped_column(Text, index=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    mtime_ns: Mapped[int] = mapped_column(BigInteger)
+    content_hash: Mapped[str | None] = mapped_column(String(64), index=True)
+    format: Mapped[str | None] = mapped_column(String(8))
+    width: Mapped[int | None] = mapped_column(Integer)
+    height: Mapped[int | None] = mapped_column(Integer)
+    taken_at: Mapped[datetime | None] = mapped_column(DateTime)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    error: Mapped[str | None] = mapped_column(Text)
+    first_seen: Mapped[datetime] = mapped_column(DateTime)
+    last_seen: Mapped[datetime] = mapped_column(DateTime)
+    read_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class Scan(Base):
+    """One run of ``photosort scan``: when, over which folders, and how it ended."""
+
+    __tablename__ = "scans"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    started_at: Mapped[datetime] = mapped_column(DateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime)
+    roots: Mapped[str] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(16))
+    counts: Mapped[str | None] = mapped_column(Text)
+
+
+def utcnow() -> datetime:
+    """Naive UTC, the form SQLite stores; all timestamps in the library use it."""
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def default_db_path() -> Path:
+    """The library file when neither ``--db`` nor ``PHOTOSORT_DB`` names one (XDG data dir)."""
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(
+        os.path.expanduser("~"), ".local", "share"
+    )
+    return Path(base) / "photosort" / "library.db"
+
+
+def database_url(value: str | None) -> str:
+    """Turn ``--db``'s value (a URL or a file path) into an SQLAlchemy URL.
+
+    None means the default file, whose folder is created; a path the user names must be in
+    an existing folder, so a typo is an error rather than a new empty library somewhere.
+    """
+    if value is None:
+        path = default_db_path()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return f"sqlite:///{path}"
+    if "://" in value:
+        try:
+            make_url(value)
+        except ArgumentError as exc:
+            raise StoreError(f"not a database URL: {value}") from exc
+        return value
+    path = Path(value).expanduser().absolute()
+    if path.is_dir():
+        raise StoreError(f"cannot open database {value}: it is a folder")
+    if not path.parent.is_dir():
+        raise StoreError(f"cannot open database {value}: folder {path.parent} does not exist")
+    return f"sqlite:///{path}"
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The database file behind an SQLite URL, or None for in-memory and server databases."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.close()
+
+
+def _migrations_config(connection: Any) -> Any:
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(resource_dir("migrations")))
+    cfg.attributes["connection"] = connection
+    return cfg
+
+
+def schema_revisions(engine: Engine) -> tuple[str | None, str]:
+    """The database's Alembic revision and the newest one this photosort knows."""
+    from alembic.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    script = ScriptDirectory(str(resource_dir("migrations")))
+    with engine.connect() as conn:
+        current = MigrationContext.configure(conn).get_current_revision()
+    return current, script.get_current_head() or ""
+
+
+def _known_revision(revision: str) -> bool:
+    from alembic.script import ScriptDirectory
+    from alembic.util import CommandError
+
+    try:
+        return ScriptDirectory(str(resource_dir("migrations"))).get_revision(revision) is not None
+    except CommandError:
+        return False
+
+
+def upgrade(engine: Engine) -> bool:
+    """Bring the schema up to the newest revision; return whether anything was applied."""
+    from alembic import command
+
+    current, head = schema_revisions(engine)
+    if current == head:
+        return False
+    if current is not None and not _known_revision(current):
+        raise StoreError(
+            f"database {engine.url.render_as_string(hide_password=True)} was written by a "
+            f"newer photosort (schema {current}); upgrade photosort to use it"
+        )
+    with engine.begin() as conn:
+        command.upgrade(_migrations_config(conn), "head")
+    return True
+
+
+def open_engine(url: str, *, migrate: bool = True) -> Engine:
+    """Open (creating if needed) a library database and bring its schema up to date."""
+    shown = make_url(url).render_as_string(hide_password=True)
+    try:
+        engine = create_engine(url)
+        if engine.dialect.name == "sqlite":
+            event.listen(engine, "connect", _sqlite_pragmas)
+        with engine.connect() as conn:
+            conn.exec_driver_sql("SELECT 1")
+        if migrate:
+            upgrade(engine)
+    except StoreError:
+        raise
+    except (NoSuchModuleError, ArgumentError) as exc:
+        raise StoreError(f"cannot open database {shown}: unsupported URL ({exc})") from exc
+    except ModuleNotFoundError as exc:
+        raise StoreError(
+            f"cannot open database {shown}: driver {exc.name} is not installed"
+        ) from exc
+    except (OperationalError, DatabaseError) as exc:
+        raise StoreError(f"cannot open database {shown}: {exc.orig}") from exc
+    except Exception as exc:
+        from alembic.util import CommandError
+
+        if isinstance(exc, CommandError):
+            raise StoreError(f"cannot migrate database {shown}: {exc}") from exc
+        raise
+    return engine
+
+
+@contextmanager
+def scan_lock(url: str) -> Iterator[None]:
+    """Hold the library's writer lock, so two scans never write the same database at once.
+
+    For an SQLite file this is an advisory ``flock`` on ``<db>.lock`` beside it, which the
+    kernel releases when the process dies, even by SIGKILL: no stale locks to clean up.
+    """
+    db_file = sqlite_file(url)
+    if db_file is None:
+        yield
+        return
+    lock_path = db_file.with_name(db_file.name + ".lock")
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            raise StoreError(
+                f"another photosort scan (pid {holder}) is writing {db_file}; wait for it to finish"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        try:
+            yield
+        finally:
+            os.ftruncate(fd, 0)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+@dataclass(frozen=True)
+class LibraryStatus:
+    """What ``photosort status`` reports."""
+
+    database: str
+    photos: int
+    by_status: dict[str, int]
+    last_scan: datetime | None
+    last_scan_state: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "database": self.database,
+            "photos": self.photos,
+            "by_status": self.by_status,
+            "last_scan": self.last_scan.isoformat() + "Z" if self.last_scan else None,
+            "last_scan_state": self.last_scan_state,
+        }
+
+
+def library_status(engine: Engine) -> LibraryStatus:
+    """Count photos by status and find the last scan."""
+    with Session(engine) as session:
+        counts = dict.fromkeys(PHOTO_STATUSES, 0)
+        for status, n in session.execute(select(Photo.status, func.count()).group_by(Photo.status)):
+            counts[status] = n
+        last = session.scalars(select(Scan).order_by(Scan.id.desc()).limit(1)).first()
+    db_file = sqlite_file(engine.url.render_as_string(hide_password=False))
+    shown = str(db_file) if db_file else engine.url.render_as_string(hide_password=True)
+    return LibraryStatus(
+        database=shown,
+        photos=sum(counts.values()),
+        by_status=counts,
+        last_scan=(last.finished_at or last.started_at) if last else None,
+        last_scan_state=last.state if last else None,
+    )
+
+
+def unreadable_photos(engine: Engine) -> list[tuple[str, str]]:
+    """Paths recorded as unreadable, with the reason, for ``status --errors``."""
+    with Session(engine) as session:
+        rows = session.execute(
+            select(Photo.path, Photo.error).where(Photo.status == "unreadable").order_by(Photo.path)
+        )
+        return [(path, error or "") for path, error in rows]
+
+
+def prune_missing(engine: Engine, *, dry_run: bool = False) -> list[str]:
+    """Forget photos marked missing; return their paths. Derived rows go with them."""
+    with Session(engine) as session, session.begin():
+        missing = list(session.scalars(select(Photo).where(Photo.status == "missing")))
+        paths = [photo.path for photo in missing]
+        if not dry_run:
+            for photo in missing:
+                session.delete(photo)
+    return paths
+
+
+def dumps_counts(counts: dict[str, Any]) -> str:
+    """Counts are kept as JSON text so new kinds of counts need no migration."""
+    return json.dumps(counts, sort_keys=True)

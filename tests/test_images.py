@@ -1,0 +1,138 @@
+"""The one image reader: orientation, colour modes, bombs, broken files, draft decoding."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from photosort.images import ImageError, probe_image, read_array, read_image, sniff_format
+from photosort.sample import save_jpeg, skimage_photo, stored_sideways
+from tests.conftest import add_broken_files, write_bomb_png
+
+
+def mean_abs_diff(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(a.astype(np.int16) - b.astype(np.int16)).mean())
+
+
+def test_exif_orientation_gives_upright_pixels(tmp_path: Path) -> None:
+    astronaut = skimage_photo("astronaut")[:, :400]  # not square, so a wrong turn shows
+    upright = save_jpeg(tmp_path / "upright.jpg", astronaut)
+    sideways = save_jpeg(tmp_path / "sideways.jpg", stored_sideways(astronaut), orientation=6)
+    info = probe_image(sideways)
+    assert (info.width, info.height) == (400, 512)
+    assert info.orientation == 6
+    pixels = read_array(sideways)
+    assert pixels.shape == (512, 400, 3)
+    assert mean_abs_diff(pixels, read_array(upright)) < 3
+    # Not merely "some rotation": the other directions are far off.
+    assert mean_abs_diff(pixels, np.rot90(read_array(upright), 2)) > 20
+
+
+def test_capture_time_comes_from_exif(tmp_path: Path) -> None:
+    path = save_jpeg(tmp_path / "a.jpg", skimage_photo("chelsea"), taken="2020:02:29 13:14:15")
+    taken = probe_image(path).taken_at
+    assert taken is not None and taken.isoformat() == "2020-02-29T13:14:15"
+    plain = save_jpeg(tmp_path / "b.jpg", skimage_photo("chelsea"))
+    assert probe_image(plain).taken_at is None
+
+
+@pytest.mark.parametrize("mode", ["CMYK", "L", "P", "RGBA", "LA", "1", "I;16", "I", "F"])
+def test_every_mode_becomes_rgb(tmp_path: Path, mode: str) -> None:
+    rgb = Image.fromarray(skimage_photo("coffee")[:128, :128])
+    if mode == "I;16":
+        img = Image.fromarray(np.asarray(rgb.convert("L")).astype(np.uint16) * 257)
+    elif mode == "F":
+        img = Image.fromarray(np.asarray(rgb.convert("L")).astype(np.float32) / 255.0)
+    else:
+        img = rgb.convert(mode)
+    path = tmp_path / ("x.tif" if mode in ("CMYK", "I;16", "I", "F", "LA") else "x.png")
+    img.save(path)
+    out = read_image(path)
+    assert out.mode == "RGB"
+    assert out.size == (128, 128)
+    grey = np.asarray(out.convert("L")).astype(float)
+    source = img.convert("RGB") if mode in ("P", "1") else rgb  # palettes lose colours
+    expected = np.asarray(source.convert("L")).astype(float)
+    # 16-bit and float data are scaled, not clipped to white
+    assert np.abs(grey - expected).mean() < 12, mode
+
+
+def test_transparency_is_flattened_on_white(tmp_path: Path) -> None:
+    rgba = np.zeros((32, 32, 4), np.uint8)
+    rgba[:16, :, :] = (255, 0, 0, 255)
+    path = tmp_path / "a.png"
+    Image.fromarray(rgba, "RGBA").save(path)
+    pixels = read_array(path)
+    assert tuple(pixels[0, 0]) == (255, 0, 0)
+    assert tuple(pixels[31, 31]) == (255, 255, 255)
+
+
+def test_gif_gives_first_frame(tmp_path: Path) -> None:
+    black, white = Image.new("L", (20, 20), 0), Image.new("L", (20, 20), 255)
+    path = tmp_path / "a.gif"
+    black.save(path, save_all=True, append_images=[white])
+    assert read_array(path).max() == 0
+
+
+def test_decompression_bomb_is_refused_with_reason(tmp_path: Path) -> None:
+    bomb = write_bomb_png(tmp_path / "bomb.png", 40000, 40000)
+    with pytest.raises(ImageError, match=r"decompression bomb: 40000x40000 is 1600 MP"):
+        probe_image(bomb)
+    with pytest.raises(ImageError, match="decompression bomb"):
+        read_image(bomb)
+    # The limit is configurable: a small one refuses an ordinary photo.
+    photo = save_jpeg(tmp_path / "a.jpg", skimage_photo("astronaut"))
+    with pytest.raises(ImageError, match="over the limit of 0.1 MP"):
+        read_image(photo, max_megapixels=0.1)
+
+
+def test_broken_files_raise_image_error_not_crash(tmp_path: Path) -> None:
+    broken = add_broken_files(tmp_path)
+    for kind in ("empty", "text", "truncated"):
+        with pytest.raises(ImageError):
+            read_image(broken[kind])
+    with pytest.raises(ImageError, match="file not found"):
+        read_image(tmp_path / "nope.jpg")
+
+
+def test_draft_mode_decodes_large_jpeg_at_working_size(tmp_path: Path) -> None:
+    big = np.asarray(Image.fromarray(skimage_photo("astronaut")).resize((4000, 3000)))
+    path = save_jpeg(tmp_path / "big.jpg", big)
+    with Image.open(path) as img:
+        img.draft("RGB", (1000, 750))
+        assert img.size == (1000, 750)  # the decoder itself scaled by 1/4
+    small = read_image(path, max_side=1000)
+    assert small.size == (1000, 750)
+    assert max(read_image(path, max_side=600).size) == 600
+    full = read_image(path)
+    assert full.size == (4000, 3000)
+    reduced = np.asarray(full.resize((1000, 750)))
+    assert mean_abs_diff(np.asarray(small), reduced) < 4
+
+
+def test_draft_respects_orientation(tmp_path: Path) -> None:
+    big = np.asarray(Image.fromarray(skimage_photo("astronaut")).resize((3000, 2000)))
+    path = save_jpeg(tmp_path / "side.jpg", stored_sideways(big), orientation=6)
+    out = read_image(path, max_side=750)
+    assert out.size == (750, 500)
+
+
+@pytest.mark.parametrize(
+    ("head", "fmt"),
+    [
+        (b"\xff\xd8\xff\xe0rest", "JPEG"),
+        (b"\x89PNG\r\n\x1a\n....", "PNG"),
+        (b"GIF89a....", "GIF"),
+        (b"RIFF\0\0\0\0WEBPVP8 ", "WEBP"),
+        (b"II*\0....", "TIFF"),
+        (b"MM\0*....", "TIFF"),
+        (b"BM" + b"\0" * 20, "BMP"),
+        (b"%PDF-1.4", None),
+        (b"", None),
+    ],
+)
+def test_formats_are_recognised_by_content(head: bytes, fmt: str | None) -> None:
+    assert sniff_format(head) == fmt

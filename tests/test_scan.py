@@ -1,0 +1,398 @@
+"""The scanner and its store: first scan, incremental rescans, bad files, interruption, locks."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from photosort import indexing, scanning
+from photosort.cli import cli
+from photosort.indexing import scan_library
+from photosort.sample import save_jpeg, skimage_photo
+from photosort.scanning import WalkError
+from photosort.store import Photo, Scan, open_engine
+from tests.conftest import ALBUM_BROKEN, ALBUM_PHOTOS
+
+KEYS = {"scanned", "new", "changed", "moved", "missing", "unchanged", "errors", "seconds"}
+
+
+def scan_json(runner: CliRunner, db_url: str, *paths: Path | str) -> dict:
+    result = runner.invoke(cli, ["scan", *map(str, paths), "--db", db_url, "--json"])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def photos(db_url: str) -> dict[str, Photo]:
+    with Session(open_engine(db_url), expire_on_commit=False) as session:
+        return {p.path: p for p in session.scalars(select(Photo))}
+
+
+def tree_fingerprint(root: Path) -> dict[str, tuple[str, int]]:
+    """Content hash and mtime of every file: proof that a scan wrote nothing."""
+    out = {}
+    for folder, _dirs, files in os.walk(root):
+        for name in files:
+            path = os.path.join(folder, name)
+            with open(path, "rb") as fh:
+                out[path] = (hashlib.sha256(fh.read()).hexdigest(), os.stat(path).st_mtime_ns)
+    return out
+
+
+def test_first_scan_records_every_photo(runner: CliRunner, album: Path, db_url: str) -> None:
+    before = tree_fingerprint(album)
+    report = scan_json(runner, db_url, album)
+    assert set(report) == KEYS
+    assert report["scanned"] == report["new"] == ALBUM_PHOTOS
+    assert report["errors"] == ALBUM_BROKEN
+    rows = photos(db_url)
+    assert len(rows) == ALBUM_PHOTOS
+    assert tree_fingerprint(album) == before  # nothing written, renamed or deleted
+    assert sorted(os.listdir(album)) == sorted(before_names(before, album))
+
+    astronaut = rows[str(album / "people" / "astronaut.jpg")]
+    assert (astronaut.status, astronaut.format, astronaut.width, astronaut.height) == (
+        "ok",
+        "JPEG",
+        512,
+        512,
+    )
+    assert astronaut.taken_at is not None and astronaut.taken_at.year == 2019
+    data = (album / "people" / "astronaut.jpg").read_bytes()
+    assert astronaut.content_hash == hashlib.sha256(data).hexdigest()
+    assert astronaut.size == len(data)
+    sideways = rows[str(album / "people" / "astronaut-sideways.jpg")]
+    assert (sideways.width, sideways.height) == (512, 512)
+
+    assert rows[str(album / "trips" / "mystery.dat")].format == "PNG"  # by content
+    assert rows[str(album / "trips" / "moon16.tif")].status == "ok"
+    assert rows[str(album / "trips" / "2021" / "日本 café 😀" / "animated.gif")].format == "GIF"
+    unicode = [p for p in rows if "チェルシー «cat» 😀.jpg" in p]
+    assert len(unicode) == 1 and rows[unicode[0]].status == "ok"
+    assert not any("/." in p for p in rows), "hidden files and folders are skipped"
+    assert not any(p.endswith("README.txt") for p in rows)
+    assert not any("/loop/" in p for p in rows), "the symlink loop is walked once"
+
+
+def before_names(fingerprint: dict[str, tuple[str, int]], root: Path) -> set[str]:
+    return {Path(p).relative_to(root).parts[0] for p in fingerprint} | {".thumbnails"}
+
+
+def test_bad_files_are_recorded_with_reasons(runner: CliRunner, album: Path, db_url: str) -> None:
+    result = runner.invoke(cli, ["scan", str(album), "--db", db_url])
+    assert result.exit_code == 0
+    assert "4 errors" in result.stdout
+    reasons = {Path(p).name: r.error for p, r in photos(db_url).items() if r.status != "ok"}
+    assert reasons == {
+        "zero.jpg": "empty file",
+        "notes.jpg": "not an image (unrecognised content)",
+        "truncated.jpg": "truncated JPEG: no end-of-image marker",
+        "bomb.png": "decompression bomb: 40000x40000 is 1600 MP, over the limit of 200 MP",
+    }
+    status = runner.invoke(cli, ["status", "--db", db_url, "--errors", "--json"])
+    data = json.loads(status.stdout)
+    assert data["by_status"] == {"ok": ALBUM_PHOTOS - 4, "unreadable": 4, "missing": 0}
+    assert {Path(e["path"]).name for e in data["errors"]} == set(reasons)
+    assert data["last_scan_state"] == "done"
+
+
+def test_unreadable_permission_is_recorded(
+    album: Path, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    locked = str(album / "people" / "astronaut.jpg")
+    real_open = open
+
+    def fake_open(path, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if str(path) == locked:
+            raise PermissionError(13, "Permission denied", path)
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(scanning, "open", fake_open, raising=False)
+    report = scan_library(open_engine(db_url), [str(album)])
+    assert report.errors == ALBUM_BROKEN + 1
+    assert photos(db_url)[locked].error == "permission denied"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode")
+def test_unreadable_permission_for_real(album: Path, db_url: str) -> None:
+    locked = album / "people" / "astronaut.jpg"
+    locked.chmod(0)
+    try:
+        scan_library(open_engine(db_url), [str(album)])
+    finally:
+        locked.chmod(0o644)
+    assert photos(db_url)[str(locked)].error == "permission denied"
+
+
+def test_rescan_of_unchanged_album_opens_no_file(
+    runner: CliRunner, album: Path, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scan_json(runner, db_url, album)
+    first_seen = {p: r.last_seen for p, r in photos(db_url).items()}
+    opened: list[str] = []
+    monkeypatch.setattr(indexing, "examine", lambda path, **kw: opened.append(path))
+    report = scan_json(runner, db_url, album)
+    # Only files that are not photos (and so have no row) are sniffed again.
+    assert [Path(p).name for p in opened] == ["README.txt"], "photos must not be reopened"
+    assert report["unchanged"] == report["scanned"] == ALBUM_PHOTOS
+    assert report["new"] == report["changed"] == report["missing"] == 0
+    assert all(r.last_seen > first_seen[p] for p, r in photos(db_url).items())
+
+
+def test_changed_file_is_reread(runner: CliRunner, album: Path, db_url: str) -> None:
+    scan_json(runner, db_url, album)
+    path = album / "pets" / "chelsea.jpg"
+    before = photos(db_url)[str(path)]
+    save_jpeg(path, skimage_photo("astronaut")[:300, :200], taken="2001:01:01 00:00:00")
+    report = scan_json(runner, db_url, album)
+    assert (report["changed"], report["unchanged"]) == (1, ALBUM_PHOTOS - 1)
+    after = photos(db_url)[str(path)]
+    assert after.id == before.id
+    assert after.content_hash != before.content_hash
+    assert (after.width, after.height, after.taken_at.year) == (200, 300, 2001)
+
+
+def test_touched_file_keeps_its_data(runner: CliRunner, album: Path, db_url: str) -> None:
+    scan_json(runner, db_url, album)
+    path = album / "pets" / "chelsea.jpg"
+    before = photos(db_url)[str(path)]
+    os.utime(path, ns=(before.mtime_ns + 10**9, before.mtime_ns + 10**9))
+    report = scan_json(runner, db_url, album)
+    assert (report["changed"], report["unchanged"]) == (0, ALBUM_PHOTOS)
+    after = photos(db_url)[str(path)]
+    assert after.read_at == before.read_at and after.mtime_ns == before.mtime_ns + 10**9
+
+
+def test_moved_file_keeps_identity(runner: CliRunner, album: Path, db_url: str) -> None:
+    scan_json(runner, db_url, album)
+    old = album / "pets" / "chelsea.jpg"
+    before = photos(db_url)[str(old)]
+    new = album / "trips" / "2021" / "renamed cat.jpg"
+    shutil.move(old, new)
+    report = scan_json(runner, db_url, album)
+    assert (report["moved"], report["new"], report["missing"]) == (1, 0, 0)
+    rows = photos(db_url)
+    assert str(old) not in rows
+    moved = rows[str(new)]
+    assert (moved.id, moved.read_at, moved.first_seen) == (
+        before.id,
+        before.read_at,
+        before.first_seen,
+    )
+    assert moved.folder == str(new.parent)
+
+
+def test_move_into_a_folder_scanned_first_and_copy(
+    runner: CliRunner, album: Path, db_url: str
+) -> None:
+    scan_json(runner, db_url, album)
+    old = album / "trips" / "horse.bmp"
+    before = photos(db_url)[str(old)]
+    new = album / "broken" / "horse.bmp"  # "broken" is walked before "trips"
+    shutil.move(old, new)
+    copy = album / "people" / "astronaut copy.jpg"
+    shutil.copy2(album / "people" / "astronaut.jpg", copy)
+    report = scan_json(runner, db_url, album)
+    assert (report["moved"], report["new"], report["missing"]) == (1, 1, 0)
+    rows = photos(db_url)
+    assert rows[str(new)].id == before.id
+    assert rows[str(copy)].id != rows[str(album / "people" / "astronaut.jpg")].id
+
+
+def test_deleted_file_is_missing_then_pruned(runner: CliRunner, album: Path, db_url: str) -> None:
+    scan_json(runner, db_url, album)
+    gone = album / "things" / "rocket.jpg"
+    gone.unlink()
+    shutil.rmtree(album / "trips" / "2021")
+    report = scan_json(runner, db_url, album)
+    assert report["missing"] == 3
+    rows = photos(db_url)
+    assert rows[str(gone)].status == "missing"
+    assert len(rows) == ALBUM_PHOTOS
+    status = json.loads(runner.invoke(cli, ["status", "--db", db_url, "--json"]).stdout)
+    assert status["by_status"]["missing"] == 3
+
+    dry = json.loads(runner.invoke(cli, ["prune", "--db", db_url, "--dry-run", "--json"]).stdout)
+    assert dry["removed"] == 0 and len(dry["paths"]) == 3 and len(photos(db_url)) == ALBUM_PHOTOS
+    result = runner.invoke(cli, ["prune", "--db", db_url, "--json"])
+    assert json.loads(result.stdout)["removed"] == 3
+    assert len(photos(db_url)) == ALBUM_PHOTOS - 3
+    assert scan_json(runner, db_url, album)["missing"] == 0
+
+
+def test_missing_file_that_returns_is_ok_again(runner: CliRunner, album: Path, db_url: str) -> None:
+    scan_json(runner, db_url, album)
+    path = album / "things" / "rocket.jpg"
+    keep = path.read_bytes()
+    path.unlink()
+    scan_json(runner, db_url, album)
+    path.write_bytes(keep)
+    report = scan_json(runner, db_url, album)
+    assert (report["unchanged"], report["new"]) == (ALBUM_PHOTOS, 0)  # identity kept
+    assert photos(db_url)[str(path)].status == "ok"
+
+
+def test_scanning_a_subfolder_only_touches_that_subfolder(
+    runner: CliRunner, album: Path, db_url: str
+) -> None:
+    scan_json(runner, db_url, album)
+    report = scan_json(runner, db_url, album / "pets")
+    assert (report["scanned"], report["missing"]) == (1, 0)
+    assert all(r.status != "missing" for r in photos(db_url).values())
+
+
+def test_unreachable_folder_is_an_error_and_marks_nothing_missing(
+    runner: CliRunner, album: Path, db_url: str, tmp_path: Path
+) -> None:
+    scan_json(runner, db_url, album)
+    moved_away = tmp_path / "unmounted"
+    album.rename(moved_away)  # the drive is gone
+    result = runner.invoke(cli, ["scan", str(album), "--db", db_url])
+    assert result.exit_code == 2
+    assert "does not exist" in result.output
+    with pytest.raises(WalkError, match="no such file or folder"):
+        scan_library(open_engine(db_url), [str(album)])
+    assert all(r.status != "missing" for r in photos(db_url).values())
+
+
+def test_folder_that_cannot_be_listed_keeps_its_photos(
+    album: Path, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = open_engine(db_url)
+    scan_library(engine, [str(album)])
+    real_scandir = os.scandir
+    blocked = str(album / "people")
+
+    def fake_scandir(path):  # type: ignore[no-untyped-def]
+        if str(path) == blocked:
+            raise PermissionError(13, "Permission denied", path)
+        return real_scandir(path)
+
+    monkeypatch.setattr(scanning.os, "scandir", fake_scandir)
+    report = scan_library(engine, [str(album)])
+    assert report.errors == 1 + ALBUM_BROKEN - ALBUM_BROKEN  # only the folder (broken unchanged)
+    assert report.missing == 0
+    assert (blocked, "cannot list folder: Permission denied") in report.problems
+
+
+def test_interrupted_scan_resumes(
+    album: Path, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = open_engine(db_url)
+    monkeypatch.setattr(indexing, "BATCH_PHOTOS", 3)
+    done: list[str] = []
+
+    def interrupt_after_seven(path: str) -> None:
+        done.append(path)
+        if len(done) == 7:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        scan_library(engine, [str(album)], progress=interrupt_after_seven)
+    saved = photos(db_url)
+    assert len(saved) == 6  # two full batches committed, the open one rolled back
+    with Session(engine) as session:
+        assert session.scalars(select(Scan.state)).all() == ["interrupted"]
+    report = scan_library(engine, [str(album)])
+    assert (report.unchanged, report.new, report.missing) == (6, ALBUM_PHOTOS - 6, 0)
+    assert {p: r.id for p, r in saved.items()} == {
+        p: r.id for p, r in photos(db_url).items() if p in saved
+    }
+
+
+def test_interrupted_cli_scan_exits_130(
+    runner: CliRunner, album: Path, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def boom(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(indexing, "scan_library", boom)
+    result = runner.invoke(cli, ["scan", str(album), "--db", db_url])
+    assert result.exit_code == 130
+    assert "run it again to carry on" in result.output
+
+
+def test_second_scan_while_one_runs_is_refused(
+    runner: CliRunner, album: Path, db_url: str, tmp_path: Path
+) -> None:
+    """A real second process holds the writer lock, as a running scan does."""
+    ready = tmp_path / "ready"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time, pathlib\n"
+            "from photosort.store import scan_lock\n"
+            "with scan_lock(sys.argv[1]):\n"
+            "    pathlib.Path(sys.argv[2]).touch()\n"
+            "    time.sleep(30)\n",
+            db_url,
+            str(ready),
+        ]
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while not ready.exists():
+            assert time.monotonic() < deadline and holder.poll() is None
+            time.sleep(0.05)
+        result = runner.invoke(cli, ["scan", str(album), "--db", db_url])
+        assert result.exit_code == 1
+        assert f"another photosort scan (pid {holder.pid}) is writing" in result.output
+        assert result.output.count("\n") == 1
+        # Reading goes on while a scan writes (WAL).
+        assert runner.invoke(cli, ["status", "--db", db_url]).exit_code == 0
+    finally:
+        holder.kill()
+        holder.wait()
+    assert scan_json(runner, db_url, album)["new"] == ALBUM_PHOTOS
+
+
+def test_scan_killed_midway_leaves_a_sound_database(album: Path, tmp_path: Path) -> None:
+    """SIGKILL a real scan process, then scan again: nothing lost, nothing redone."""
+    db = tmp_path / "killed.db"
+    code = (
+        "import sys\n"
+        "from photosort import indexing\n"
+        "from photosort.store import open_engine\n"
+        "indexing.BATCH_PHOTOS = 2\n"
+        "n = []\n"
+        "def slow(path):\n"
+        "    n.append(path)\n"
+        "    if len(n) == 9:\n"
+        "        print('ready', flush=True)\n"
+        "        import time; time.sleep(60)\n"
+        "indexing.scan_library(open_engine(sys.argv[1]), [sys.argv[2]], progress=slow)\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, f"sqlite:///{db}", str(album)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+    proc.kill()
+    proc.wait()
+    url = f"sqlite:///{db}"
+    engine = open_engine(url)
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA integrity_check").scalar() == "ok"
+    saved = photos(url)
+    assert len(saved) == 8
+    report = scan_library(engine, [str(album)])
+    assert (report.unchanged, report.new) == (8, ALBUM_PHOTOS - 8)
+
+
+def test_files_given_directly_and_nested_roots(runner: CliRunner, album: Path, db_url: str) -> None:
+    one = album / "pets" / "chelsea.jpg"
+    report = scan_json(runner, db_url, one, album / "people", album)
+    assert report["new"] == ALBUM_PHOTOS  # overlapping roots walked once
+    assert scan_json(runner, db_url, one)["unchanged"] == 1

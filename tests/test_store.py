@@ -1,0 +1,97 @@
+"""The database: location, migrations that agree with the models, refusals."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from click.testing import CliRunner
+
+from photosort.cli import cli
+from photosort.store import Base, StoreError, database_url, open_engine, schema_revisions
+
+
+def test_migrations_and_models_agree(tmp_path: Path) -> None:
+    engine = open_engine(f"sqlite:///{tmp_path / 'a.db'}")
+    with engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    assert diff == []
+    current, head = schema_revisions(engine)
+    assert current == head
+
+
+def test_db_upgrade_command(runner: CliRunner, tmp_path: Path) -> None:
+    db = tmp_path / "lib.db"
+    result = runner.invoke(cli, ["db", "upgrade", "--db", str(db)])
+    assert result.exit_code == 0, result.output
+    assert "(upgraded)" in result.output
+    again = runner.invoke(cli, ["db", "upgrade", "--db", str(db)])
+    assert "(already current)" in again.output
+    tables = {r[0] for r in sqlite3.connect(db).execute("select name from sqlite_master")}
+    assert {"photos", "scans", "alembic_version"} <= tables
+    assert sqlite3.connect(db).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_database_from_a_newer_photosort_is_refused(runner: CliRunner, tmp_path: Path) -> None:
+    db = tmp_path / "new.db"
+    open_engine(f"sqlite:///{db}")
+    with sqlite3.connect(db) as conn:
+        conn.execute("update alembic_version set version_num = '9999_future'")
+    with pytest.raises(StoreError, match="newer photosort"):
+        open_engine(f"sqlite:///{db}")
+    result = runner.invoke(cli, ["status", "--db", str(db)])
+    assert result.exit_code == 1
+    assert "written by a newer photosort" in result.output
+
+
+def test_database_location_order(
+    runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    monkeypatch.delenv("PHOTOSORT_DB", raising=False)
+    status = json.loads(runner.invoke(cli, ["status", "--json"]).stdout)
+    assert status["database"] == str(tmp_path / "xdg" / "photosort" / "library.db")
+    monkeypatch.setenv("PHOTOSORT_DB", str(tmp_path / "env.db"))
+    assert json.loads(runner.invoke(cli, ["status", "--json"]).stdout)["database"] == str(
+        tmp_path / "env.db"
+    )
+    flag = runner.invoke(cli, ["status", "--json", "--db", f"sqlite:///{tmp_path / 'u.db'}"])
+    assert json.loads(flag.stdout)["database"] == str(tmp_path / "u.db")
+
+
+def test_database_url_resolution(tmp_path: Path) -> None:
+    assert database_url(str(tmp_path / "x.db")) == f"sqlite:///{tmp_path / 'x.db'}"
+    assert database_url("postgresql://u@localhost/photos") == "postgresql://u@localhost/photos"
+    with pytest.raises(StoreError, match="does not exist"):
+        database_url(str(tmp_path / "typo" / "x.db"))
+    with pytest.raises(StoreError, match="is a folder"):
+        database_url(str(tmp_path))
+
+
+@pytest.mark.parametrize(
+    ("make_db", "message"),
+    [
+        (lambda p: str(p / "nofolder" / "x.db"), "does not exist"),
+        (lambda p: str(p), "is a folder"),
+        (lambda p: "nosuchdialect://x/y", "unsupported URL"),
+        (
+            lambda p: (p / "junk.db").write_text("not sqlite" * 100) and str(p / "junk.db"),
+            "not a database",
+        ),
+    ],
+)
+def test_bad_database_is_a_one_line_error(
+    runner: CliRunner, tmp_path: Path, make_db, message: str
+) -> None:
+    album = tmp_path / "album"
+    album.mkdir()
+    result = runner.invoke(cli, ["scan", str(album), "--db", make_db(tmp_path)])
+    assert result.exit_code != 0
+    assert message in result.output
+    assert "Traceback" not in result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and message in errors[0]
