@@ -17,7 +17,13 @@ from typing import Any
 import click
 
 from photosort import __version__
-from photosort.defaults import MAX_MEGAPIXELS
+from photosort.defaults import (
+    DEFAULT_MIN_FACE,
+    DEFAULT_MIN_SCORE,
+    DETECTOR_NAMES,
+    EMOTIONS,
+    MAX_MEGAPIXELS,
+)
 from photosort.errors import PhotosortError
 
 
@@ -124,6 +130,41 @@ def cli() -> None:
     default=None,
     help="Threads reading files [default: number of cores].",
 )
+@click.option(
+    "--faces/--no-faces",
+    default=True,
+    show_default=True,
+    help="Find and classify faces (--no-faces records files only).",
+)
+@click.option(
+    "--detector",
+    type=click.Choice(DETECTOR_NAMES),
+    default=DETECTOR_NAMES[0],
+    show_default=True,
+    help="Face detector: tiled BlazeFace, or whole-image only (faster, misses small faces).",
+)
+@click.option(
+    "--min-face",
+    type=click.FloatRange(min=0),
+    default=DEFAULT_MIN_FACE,
+    show_default=True,
+    help="Ignore faces smaller than this many photo pixels.",
+)
+@click.option(
+    "--min-score",
+    type=click.FloatRange(0, 1),
+    default=DEFAULT_MIN_SCORE,
+    show_default=True,
+    help="Detector confidence a face needs.",
+)
+@click.option("--reclassify", is_flag=True, help="Classify every stored face again.")
+@click.option(
+    "--model",
+    "model_path",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="Emotion model (.keras) [default: the one shipped with photosort].",
+)
 def scan(
     paths: tuple[str, ...],
     db_url: str | None,
@@ -131,21 +172,38 @@ def scan(
     quiet: bool,
     max_megapixels: float,
     workers: int | None,
+    faces: bool,
+    detector: str,
+    min_face: float,
+    min_score: float,
+    reclassify: bool,
+    model_path: str | None,
 ) -> None:
     """Scan photo folders into the library, incrementally.
 
     Unchanged files are not read again, moved files keep their identity, deleted files are
-    marked missing. Photo folders are only read, never written.
+    marked missing. Faces in new and changed photos are detected, cropped and classified;
+    when the emotion model changes, stored faces are classified again without re-detection.
+    Photo folders are only read, never written.
 
     \b
     Example:
         photosort scan ~/Pictures /media/usb/DCIM --json
     """
-    from photosort.indexing import scan_library
+    from photosort.indexing import FaceOptions, LazyClassifier, scan_library
     from photosort.scanning import check_root, count_files
     from photosort.store import scan_lock
 
     engine = open_library(db_url)
+    face_options = None
+    if faces:
+        face_options = FaceOptions(
+            classifier=LazyClassifier(model_path),
+            detector=detector,
+            min_score=min_score,
+            min_face=min_face,
+            reclassify=reclassify,
+        )
     handle_termination()
     bar_wanted = show_progress(quiet)
     try:
@@ -168,6 +226,7 @@ def scan(
                     max_megapixels=max_megapixels,
                     workers=workers,
                     progress=advance if bar_wanted else None,
+                    faces=face_options,
                 )
     except KeyboardInterrupt:
         click.echo(
@@ -181,7 +240,8 @@ def scan(
         r = report
         click.echo(
             f"Scanned {r.scanned} photos in {r.seconds:.1f} s: {r.new} new, {r.changed} changed, "
-            f"{r.moved} moved, {r.missing} missing, {r.unchanged} unchanged, {r.errors} errors."
+            f"{r.moved} moved, {r.missing} missing, {r.unchanged} unchanged, {r.errors} errors; "
+            f"{r.faces} faces found, {r.classified} classified."
         )
         for path, reason in r.problems[:10]:
             click.echo(f"  {path}: {reason}", err=True)
@@ -252,6 +312,115 @@ def prune(db_url: str | None, as_json: bool, dry_run: bool) -> None:
     click.echo(f"{verb} {len(paths)} missing photos.", err=bool(paths))
 
 
+@cli.command()
+@click.argument("emotion", type=click.Choice(EMOTIONS, case_sensitive=False))
+@click.option(
+    "-n",
+    "count",
+    type=click.IntRange(min=1),
+    default=10,
+    show_default=True,
+    help="How many photos.",
+)
+@db_option
+@json_option
+@click.option(
+    "--min-face",
+    type=click.FloatRange(min=0),
+    default=0,
+    show_default=True,
+    help="Only count faces at least this many photo pixels wide.",
+)
+@click.option(
+    "--under", type=click.Path(exists=True, file_okay=False), help="Only photos in this folder."
+)
+@click.option(
+    "--every-face",
+    is_flag=True,
+    help="Rank by the weakest face, so everyone in the photo shows the emotion.",
+)
+@click.option(
+    "--keep-duplicates",
+    is_flag=True,
+    help="Keep near-identical shots (bursts) instead of the best of each.",
+)
+def top(
+    emotion: str,
+    count: int,
+    db_url: str | None,
+    as_json: bool,
+    min_face: float,
+    under: str | None,
+    every_face: bool,
+    keep_duplicates: bool,
+) -> None:
+    """List the photos that show EMOTION best.
+
+    EMOTION is one of angry, disgust, fear, happy, sad, surprise, neutral.
+
+    \b
+    Example:
+        photosort top happy -n 10
+    """
+    from photosort.ranking import top_photos
+
+    engine = open_library(db_url)
+    with user_errors():
+        ranked = top_photos(
+            engine,
+            emotion.lower(),
+            count,
+            min_face=min_face,
+            under=under,
+            every_face=every_face,
+            keep_duplicates=keep_duplicates,
+        )
+    if as_json:
+        emit_json([r.as_dict() for r in ranked])
+        return
+    if not ranked:
+        click.echo(f"No photo with a face matches (emotion {emotion}).")
+        return
+    click.echo(f"{'#':>3}  {emotion.lower():>7}  faces  path")
+    for i, r in enumerate(ranked, 1):
+        click.echo(f"{i:>3}  {r.score:>7.1%}  {len(r.faces):>5}  {r.path}")
+
+
+@cli.command()
+@click.argument("photo", type=click.Path(dir_okay=False))
+@db_option
+@json_option
+def show(photo: str, db_url: str | None, as_json: bool) -> None:
+    """Show the faces found in one photo, with their emotion probabilities.
+
+    \b
+    Example:
+        photosort show ~/Pictures/2021/beach.jpg
+    """
+    from photosort.ranking import photo_faces
+
+    engine = open_library(db_url)
+    with user_errors():
+        found = photo_faces(engine, photo)
+    if as_json:
+        emit_json(found.as_dict())
+        return
+    click.echo(f"{found.path} ({found.status}, {len(found.faces)} faces)")
+    if found.error:
+        click.echo(f"  {found.error}")
+    header = "  ".join(f"{e[:5]:>5}" for e in EMOTIONS)
+    if found.faces:
+        click.echo(f"  {'face':<22}  {header}")
+    for i, face in enumerate(found.faces, 1):
+        x, y, w, h = (round(v) for v in face.box)
+        where = f"{i}: {w}x{h} at {x},{y}"
+        if face.probabilities is None:
+            click.echo(f"  {where:<22}  {face.error or 'not classified yet'}")
+            continue
+        cells = "  ".join(f"{face.probabilities[e]:>5.0%}" for e in EMOTIONS)
+        click.echo(f"  {where:<22}  {cells}  -> {face.emotion}")
+
+
 @cli.group()
 def db() -> None:
     """Manage the library database.
@@ -317,6 +486,153 @@ def demo(folder: Path, quiet: bool) -> None:
 
 
 # --- model commands (train, evaluate) ---
+
+
+def _keras_path(ctx: click.Context, param: click.Parameter, value: Path) -> Path:
+    if value.suffix != ".keras":
+        raise click.BadParameter("the model file name must end in .keras")
+    return value
+
+
+@cli.command("train")
+@click.argument("data", type=click.Path(exists=True, path_type=Path))
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("emotion.keras"),
+    show_default=True,
+    callback=_keras_path,
+    help="Model file to write (metadata goes beside it as .json, checkpoints in OUT.ckpt/).",
+)
+@click.option("--epochs", type=click.IntRange(min=1), default=40, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True)
+@click.option("--seed", type=int, default=1, show_default=True, help="Random seed.")
+@click.option(
+    "--labels",
+    type=click.Choice(["fer2013", "ferplus", "mix"]),
+    default=None,
+    help="Train on the original labels, the FER+ vote distribution, or their average "
+    "[default: mix with --votes, else fer2013].",
+)
+@click.option(
+    "--votes",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="FER+ votes (fer2013new.csv), row-aligned with a DATA CSV.",
+)
+@click.option("--resume", is_flag=True, help="Continue from the last checkpoint in OUT.ckpt/.")
+@click.option(
+    "--patience",
+    type=click.IntRange(min=1),
+    default=10,
+    show_default=True,
+    help="Stop after this many epochs without a better validation accuracy.",
+)
+@click.option("--quiet", "-q", is_flag=True, help="No progress on stderr.")
+def train_command(
+    data: Path,
+    out: Path,
+    epochs: int,
+    batch_size: int,
+    seed: int,
+    labels: str | None,
+    votes: Path | None,
+    resume: bool,
+    patience: int,
+    quiet: bool,
+) -> None:
+    """Train the emotion model on FER-2013 or on folders of labelled faces.
+
+    DATA is the Kaggle fer2013.csv (emotion,pixels,Usage; .csv or .csv.gz) or a folder with
+    one sub-folder per emotion (train/happy/*.jpg, optionally test/ beside train/).
+    Training validates on PublicTest (or test/), keeps the best epoch, calibrates its
+    probabilities and writes OUT plus its metadata OUT.json.
+
+    \b
+    Example:
+        photosort train fer2013.csv.gz --votes fer2013new.csv --out emotion.keras
+        photosort train faces/ --epochs 20 --out faces.keras
+        photosort train fer2013.csv.gz --votes fer2013new.csv --out emotion.keras --resume
+    """
+    import shlex
+
+    from photosort import training
+
+    config = training.TrainConfig(
+        epochs=epochs,
+        batch_size=batch_size,
+        seed=seed,
+        labels=labels or ("mix" if votes else "fer2013"),
+        patience=patience,
+    )
+    with user_errors():
+        meta = training.train(
+            data,
+            out,
+            votes=votes,
+            config=config,
+            resume=resume,
+            progress=None if quiet else lambda line: click.echo(line, err=True),
+            command=shlex.join(["photosort", *sys.argv[1:]]),
+        )
+    figures = meta["figures"]
+    summary = f"saved {out}: {figures['validation']} accuracy {figures['accuracy']:.4f}"
+    if "ferplus_accuracy" in figures:
+        summary += f", FER+ accuracy {figures['ferplus_accuracy']:.4f}"
+    click.echo(f"{summary}, temperature {meta['temperature']:g}, model {meta['model_id']}")
+
+
+@cli.command("evaluate")
+@click.argument("data", type=click.Path(exists=True, path_type=Path))
+@click.option(
+    "--model",
+    "model_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Model file [default: the shipped model].",
+)
+@click.option(
+    "--usage",
+    type=click.Choice(["Training", "PublicTest", "PrivateTest"]),
+    default="PublicTest",
+    show_default=True,
+    help="Which split to evaluate (a folder's test/ is PublicTest, train/ is Training).",
+)
+@click.option(
+    "--votes",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="FER+ votes: also report accuracy against the FER+ majority.",
+)
+@json_option
+@click.option(
+    "--plots",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Write confusion_matrix.png and training_curves.png into this folder.",
+)
+def evaluate_command(
+    data: Path,
+    model_path: Path | None,
+    usage: str,
+    votes: Path | None,
+    as_json: bool,
+    plots: Path | None,
+) -> None:
+    """Report a model's accuracy, per-class precision and recall, confusion matrix and ECE.
+
+    \b
+    Example:
+        photosort evaluate fer2013.csv.gz --votes fer2013new.csv
+        photosort evaluate fer2013.csv.gz --model emotion.keras --json --plots plots/
+    """
+    from photosort import training
+
+    with user_errors():
+        report, model = training.evaluate(data, model_path, usage=usage, votes=votes)
+        written = training.write_plots(report, model, plots) if plots else []
+    if as_json:
+        emit_json(report)
+    else:
+        click.echo(training.format_report(report))
+    for path in written:
+        click.echo(f"wrote {path}", err=True)
 
 
 def main() -> None:

@@ -4,3 +4,18 @@ from __future__ import annotations
 
 MAX_MEGAPIXELS = 200.0
 """Larger than any camera sensor sold today, far below what a decompression bomb declares."""
+
+WORKING_SIDE = 1024
+"""Longest side faces are detected at: a 12 MP JPEG decodes straight to it in draft mode."""
+
+EMOTIONS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+"""The seven FER-2013 classes in the dataset's label order (``photosort.emotions`` re-exports)."""
+
+DETECTOR_NAMES = ("blazeface", "blazeface-whole")
+"""Face detectors ``scan --detector`` offers; the first is the default."""
+
+DEFAULT_MIN_SCORE = 0.6
+"""BlazeFace confidence a face needs; tuned on the annotated photos (see bench/bench_faces.py)."""
+
+DEFAULT_MIN_FACE = 24.0
+"""Faces narrower than this (photo pixels) are too small to read an expression from."""

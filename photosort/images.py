@@ -251,3 +251,19 @@ def read_array(
 ) -> np.ndarray:
     """:func:`read_image` as an ``(H, W, 3)`` uint8 array, the form detectors want."""
     return np.asarray(read_image(path, max_side=max_side, max_megapixels=max_megapixels))
+
+
+def perceptual_hash(img: Image.Image) -> str:
+    """A 64-bit difference hash (dHash) as 16 hex digits: near-identical shots differ in few bits.
+
+    Bursts and re-encoded copies of one scene hash within a few bits of each other, which is
+    how rankings keep one photo per burst.
+    """
+    small = np.asarray(img.convert("L").resize((9, 8), Image.Resampling.BILINEAR), dtype=np.int16)
+    bits = (small[:, 1:] > small[:, :-1]).ravel()
+    return f"{int(''.join('1' if b else '0' for b in bits), 2):016x}"
+
+
+def hash_distance(a: str, b: str) -> int:
+    """Number of differing bits between two perceptual hashes."""
+    return (int(a, 16) ^ int(b, 16)).bit_count()

@@ -9,17 +9,24 @@ interrupted scan keeps what it did and the next one carries on from there.
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
+from typing import Any, Protocol
 
+import numpy as np
+from PIL import Image
 from sqlalchemy import Engine, and_, not_, or_, select, update
 from sqlalchemy.orm import Session
 
+from photosort.defaults import WORKING_SIDE
+from photosort.faces import DEFAULT_MIN_FACE, DEFAULT_MIN_SCORE, FaceScan, find_faces, make_detector
 from photosort.images import DEFAULT_MAX_MEGAPIXELS
 from photosort.scanning import (
     FileEntry,
@@ -30,10 +37,66 @@ from photosort.scanning import (
     examine,
     walk,
 )
-from photosort.store import Photo, Scan, dumps_counts, utcnow
+from photosort.store import (
+    EMOTION_COLUMNS,
+    FaceRow,
+    Photo,
+    Scan,
+    dumps_counts,
+    path_under,
+    utcnow,
+)
 
 BATCH_PHOTOS = 500
 BATCH_SECONDS = 2.0
+CLASSIFY_BATCH = 256
+
+
+class Classifier(Protocol):
+    """What indexing needs of an emotion model (``photosort.emotions.load_model``)."""
+
+    model_id: str
+
+    def predict(self, faces: Any) -> np.ndarray: ...
+
+
+class LazyClassifier:
+    """The emotion model, loaded on first use: a rescan with nothing new never starts TensorFlow."""
+
+    def __init__(self, path: str | None = None) -> None:
+        self.path = path
+        self._model: Classifier | None = None
+
+    @property
+    def model(self) -> Classifier:
+        if self._model is None:
+            from photosort.emotions import load_model
+
+            self._model = load_model(self.path)
+        return self._model
+
+    @property
+    def model_id(self) -> str:
+        return self.model.model_id
+
+    def predict(self, faces: Any) -> np.ndarray:
+        return self.model.predict(faces)
+
+
+@dataclass(frozen=True)
+class FaceOptions:
+    """How ``scan`` finds and classifies faces; None in scan_library means files only."""
+
+    classifier: Classifier
+    detector: str = "blazeface"
+    min_score: float = DEFAULT_MIN_SCORE
+    min_face: float = DEFAULT_MIN_FACE
+    working_side: int = WORKING_SIDE
+    reclassify: bool = False
+
+    @property
+    def detector_key(self) -> str:
+        return f"{self.detector}:{self.min_score:g}:{self.min_face:g}"
 
 
 @dataclass
@@ -47,6 +110,8 @@ class ScanReport:
     missing: int = 0
     unchanged: int = 0
     errors: int = 0
+    faces: int = 0
+    classified: int = 0
     seconds: float = 0.0
     problems: list[tuple[str, str]] = field(default_factory=list)
 
@@ -83,12 +148,15 @@ def scan_library(
     max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
     workers: int | None = None,
     progress: Progress | None = None,
+    faces: FaceOptions | None = None,
 ) -> ScanReport:
     """Scan ``paths`` into the library and return what changed.
 
     Every path is checked before anything is written: a folder that cannot be reached is a
     WalkError, never a reason to mark its photos missing. ``progress`` is called with each
-    file's path once it has been dealt with.
+    file's path once it has been dealt with. With ``faces``, new and changed photos also get
+    their faces detected, cropped and classified (batched across photos), and faces whose
+    probabilities came from another model are classified again from their stored crops.
     """
     roots = _dedupe_roots([check_root(p) for p in paths])
     report = ScanReport()
@@ -106,20 +174,38 @@ def scan_library(
         scan = Scan(started_at=now, roots=json.dumps(roots), state="running")
         session.add(scan)
         session.commit()
-        writer = _Writer(session, now, report)
+        writer = _Writer(session, now, report, faces)
         try:
             tasks = _plan(session, walk(roots, on_walk_error))
             with ThreadPoolExecutor(max_workers=workers) as pool:
-                for task, facts in bounded_map(
+                examined = bounded_map(
                     pool,
                     lambda t: examine(t.entry.path, max_megapixels=max_megapixels),
                     tasks,
                     needs_work=lambda t: t.needs_read,
                     window=8 * workers,
-                ):
-                    writer.apply(task, facts)
-                    if progress is not None:
-                        progress(task.entry.path)
+                )
+
+                def face_jobs() -> Iterator[_FaceJob]:
+                    for task, facts in examined:
+                        job = writer.apply(task, facts)
+                        if progress is not None:
+                            progress(task.entry.path)
+                        if job is not None:
+                            yield job
+
+                if faces is None:
+                    for _ in face_jobs():
+                        pass
+                else:
+                    detect = _ThreadDetector(faces, max_megapixels)
+                    for job, found in bounded_map(
+                        pool, detect, face_jobs(), needs_work=lambda j: True, window=4 * workers
+                    ):
+                        writer.store_faces(job, found)  # type: ignore[arg-type]
+            if faces is not None:
+                writer.flush()
+                _reclassify(session, faces, report)
             writer.flush()
             report.missing = _mark_missing(session, roots, unlisted, now)
             scan.state = "done"
@@ -155,48 +241,186 @@ def _plan(session: Session, folders: Iterable[Folder]) -> Iterator[_Task]:
             yield _Task(entry, known.get(entry.path))
 
 
+@dataclass(frozen=True)
+class _FaceJob:
+    """A photo to find faces in; plain values, so worker threads never touch the session."""
+
+    row: Photo
+    path: str
+    size: tuple[int, int]
+
+
+class _ThreadDetector:
+    """Runs find_faces in worker threads, each with its own detector (they are not shared)."""
+
+    def __init__(self, options: FaceOptions, max_megapixels: float) -> None:
+        self.options = options
+        self.max_megapixels = max_megapixels
+        self.local = threading.local()
+
+    def __call__(self, job: _FaceJob) -> FaceScan:
+        detector = getattr(self.local, "detector", None)
+        if detector is None:
+            detector = self.local.detector = make_detector(
+                self.options.detector, self.options.min_score
+            )
+        return find_faces(
+            job.path,
+            job.size,
+            detector=detector,
+            min_face=self.options.min_face,
+            working_side=self.options.working_side,
+            max_megapixels=self.max_megapixels,
+        )
+
+
+def encode_crop(crop: np.ndarray) -> bytes:
+    """Face crops are stored as small lossless greyscale PNGs."""
+    buf = io.BytesIO()
+    Image.fromarray(crop, "L").save(buf, "PNG", optimize=False)
+    return buf.getvalue()
+
+
+def decode_crop(data: bytes) -> np.ndarray:
+    """A stored crop back as a greyscale uint8 array."""
+    with Image.open(io.BytesIO(data)) as img:
+        return np.asarray(img.convert("L"))
+
+
+def _set_probabilities(
+    faces: list[FaceRow], crops: list[np.ndarray], classifier: Classifier
+) -> int:
+    """One ``predict`` for the whole batch; a failure is recorded on its faces, not raised."""
+    try:
+        probs = np.asarray(classifier.predict(np.stack(crops)), dtype=np.float64)
+        error = None
+    except Exception as exc:  # noqa: BLE001 - a bad batch must not end the scan
+        probs, error = None, f"classification failed: {exc}"
+    for i, face in enumerate(faces):
+        face.model_id = classifier.model_id
+        face.classify_error = error
+        for j, column in enumerate(EMOTION_COLUMNS):
+            setattr(face, column, None if probs is None else float(probs[i, j]))
+    return 0 if probs is None else len(faces)
+
+
+def _reclassify(session: Session, options: FaceOptions, report: ScanReport) -> None:
+    """Classify stored crops whose probabilities are missing or came from another model."""
+    stale = select(FaceRow).order_by(FaceRow.id).limit(CLASSIFY_BATCH)
+    if not options.reclassify:
+        stale = stale.where(
+            (FaceRow.model_id.is_(None)) | (FaceRow.model_id != options.classifier.model_id)
+        )
+    last = 0
+    while batch := list(session.scalars(stale.where(FaceRow.id > last))):
+        last = batch[-1].id
+        report.classified += _set_probabilities(
+            batch, [decode_crop(f.crop) for f in batch], options.classifier
+        )
+        session.commit()
+
+
 class _Writer:
     """Applies examined files to the database and commits in batches."""
 
-    def __init__(self, session: Session, now: datetime, report: ScanReport) -> None:
+    def __init__(
+        self, session: Session, now: datetime, report: ScanReport, faces: FaceOptions | None
+    ) -> None:
         self.session = session
         self.now = now
         self.report = report
+        self.faces = faces
         self.seen_ids: list[int] = []
+        self.to_classify: list[tuple[FaceRow, np.ndarray]] = []
         self.pending = 0
         self.last_commit = time.monotonic()
 
-    def apply(self, task: _Task, facts: FileFacts | None) -> None:
+    def apply(self, task: _Task, facts: FileFacts | None) -> _FaceJob | None:
+        """Record one walked file; return a face job if its faces are still to be found."""
+        row = self._apply(task, facts)
+        self.pending += 1
+        if self.pending >= BATCH_PHOTOS or time.monotonic() - self.last_commit > BATCH_SECONDS:
+            self.flush()
+        if (
+            self.faces is None
+            or row is None
+            or row.status != "ok"
+            or row.faces_state != "pending"
+            or row.width is None
+            or row.height is None
+        ):
+            return None
+        return _FaceJob(row, row.path, (row.width, row.height))
+
+    def _apply(self, task: _Task, facts: FileFacts | None) -> Photo | None:
         report = self.report
         entry, row = task.entry, task.row
         if not task.needs_read:
             report.scanned += 1
             report.unchanged += 1
             self.seen_ids.append(row.id)  # type: ignore[union-attr]
-        elif facts is None:
-            return  # not a photo: a sidecar, a video, a text file
-        else:
-            report.scanned += 1
-            if facts.error is not None:
-                report.errors += 1
-                report.problems.append((entry.path, facts.error))
-            if row is None:
-                moved = self._find_moved(entry, facts)
-                if moved is not None:
-                    self._touch(moved, entry)
-                    report.moved += 1
-                else:
-                    self._insert(entry, facts)
-                    report.new += 1
-            elif row.content_hash is not None and row.content_hash == facts.content_hash:
-                self._touch(row, entry)
-                report.unchanged += 1
-            else:
-                self._reread(row, entry, facts)
-                report.changed += 1
-        self.pending += 1
-        if self.pending >= BATCH_PHOTOS or time.monotonic() - self.last_commit > BATCH_SECONDS:
-            self.flush()
+            return row
+        if facts is None:
+            return None  # not a photo: a sidecar, a video, a text file
+        report.scanned += 1
+        if facts.error is not None:
+            report.errors += 1
+            report.problems.append((entry.path, facts.error))
+        if row is None:
+            moved = self._find_moved(entry, facts)
+            if moved is not None:
+                self._touch(moved, entry)
+                report.moved += 1
+                return moved
+            report.new += 1
+            return self._insert(entry, facts)
+        if row.content_hash is not None and row.content_hash == facts.content_hash:
+            self._touch(row, entry)
+            report.unchanged += 1
+            return row
+        self._reread(row, entry, facts)
+        report.changed += 1
+        return row
+
+    def store_faces(self, job: _FaceJob, found: FaceScan) -> None:
+        """Record a photo's faces and queue them for one batched classification."""
+        row = job.row
+        assert self.faces is not None
+        row.detector = self.faces.detector_key
+        row.phash = found.phash
+        if found.error is not None:
+            row.faces_state = "error"
+            row.faces_error = found.error
+            self.report.errors += 1
+            self.report.problems.append((job.path, found.error))
+            return
+        for idx, face in enumerate(found.faces):
+            x, y, w, h = face.box
+            face_row = FaceRow(
+                idx=idx,
+                x=x,
+                y=y,
+                w=w,
+                h=h,
+                score=face.score,
+                sharpness=face.sharpness,
+                crop=encode_crop(face.crop),
+            )
+            row.faces.append(face_row)
+            self.to_classify.append((face_row, face.crop))
+        row.faces_state = "done"
+        row.faces_error = None
+        self.report.faces += len(found.faces)
+        if len(self.to_classify) >= CLASSIFY_BATCH:
+            self._classify()
+
+    def _classify(self) -> None:
+        if not self.to_classify or self.faces is None:
+            return
+        queued, self.to_classify = self.to_classify, []
+        self.report.classified += _set_probabilities(
+            [f for f, _ in queued], [c for _, c in queued], self.faces.classifier
+        )
 
     def _find_moved(self, entry: FileEntry, facts: FileFacts) -> Photo | None:
         """A row with the same content whose file is gone: the same photo, moved here."""
@@ -220,14 +444,18 @@ class _Writer:
         if row.status == "missing":
             row.status = "unreadable" if row.error else "ok"
 
-    def _insert(self, entry: FileEntry, facts: FileFacts) -> None:
+    def _insert(self, entry: FileEntry, facts: FileFacts) -> Photo:
         row = Photo(path=entry.path, folder=entry.folder, first_seen=self.now)
         self._fill(row, entry, facts)
         self.session.add(row)
+        return row
 
     def _reread(self, row: Photo, entry: FileEntry, facts: FileFacts) -> None:
         """New content at a known path: replace everything derived from the old content."""
         self._fill(row, entry, facts)
+        row.faces.clear()
+        row.phash = None
+        row.detector = None
 
     def _fill(self, row: Photo, entry: FileEntry, facts: FileFacts) -> None:
         info = facts.info
@@ -242,9 +470,12 @@ class _Writer:
         row.error = facts.error
         row.last_seen = self.now
         row.read_at = self.now
+        row.faces_state = "pending"
+        row.faces_error = None
 
     def flush(self) -> None:
         """Commit the batch: applied rows plus the last-seen stamp of unchanged ones."""
+        self._classify()
         ids, self.seen_ids = self.seen_ids, []
         for start in range(0, len(ids), 900):
             self.session.execute(
@@ -258,13 +489,6 @@ class _Writer:
         self.last_commit = time.monotonic()
 
 
-def _under(column: object, folder: str) -> object:
-    """SQL for "this path is ``folder`` or inside it", as an index-friendly range."""
-    prefix = folder.rstrip(os.sep) + os.sep
-    upper = prefix[:-1] + chr(ord(os.sep) + 1)
-    return or_(column == folder, and_(column >= prefix, column < upper))  # type: ignore[operator]
-
-
 def _mark_missing(session: Session, roots: list[str], unlisted: list[str], now: datetime) -> int:
     """Mark photos under the walked roots that this scan did not see as missing.
 
@@ -272,10 +496,10 @@ def _mark_missing(session: Session, roots: list[str], unlisted: list[str], now: 
     their status, since we do not know they are gone.
     """
     condition = and_(
-        or_(*(_under(Photo.path, root) for root in roots)),
+        or_(*(path_under(Photo.path, root) for root in roots)),
         Photo.last_seen < now,
         Photo.status != "missing",
-        *(not_(_under(Photo.path, folder)) for folder in unlisted),
+        *(not_(path_under(Photo.path, folder)) for folder in unlisted),
     )
     result = session.execute(
         update(Photo)

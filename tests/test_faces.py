@@ -1,0 +1,310 @@
+"""Faces in the library: detection, crops, batched classification, re-classification, ranking."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from photosort import indexing
+from photosort.cli import cli
+from photosort.defaults import EMOTIONS
+from photosort.faces import Face, crop_face, iou, make_detector, sharpness
+from photosort.images import read_array, read_image
+from photosort.indexing import FaceOptions, decode_crop, scan_library
+from photosort.ranking import RankingError, top_photos
+from photosort.sample import build_sample_album, save_jpeg, skimage_photo, stored_sideways
+from photosort.store import FaceRow, Photo, open_engine
+
+# Where the astronaut's face is in skimage.data.astronaut() (512x512), checked by eye.
+ASTRONAUT_FACE = (172.0, 67.0, 107.0, 107.0)
+
+
+class BrightnessModel:
+    """A stand-in emotion model: "happy" is the crop's mean brightness, the rest share 1-p.
+
+    Counts its calls, so tests can see batching and re-classification.
+    """
+
+    def __init__(self, model_id: str = "test-model-1", fail: bool = False) -> None:
+        self.model_id = model_id
+        self.fail = fail
+        self.calls: list[int] = []
+
+    def predict(self, faces: np.ndarray) -> np.ndarray:
+        self.calls.append(len(faces))
+        if self.fail:
+            raise RuntimeError("model exploded")
+        happy = np.asarray(faces, dtype=np.float32).mean(axis=(1, 2)) / 255.0
+        probs = np.repeat(((1 - happy) / 6)[:, None], 7, axis=1)
+        probs[:, EMOTIONS.index("happy")] = happy
+        return probs.astype(np.float32)
+
+
+@pytest.fixture
+def sample(tmp_path: Path) -> Path:
+    root = tmp_path / "album"
+    build_sample_album(root)
+    return root
+
+
+def scan(db_url: str, album: Path, model: BrightnessModel, **options: object):
+    return scan_library(
+        open_engine(db_url), [str(album)], faces=FaceOptions(classifier=model, **options)
+    )
+
+
+def faces_by_photo(db_url: str) -> dict[str, list[FaceRow]]:
+    with Session(open_engine(db_url), expire_on_commit=False) as session:
+        out: dict[str, list[FaceRow]] = {}
+        for photo in session.scalars(select(Photo)):
+            out[Path(photo.path).name] = list(photo.faces)
+        return out
+
+
+def test_astronaut_has_one_face_at_the_right_place() -> None:
+    detector = make_detector()
+    faces = detector.detect(skimage_photo("astronaut"))  # type: ignore[attr-defined]
+    assert len(faces) == 1
+    assert iou(faces[0].box, ASTRONAUT_FACE) > 0.8
+    assert faces[0].score > 0.8
+
+
+def test_exif_rotated_copy_gives_the_same_face(tmp_path: Path) -> None:
+    path = save_jpeg(tmp_path / "s.jpg", stored_sideways(skimage_photo("astronaut")), orientation=6)
+    faces = make_detector().detect(read_array(path))  # type: ignore[attr-defined]
+    assert len(faces) == 1 and iou(faces[0].box, ASTRONAUT_FACE) > 0.75
+
+
+@pytest.mark.parametrize("name", ["chelsea", "coffee"])
+def test_cat_and_coffee_have_no_face(name: str) -> None:
+    assert make_detector().detect(skimage_photo(name)) == []  # type: ignore[attr-defined]
+
+
+def test_small_faces_are_found_on_tiles() -> None:
+    """Four astronauts shrunk into a large canvas: too small for one 192 px pass."""
+    face = np.asarray(Image.fromarray(skimage_photo("astronaut")).resize((160, 160)))
+    canvas = np.full((1000, 1400, 3), 90, np.uint8)
+    spots = [(50, 60), (1100, 80), (300, 700), (1000, 760)]
+    for x, y in spots:
+        canvas[y : y + 160, x : x + 160] = face
+    whole = make_detector("blazeface-whole").detect(canvas)  # type: ignore[attr-defined]
+    tiled = make_detector("blazeface").detect(canvas)  # type: ignore[attr-defined]
+    assert len(tiled) == 4
+    assert len(whole) < len(tiled)
+
+
+def test_scan_stores_faces_crops_and_probabilities(sample: Path, db_url: str) -> None:
+    model = BrightnessModel()
+    report = scan(db_url, sample, model)
+    assert (report.faces, report.classified) == (3, 3)
+    assert model.calls == [3], "one predict for the faces of all photos"
+    found = faces_by_photo(db_url)
+    assert {k: len(v) for k, v in found.items() if v} == {
+        "astronaut.jpg": 1,
+        "astronaut-sideways.jpg": 1,
+        "cameraman.png": 1,
+    }
+    face = found["astronaut.jpg"][0]
+    assert iou((face.x, face.y, face.w, face.h), ASTRONAUT_FACE) > 0.8
+    sideways = found["astronaut-sideways.jpg"][0]
+    assert iou((sideways.x, sideways.y, sideways.w, sideways.h), ASTRONAUT_FACE) > 0.75
+    crop = decode_crop(face.crop)
+    assert crop.shape == (96, 96) and crop.dtype == np.uint8
+    assert face.model_id == "test-model-1"
+    assert face.p_happy == pytest.approx(crop.mean() / 255, abs=1e-5)
+    assert sum(face.probabilities) == pytest.approx(1.0, abs=1e-5)
+    assert face.sharpness > 0
+    with Session(open_engine(db_url)) as session:
+        states = dict(session.execute(select(Photo.path, Photo.faces_state)).all())
+        assert set(states.values()) == {"done"}  # photos without faces are done too
+
+
+def test_crop_of_a_small_face_comes_from_a_larger_decode(tmp_path: Path, db_url: str) -> None:
+    """A 12 MP frame where the face is small at working size: the crop must stay sharp."""
+    big = np.full((3000, 4000, 3), 120, np.uint8)
+    big[1000:2000, 1500:2500] = np.asarray(
+        Image.fromarray(skimage_photo("astronaut")).resize((1000, 1000))
+    )
+    album = tmp_path / "big"
+    save_jpeg(album / "big.jpg", big, quality=95)
+    scan(db_url, album, BrightnessModel())
+    (row,) = faces_by_photo(db_url)["big.jpg"]
+    expected = (
+        1500 + ASTRONAUT_FACE[0] * 1000 / 512,
+        1000 + ASTRONAUT_FACE[1] * 1000 / 512,
+        209,
+        209,
+    )
+    assert iou((row.x, row.y, row.w, row.h), expected) > 0.7
+    working = read_image(album / "big.jpg", max_side=1024)
+    face_at_working = Face(row.x, row.y, row.w, row.h, row.score).scaled(1024 / 4000)
+    assert max(face_at_working.w, face_at_working.h) < 96  # small at working size
+    soft = sharpness(crop_face(working, face_at_working))
+    assert row.sharpness > 1.5 * soft
+    assert decode_crop(row.crop).shape == (96, 96)
+
+
+def test_rescan_does_not_detect_again(
+    sample: Path, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scan(db_url, sample, BrightnessModel())
+    calls: list[str] = []
+    real = indexing.find_faces
+    monkeypatch.setattr(
+        indexing, "find_faces", lambda p, *a, **k: calls.append(p) or real(p, *a, **k)
+    )
+    model = BrightnessModel()
+    report = scan(db_url, sample, model)
+    assert calls == [] and model.calls == []
+    assert report.unchanged == 7
+
+
+def test_moved_photo_keeps_faces_without_detection(
+    sample: Path, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scan(db_url, sample, BrightnessModel())
+    before = faces_by_photo(db_url)["astronaut.jpg"][0]
+    shutil.move(sample / "people" / "astronaut.jpg", sample / "pets" / "eileen.jpg")
+    calls: list[str] = []
+    monkeypatch.setattr(indexing, "find_faces", lambda p, *a, **k: calls.append(p))
+    report = scan(db_url, sample, BrightnessModel())
+    assert report.moved == 1 and calls == []
+    after = faces_by_photo(db_url)["eileen.jpg"][0]
+    assert (after.id, after.crop, after.p_happy) == (before.id, before.crop, before.p_happy)
+
+
+def test_changed_photo_is_detected_again(sample: Path, db_url: str) -> None:
+    scan(db_url, sample, BrightnessModel())
+    save_jpeg(sample / "pets" / "chelsea.jpg", skimage_photo("astronaut")[:, ::-1])
+    report = scan(db_url, sample, BrightnessModel())
+    assert (report.changed, report.faces) == (1, 1)
+    assert len(faces_by_photo(db_url)["chelsea.jpg"]) == 1
+
+
+def test_new_model_reclassifies_without_detection(
+    sample: Path, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scan(db_url, sample, BrightnessModel("model-a"))
+    ids = {f.id for faces in faces_by_photo(db_url).values() for f in faces}
+    calls: list[str] = []
+    monkeypatch.setattr(indexing, "find_faces", lambda p, *a, **k: calls.append(p))
+    model_b = BrightnessModel("model-b")
+    report = scan(db_url, sample, model_b)
+    assert calls == [] and report.classified == 3 and model_b.calls == [3]
+    faces = [f for faces in faces_by_photo(db_url).values() for f in faces]
+    assert {f.id for f in faces} == ids and {f.model_id for f in faces} == {"model-b"}
+    again = BrightnessModel("model-b")
+    assert scan(db_url, sample, again).classified == 0 and again.calls == []
+    forced = BrightnessModel("model-b")
+    assert scan(db_url, sample, forced, reclassify=True).classified == 3
+
+
+def test_failed_classification_is_recorded_and_scan_goes_on(sample: Path, db_url: str) -> None:
+    report = scan(db_url, sample, BrightnessModel(fail=True))
+    assert report.faces == 3 and report.classified == 0
+    face = faces_by_photo(db_url)["astronaut.jpg"][0]
+    assert face.classify_error == "classification failed: model exploded"
+    assert face.p_happy is None
+
+
+def test_min_face_rejects_and_records_done(sample: Path, db_url: str) -> None:
+    report = scan(db_url, sample, BrightnessModel(), min_face=2000)
+    assert report.faces == 0
+    with Session(open_engine(db_url)) as session:
+        assert set(session.scalars(select(Photo.faces_state))) == {"done"}
+    assert scan(db_url, sample, BrightnessModel()).faces == 0  # not re-processed
+
+
+def test_top_ranks_dedupes_and_filters(sample: Path, db_url: str) -> None:
+    scan(db_url, sample, BrightnessModel())
+    engine = open_engine(db_url)
+    ranked = top_photos(engine, "happy", 10)
+    # astronaut.jpg and its sideways copy are the same picture: one of them is kept.
+    names = [Path(r.path).name for r in ranked]
+    assert len(names) == 2 and "cameraman.png" in names
+    assert [r.score for r in ranked] == sorted((r.score for r in ranked), reverse=True)
+    everything = top_photos(engine, "happy", 10, keep_duplicates=True)
+    assert len(everything) == 3
+    by_name = {Path(r.path).name: r for r in everything}
+    assert by_name["cameraman.png"].score == pytest.approx(
+        by_name["cameraman.png"].faces[0].probabilities["happy"]
+    )
+    people = top_photos(engine, "sad", 10, under=str(sample / "people"), keep_duplicates=True)
+    assert all("/people/" in r.path for r in people)
+    assert top_photos(engine, "happy", 10, min_face=100, keep_duplicates=True) == [
+        r for r in everything if r.faces[0].box[2] >= 100
+    ]
+    assert len(top_photos(engine, "happy", 1)) == 1
+
+
+def test_top_every_face_ranks_by_the_weakest(tmp_path: Path, db_url: str) -> None:
+    album = tmp_path / "group"
+    astro = skimage_photo("astronaut")
+    pair = np.concatenate(
+        [astro, np.clip(astro.astype(int) * 0.4, 0, 255).astype(np.uint8)], axis=1
+    )
+    save_jpeg(album / "pair.jpg", pair)
+    save_jpeg(album / "single.jpg", astro[:, :, :] // 2 + 60)
+    scan(db_url, album, BrightnessModel())
+    engine = open_engine(db_url)
+    best = top_photos(engine, "happy", 2)
+    weakest = top_photos(engine, "happy", 2, every_face=True)
+    pair_best = next(r for r in best if r.path.endswith("pair.jpg"))
+    pair_weak = next(r for r in weakest if r.path.endswith("pair.jpg"))
+    happy = sorted(f.probabilities["happy"] for f in pair_best.faces)
+    assert len(happy) == 2
+    assert pair_best.score == pytest.approx(happy[1]) and pair_weak.score == pytest.approx(happy[0])
+
+
+def test_missing_photos_are_left_out_of_top(sample: Path, db_url: str) -> None:
+    scan(db_url, sample, BrightnessModel())
+    (sample / "people" / "cameraman.png").unlink()
+    scan(db_url, sample, BrightnessModel())
+    names = [Path(r.path).name for r in top_photos(open_engine(db_url), "happy", 10)]
+    assert "cameraman.png" not in names and names
+
+
+def test_top_and_show_cli(
+    runner: CliRunner, sample: Path, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scan(db_url, sample, BrightnessModel())
+    result = runner.invoke(cli, ["top", "happy", "-n", "5", "--db", db_url, "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert set(data[0]) == {"path", "score", "faces"}
+    assert set(data[0]["faces"][0]) == {"box", "emotion", "probabilities"}
+    assert set(data[0]["faces"][0]["probabilities"]) == set(EMOTIONS)
+    table = runner.invoke(cli, ["top", "HAPPY", "--db", db_url])
+    assert table.exit_code == 0 and "cameraman.png" in table.output
+    show = runner.invoke(cli, ["show", str(sample / "people" / "astronaut.jpg"), "--db", db_url])
+    assert show.exit_code == 0 and "1 faces" in show.output and "happy" in show.output
+    shown = json.loads(
+        runner.invoke(
+            cli, ["show", str(sample / "pets" / "chelsea.jpg"), "--db", db_url, "--json"]
+        ).stdout
+    )
+    assert shown["faces"] == [] and shown["faces_state"] == "done"
+
+
+def test_top_bad_input(runner: CliRunner, tmp_path: Path, db_url: str, sample: Path) -> None:
+    bad = runner.invoke(cli, ["top", "joyful", "--db", db_url])
+    assert bad.exit_code == 2
+    assert all(e in bad.output for e in EMOTIONS)
+    assert runner.invoke(cli, ["top", "happy", "-n", "0", "--db", db_url]).exit_code == 2
+    empty = runner.invoke(cli, ["top", "happy", "--db", db_url])
+    assert empty.exit_code == 1 and "library is empty" in empty.output
+    scan_library(open_engine(db_url), [str(sample)])  # files only, no faces yet
+    unscanned = runner.invoke(cli, ["top", "happy", "--db", db_url])
+    assert unscanned.exit_code == 1 and "no classified faces" in unscanned.output
+    with pytest.raises(RankingError, match="unknown emotion"):
+        top_photos(open_engine(db_url), "joy")
+    nowhere = runner.invoke(cli, ["show", str(tmp_path / "nope.jpg"), "--db", db_url])
+    assert nowhere.exit_code == 1 and "not in the library" in nowhere.output
