@@ -19,3 +19,9 @@ DEFAULT_MIN_SCORE = 0.6
 
 DEFAULT_MIN_FACE = 24.0
 """Faces narrower than this (photo pixels) are too small to read an expression from."""
+
+DEFAULT_SAMPLES = 1000
+"""Perturbed crops LIME asks the model about per explanation."""
+
+DEFAULT_SEGMENTS = 40
+"""Superpixels a face crop is cut into for LIME."""

@@ -28,6 +28,7 @@ from sqlalchemy import (
     LargeBinary,
     String,
     Text,
+    UniqueConstraint,
     and_,
     create_engine,
     event,
@@ -120,6 +121,9 @@ class FaceRow(Base):
     p_neutral: Mapped[float | None] = mapped_column(Float)
 
     photo: Mapped[Photo] = relationship(back_populates="faces")
+    explanations: Mapped[list[ExplanationRow]] = relationship(
+        back_populates="face", cascade="all, delete-orphan"
+    )
 
     @property
     def probabilities(self) -> list[float] | None:
@@ -138,6 +142,37 @@ class Scan(Base):
     roots: Mapped[str] = mapped_column(Text)
     state: Mapped[str] = mapped_column(String(16))
     counts: Mapped[str | None] = mapped_column(Text)
+
+
+class ExplanationRow(Base):
+    """A cached LIME explanation, keyed by face, model and parameters.
+
+    Re-rendering a report reuses it; a new model or other parameters make a new one.
+    """
+
+    __tablename__ = "explanations"
+    __table_args__ = (
+        UniqueConstraint(
+            "face_id", "model_id", "emotion", "samples", "segments", "seed", name="uq_explanation"
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    face_id: Mapped[int] = mapped_column(ForeignKey("faces.id", ondelete="CASCADE"), index=True)
+    model_id: Mapped[str] = mapped_column(String(64))
+    emotion: Mapped[str] = mapped_column(String(16))
+    samples: Mapped[int] = mapped_column(Integer)
+    segments: Mapped[int] = mapped_column(Integer)
+    seed: Mapped[int] = mapped_column(Integer)
+    probability: Mapped[float] = mapped_column(Float)
+    fit: Mapped[float] = mapped_column(Float)
+    deletion_support: Mapped[float] = mapped_column(Float)
+    deletion_random: Mapped[float] = mapped_column(Float)
+    segment_map: Mapped[bytes] = mapped_column(LargeBinary)
+    weights: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+
+    face: Mapped[FaceRow] = relationship(back_populates="explanations")
 
 
 def path_under(column: Any, folder: str) -> Any:

@@ -1,0 +1,383 @@
+"""Reporting: a static HTML album of the top photos per emotion, with LIME explanations.
+
+Everything the album shows is written into OUTDIR: resized, upright copies of the photos
+(never the originals), face crops and heatmaps, and pages rendered from the Jinja2 templates
+in ``templates/`` with autoescaping on, inline CSS and a Content-Security-Policy that allows
+no network access, so the album works from ``file://`` anywhere. A manifest lists what
+photosort wrote; a re-run replaces and cleans up only those files.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session
+
+from photosort import __version__
+from photosort.defaults import EMOTIONS
+from photosort.errors import PhotosortError
+from photosort.explaining import (
+    DEFAULT_SAMPLES,
+    DEFAULT_SEGMENTS,
+    Explanation,
+    Predictor,
+    explain_face,
+    heatmap_image,
+    png_bytes,
+)
+from photosort.images import ImageError, read_image
+from photosort.indexing import decode_crop
+from photosort.ranking import RankingError, top_photos
+from photosort.resources import resource_dir
+from photosort.store import ExplanationRow, FaceRow, Photo, utcnow
+
+MANIFEST = ".photosort-report.json"
+LARGE_SIDE = 1600
+THUMB_SIDE = 480
+
+
+class ReportError(PhotosortError):
+    """The report cannot be written where asked."""
+
+
+class ExplainingModel(Predictor):
+    """What a report needs of the emotion model: predictions and an identity for the cache."""
+
+    model_id: str
+
+
+@cache
+def templates() -> Any:
+    """The one Jinja2 environment: templates from ``templates/``, autoescaped."""
+    from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+
+    env = Environment(
+        loader=FileSystemLoader(str(resource_dir("templates"))),
+        autoescape=select_autoescape(["html"], default_for_string=True, default=True),
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.globals["version"] = __version__
+    env.globals["emotions"] = EMOTIONS
+    return env
+
+
+def check_outdir(outdir: Path) -> Path:
+    """Make sure OUTDIR is a writable folder (creating it), or say why not in one line."""
+    if outdir.exists() and not outdir.is_dir():
+        raise ReportError(f"{outdir} is a file, not a folder")
+    try:
+        outdir.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=outdir, prefix=".photosort-probe-"):
+            pass
+    except OSError as exc:
+        raise ReportError(f"cannot write to {outdir}: {exc.strerror or exc}") from None
+    return outdir
+
+
+class _Output:
+    """Writes files into OUTDIR atomically and remembers them for the manifest."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.written: set[str] = set()
+
+    def write(self, relative: str, data: bytes) -> str:
+        target = self.root / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            os.replace(tmp, target)
+        except OSError as exc:
+            Path(tmp).unlink(missing_ok=True)
+            raise ReportError(f"cannot write {target}: {exc.strerror or exc}") from None
+        self.written.add(relative)
+        return relative
+
+    def finish(self) -> None:
+        """Remove what an earlier run wrote and this one did not; then save the manifest."""
+        manifest = self.root / MANIFEST
+        try:
+            before = set(json.loads(manifest.read_text())["files"])
+        except (OSError, ValueError, KeyError, TypeError):
+            before = set()
+        for stale in sorted(before - self.written):
+            path = (self.root / stale).resolve()
+            if self.root.resolve() in path.parents:
+                path.unlink(missing_ok=True)
+        data = {"generator": f"photosort {__version__}", "files": sorted(self.written)}
+        self.write(MANIFEST, json.dumps(data, indent=1).encode())
+
+
+@dataclass
+class FaceView:
+    face_id: int
+    box_pct: tuple[float, float, float, float]
+    emotion: str | None
+    bars: list[tuple[str, float]]
+    crop: str
+    heatmap: str | None = None
+    fit: float | None = None
+    deletion_support: float | None = None
+    deletion_random: float | None = None
+    faithful: bool | None = None
+    error: str | None = None
+
+
+@dataclass
+class PickView:
+    emotion: str
+    rank: int
+    score: float
+    name: str
+    path: str
+    uri: str
+    page: str
+    thumb: str | None
+    large: str | None
+    note: str | None
+    taken_at: datetime | None
+    faces: list[FaceView] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ReportSummary:
+    index: Path
+    picks: int
+    explained: int
+    cached: int
+
+
+def explanation_for(
+    session: Session,
+    face: FaceRow,
+    model: ExplainingModel,
+    emotion: str,
+    *,
+    samples: int,
+    segments: int,
+    seed: int,
+) -> tuple[Explanation, bool]:
+    """The face's explanation from the cache, or computed and cached; says if it was cached."""
+    key = {
+        "face_id": face.id,
+        "model_id": model.model_id,
+        "emotion": emotion,
+        "samples": samples,
+        "segments": segments,
+        "seed": seed,
+    }
+    row = session.scalars(select(ExplanationRow).filter_by(**key)).first()
+    if row is not None:
+        shape = json.loads(row.weights)
+        segment_map = np.frombuffer(row.segment_map, np.int16).reshape(shape["shape"])
+        return (
+            Explanation(
+                emotion=emotion,
+                probability=row.probability,
+                segments=segment_map,
+                weights={int(k): v for k, v in shape["weights"].items()},
+                fit=row.fit,
+                deletion_support=row.deletion_support,
+                deletion_random=row.deletion_random,
+            ),
+            True,
+        )
+    found = explain_face(
+        decode_crop(face.crop), model, emotion, samples=samples, segments=segments, seed=seed
+    )
+    session.add(
+        ExplanationRow(
+            **key,
+            probability=found.probability,
+            fit=found.fit,
+            deletion_support=found.deletion_support,
+            deletion_random=found.deletion_random,
+            segment_map=found.segments.astype(np.int16).tobytes(),
+            weights=json.dumps({"shape": list(found.segments.shape), "weights": found.weights}),
+            created_at=utcnow(),
+        )
+    )
+    session.commit()
+    return found, False
+
+
+def build_report(
+    engine: Engine,
+    outdir: Path,
+    model: ExplainingModel,
+    *,
+    n: int = 10,
+    emotions: Sequence[str] = EMOTIONS,
+    samples: int = DEFAULT_SAMPLES,
+    segments: int = DEFAULT_SEGMENTS,
+    seed: int = 0,
+    progress: Callable[[str], None] | None = None,
+) -> ReportSummary:
+    """Write the album for the top ``n`` photos of each emotion into ``outdir``."""
+    outdir = check_outdir(outdir)
+    out = _Output(outdir)
+    sections: list[tuple[str, list[PickView]]] = []
+    empty_reason = None
+    counts = {"explained": 0, "cached": 0}
+    images: dict[int, tuple[str | None, str | None, str | None]] = {}
+    with Session(engine) as session:
+        for emotion in emotions:
+            try:
+                ranked = top_photos(engine, emotion, n)
+            except RankingError as exc:
+                empty_reason = str(exc)
+                break
+            picks = []
+            for rank, ranked_photo in enumerate(ranked, 1):
+                photo = session.get(Photo, ranked_photo.photo_id)
+                assert photo is not None
+                if photo.id not in images:
+                    images[photo.id] = _photo_images(out, photo)
+                thumb, large, note = images[photo.id]
+                pick = PickView(
+                    emotion=emotion,
+                    rank=rank,
+                    score=ranked_photo.score,
+                    name=Path(photo.path).name,
+                    path=photo.path,
+                    uri=Path(photo.path).as_uri(),
+                    page=f"{emotion}-{rank:02d}.html",
+                    thumb=thumb,
+                    large=large,
+                    note=note,
+                    taken_at=photo.taken_at,
+                )
+                for face in photo.faces:
+                    view, cached = _face_view(
+                        out, session, photo, face, model, samples, segments, seed
+                    )
+                    if view.heatmap is not None:
+                        counts["cached" if cached else "explained"] += 1
+                    pick.faces.append(view)
+                picks.append(pick)
+                if progress is not None:
+                    progress(f"{emotion} #{rank}")
+            sections.append((emotion, picks))
+    env = templates()
+    for _, picks in sections:
+        for pick in picks:
+            page = env.get_template("pick.html").render(pick=pick, samples=samples)
+            out.write(pick.page, page.encode())
+    index = env.get_template("index.html").render(
+        sections=sections, empty_reason=empty_reason, n=n, generated=utcnow()
+    )
+    out.write("index.html", index.encode())
+    out.finish()
+    return ReportSummary(
+        index=outdir / "index.html",
+        picks=sum(len(p) for _, p in sections),
+        explained=counts["explained"],
+        cached=counts["cached"],
+    )
+
+
+def _photo_images(out: _Output, photo: Photo) -> tuple[str | None, str | None, str | None]:
+    """Upright resized copies of a photo for the album, or a note when it cannot be read."""
+    try:
+        large = read_image(photo.path, max_side=LARGE_SIDE)
+    except ImageError as exc:
+        gone = not os.path.exists(photo.path)
+        note = "The photo has gone missing since it was scanned" if gone else f"Unreadable: {exc}"
+        return None, None, note + "; its faces are shown from the stored crops."
+    thumb = large.copy()
+    thumb.thumbnail((THUMB_SIDE, THUMB_SIDE))
+    return (
+        out.write(f"photos/{photo.id}-thumb.jpg", _jpeg(thumb)),
+        out.write(f"photos/{photo.id}.jpg", _jpeg(large)),
+        None,
+    )
+
+
+def _jpeg(image: Any) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, "JPEG", quality=88)
+    return buf.getvalue()
+
+
+def _face_view(
+    out: _Output,
+    session: Session,
+    photo: Photo,
+    face: FaceRow,
+    model: ExplainingModel,
+    samples: int,
+    segments: int,
+    seed: int,
+) -> tuple[FaceView, bool]:
+    """A face's crop, bars and heatmap; says whether the explanation came from the cache."""
+    width, height = photo.width or 1, photo.height or 1
+    box = (
+        100 * face.x / width,
+        100 * face.y / height,
+        100 * face.w / width,
+        100 * face.h / height,
+    )
+    crop_file = out.write(f"faces/{face.id}.png", face.crop)
+    probs = face.probabilities
+    if probs is None:
+        error = face.classify_error or "not classified yet"
+        return FaceView(face.id, box, None, [], crop_file, error=error), False
+    emotion = EMOTIONS[int(np.argmax(probs))]
+    view = FaceView(face.id, box, emotion, list(zip(EMOTIONS, probs, strict=True)), crop_file)
+    explanation, cached = explanation_for(
+        session, face, model, emotion, samples=samples, segments=segments, seed=seed
+    )
+    heat = heatmap_image(decode_crop(face.crop), explanation)
+    view.heatmap = out.write(f"faces/{face.id}-{emotion}-lime.png", png_bytes(heat))
+    view.fit = explanation.fit
+    view.deletion_support = explanation.deletion_support
+    view.deletion_random = explanation.deletion_random
+    view.faithful = explanation.faithful
+    return view, cached
+
+
+def explain_photo_face(
+    engine: Engine,
+    photo_path: str,
+    model: ExplainingModel,
+    *,
+    face_number: int = 1,
+    emotion: str | None = None,
+    samples: int = DEFAULT_SAMPLES,
+    segments: int = DEFAULT_SEGMENTS,
+    seed: int = 0,
+) -> tuple[Explanation, Any]:
+    """Explain one face of one photo (1-based), for its predicted emotion unless one is given."""
+    real = os.path.realpath(photo_path)
+    with Session(engine, expire_on_commit=False) as session:
+        photo = session.scalars(select(Photo).where(Photo.path == real)).first()
+        if photo is None:
+            raise ReportError(f"{photo_path} is not in the library: run `photosort scan` first")
+        if not 1 <= face_number <= len(photo.faces):
+            raise ReportError(
+                f"{photo_path} has {len(photo.faces)} faces; there is no face {face_number}"
+            )
+        face = photo.faces[face_number - 1]
+        if emotion is None:
+            if face.probabilities is None:
+                raise ReportError(f"face {face_number} of {photo_path} is not classified yet")
+            emotion = EMOTIONS[int(np.argmax(face.probabilities))]
+        explanation, _ = explanation_for(
+            session, face, model, emotion, samples=samples, segments=segments, seed=seed
+        )
+        return explanation, heatmap_image(decode_crop(face.crop), explanation, size=288)

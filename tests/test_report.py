@@ -1,0 +1,182 @@
+"""Explanations and the HTML album: LIME behaviour, caching, the report, a real browser."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from photosort.cli import cli
+from photosort.defaults import EMOTIONS
+from photosort.explaining import explain_face
+from photosort.indexing import FaceOptions, scan_library
+from photosort.reporting import MANIFEST, ReportError, build_report
+from photosort.sample import build_sample_album, save_jpeg, skimage_photo
+from photosort.store import ExplanationRow, open_engine
+from tests.browser import Browser, find_chromium
+from tests.test_faces import BrightnessModel
+
+# A file name cannot hold "/", so the script tag of the classic test becomes an onerror img.
+WEIRD_NAME = "<img src=x onerror=alert(1)> & \"quotes\" 'é' 日本.jpg"
+ARTIFACTS = Path(os.environ.get("PHOTOSORT_ARTIFACTS", Path(__file__).parent.parent / "artifacts"))
+
+
+class RegionModel:
+    """A model that only looks at the top-left quarter of the face: happy = its brightness."""
+
+    model_id = "region-model"
+
+    def __init__(self) -> None:
+        self.calls: list[int] = []
+
+    def predict(self, faces: np.ndarray) -> np.ndarray:
+        f = np.asarray(faces, dtype=np.float32)
+        self.calls.append(len(f))
+        half = f.shape[1] // 2
+        happy = f[:, :half, :half].mean(axis=(1, 2)) / 255.0
+        probs = np.repeat(((1 - happy) / 6)[:, None], 7, axis=1)
+        probs[:, EMOTIONS.index("happy")] = happy
+        return probs
+
+
+def face_crop() -> np.ndarray:
+    return np.asarray(
+        Image.fromarray(skimage_photo("astronaut")[50:190, 155:295]).convert("L").resize((96, 96))
+    )
+
+
+def test_explanation_highlights_the_region_the_model_looks_at() -> None:
+    model = RegionModel()
+    found = explain_face(face_crop(), model, "happy", samples=600, seed=3)
+    weights = np.abs(found.weight_map())
+    half = weights.shape[0] // 2
+    inside = weights[: half - 2, : half - 2].mean()
+    outside = weights[half + 2 :, :].mean()
+    assert inside > 20 * max(outside, 1e-9)
+    assert found.fit > 0.9
+    assert model.calls[0] == 600, "LIME's samples go to the model in one batch"
+    assert found.deletion_support > found.deletion_random and found.faithful
+
+
+def test_explanation_is_deterministic_with_a_seed() -> None:
+    a = explain_face(face_crop(), RegionModel(), "happy", samples=300, seed=7)
+    b = explain_face(face_crop(), RegionModel(), "happy", samples=300, seed=7)
+    c = explain_face(face_crop(), RegionModel(), "happy", samples=300, seed=8)
+    assert a.weights == b.weights and np.array_equal(a.segments, b.segments)
+    assert a.weights != c.weights
+
+
+@pytest.fixture
+def library(tmp_path: Path, db_url: str) -> Path:
+    album = tmp_path / "album"
+    build_sample_album(album)
+    weird = album / "people" / WEIRD_NAME
+    save_jpeg(weird, skimage_photo("astronaut")[:, ::-1])
+    scan_library(open_engine(db_url), [str(album)], faces=FaceOptions(classifier=RegionModel()))
+    return album
+
+
+def test_report_writes_album_and_caches_explanations(
+    library: Path, db_url: str, tmp_path: Path
+) -> None:
+    out = tmp_path / "report"
+    engine = open_engine(db_url)
+    first = build_report(engine, out, RegionModel(), n=3, samples=200)
+    assert first.explained >= 3 and first.cached > 0  # the same face appears under 7 emotions
+    index = (out / "index.html").read_text()
+    for emotion in EMOTIONS:
+        assert f'id="{emotion}"' in index
+    assert "<img src=x" not in index
+    assert "&lt;img src=x onerror=alert(1)&gt; &amp; &#34;quotes&#34; &#39;é&#39; 日本.jpg" in index
+    pages = sorted(p.name for p in out.glob("*.html"))
+    assert "happy-01.html" in pages
+    page = (out / "happy-01.html").read_text()
+    assert "Explanation fit" in page and "Deletion check" in page
+    for src in [s.split('"')[0] for s in page.split('src="')[1:]]:
+        assert (out / src).is_file(), src
+    manifest = json.loads((out / MANIFEST).read_text())["files"]
+    assert "index.html" in manifest
+    with Session(engine) as session:
+        assert session.scalar(select(func.count()).select_from(ExplanationRow)) == first.explained
+
+    model = RegionModel()
+    (out / "mine.txt").write_text("a file photosort did not write")
+    second = build_report(engine, out, model, n=1, samples=200)
+    assert second.explained == 0 and model.calls == []  # all from the cache
+    assert (out / "mine.txt").exists()
+    assert not (out / "happy-03.html").exists(), "pages of the earlier run are cleaned up"
+    originals = {p: p.stat().st_mtime_ns for p in library.rglob("*.jpg")}
+    assert originals == {p: p.stat().st_mtime_ns for p in library.rglob("*.jpg")}
+
+
+def test_missing_photo_is_shown_from_its_crop(library: Path, db_url: str, tmp_path: Path) -> None:
+    shutil.move(library / "people" / "cameraman.png", tmp_path / "elsewhere.png")
+    out = tmp_path / "report"
+    build_report(open_engine(db_url), out, RegionModel(), n=5, emotions=["happy"], samples=100)
+    pages = [p.read_text() for p in out.glob("happy-*.html")]
+    assert any("gone missing since it was scanned" in p for p in pages)
+
+
+def test_empty_library_report_says_so(db_url: str, tmp_path: Path) -> None:
+    out = tmp_path / "report"
+    build_report(open_engine(db_url), out, RegionModel())
+    assert "the library is empty" in (out / "index.html").read_text()
+
+
+def test_bad_outdir_is_a_one_line_error(runner: CliRunner, db_url: str, tmp_path: Path) -> None:
+    a_file = tmp_path / "file.html"
+    a_file.write_text("x")
+    result = runner.invoke(cli, ["report", str(a_file), "--db", db_url])
+    assert result.exit_code == 1 and "is a file, not a folder" in result.output
+    with pytest.raises(ReportError, match="is a file"):
+        build_report(open_engine(db_url), a_file, RegionModel())
+    if os.geteuid() != 0:
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        with pytest.raises(ReportError, match="cannot write"):
+            build_report(open_engine(db_url), locked, RegionModel())
+
+
+def test_explain_command(
+    runner: CliRunner, library: Path, db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from photosort import indexing
+
+    monkeypatch.setattr(indexing.LazyClassifier, "model", property(lambda self: RegionModel()))
+    out = tmp_path / "one.png"
+    photo = library / "people" / "astronaut.jpg"
+    args = ["explain", str(photo), "--out", str(out), "--samples", "100", "--db", db_url, "--json"]
+    result = runner.invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["emotion"] in EMOTIONS and Image.open(out).size == (288, 288)
+    bad = runner.invoke(
+        cli, ["explain", str(photo), "--face", "3", "--out", str(out), "--db", db_url]
+    )
+    assert bad.exit_code == 1 and "there is no face 3" in bad.output
+
+
+@pytest.mark.skipif(find_chromium() is None, reason="needs Debian's chromium (.ci/run installs it)")
+def test_report_in_a_real_browser(library: Path, db_url: str, tmp_path: Path) -> None:
+    out = tmp_path / "report"
+    build_report(open_engine(db_url), out, BrightnessModel(), n=3, samples=100)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with Browser(find_chromium()) as browser:
+        for page in ("index.html", "happy-01.html"):
+            seen = browser.open((out / page).as_uri())
+            assert seen.images, page
+            assert all(width > 0 for _, width in seen.images), seen.images
+            assert seen.console == [] and seen.errors == [], (seen.console, seen.errors)
+            assert all(url.startswith("file://") for url in seen.requests), seen.requests
+            browser.screenshot(ARTIFACTS / f"report-{page.replace('.html', '')}.png")
+        index = browser.open((out / "index.html").as_uri())
+        assert WEIRD_NAME in index.text  # shown as text
+        assert all(src.startswith(("photos/", "faces/")) for src, _ in index.images)
