@@ -641,30 +641,42 @@ def db_upgrade(db_url: str | None) -> None:
 def demo(folder: Path, quiet: bool) -> None:
     """Build a small sample album from scikit-image's photos and run photosort on it.
 
-    Writes the album and its library database into FOLDER (default: ./photosort-demo).
+    Scans the album (faces and emotions included), lists the top happy photos and writes
+    the HTML album with its LIME heatmaps, all into FOLDER (default: ./photosort-demo).
 
     \b
     Example:
         photosort demo /tmp/photosort-demo
     """
-    from photosort.indexing import scan_library
+    from photosort.indexing import FaceOptions, LazyClassifier, scan_library
+    from photosort.ranking import top_photos
+    from photosort.reporting import build_report
     from photosort.sample import build_sample_album
-    from photosort.store import database_url, library_status, open_engine
+    from photosort.store import database_url, open_engine
 
     album = folder / "album"
     if not album.exists():
         build_sample_album(album)
+    model = LazyClassifier(None)
     with user_errors():
         engine = open_engine(database_url(str(folder / "library.db")))
-        report = scan_library(engine, [str(album)])
-    if not quiet:
-        info = library_status(engine)
-        click.echo(f"Sample album: {album.resolve()}")
-        click.echo(f"Library:      {info.database}")
-        click.echo(
-            f"Scanned {report.scanned} photos: {report.new} new, {report.unchanged} unchanged, "
-            f"{report.errors} errors."
-        )
+        scanned = scan_library(engine, [str(album)], faces=FaceOptions(classifier=model))
+        happiest = top_photos(engine, "happy", 3)
+        summary = build_report(engine, folder / "report", model, n=3)
+    if quiet:
+        return
+    click.echo(f"Sample album: {album.resolve()}")
+    click.echo(
+        f"Scanned {scanned.scanned} photos: {scanned.new} new, {scanned.unchanged} unchanged, "
+        f"{scanned.faces} faces found, {scanned.errors} errors."
+    )
+    click.echo("Top happy photos:")
+    for rank, pick in enumerate(happiest, 1):
+        click.echo(f"  {rank}. {pick.score:6.1%}  {pick.path}")
+    click.echo(f"HTML album:   {summary.index.resolve()}")
+    click.echo(
+        f"Library:      {(folder / 'library.db').resolve()}  (try: photosort status --db ...)"
+    )
 
 
 # --- model commands (train, evaluate) ---

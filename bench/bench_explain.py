@@ -1,0 +1,88 @@
+"""Time LIME explanations per face and a full report (7 emotions x 10 picks), as one run.
+
+The library is the annotated photos of ../shared/data/faces scanned with the shipped model.
+Per face, photosort's explainer (crop at model input size, SLIC superpixels, one batch of
+1000 samples) is timed against LIME's defaults as the tutorials call them (quickshift
+superpixels on the 96 px crop, ``batch_size=10``, 1000 samples). Then a full report is built
+twice: once computing every explanation, once from the cache.
+
+Run: ``python bench/bench_explain.py [--faces 8]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from photosort.defaults import EMOTIONS
+from photosort.emotions import load_model
+from photosort.explaining import explain_face
+from photosort.indexing import FaceOptions, decode_crop, scan_library
+from photosort.reporting import build_report
+from photosort.store import FaceRow, open_engine
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def lime_defaults(crop: np.ndarray, model: object, label: int) -> float:
+    """LIME the way its tutorial does it; returns seconds."""
+    from lime import lime_image
+
+    explainer = lime_image.LimeImageExplainer(random_state=0)
+    rgb = np.stack([crop] * 3, axis=-1)
+    start = time.perf_counter()
+    explainer.explain_instance(
+        rgb,
+        lambda images: model.predict(np.asarray(images)[..., 0].astype(np.uint8)),  # type: ignore[attr-defined]
+        labels=(label,),
+        top_labels=None,
+        num_samples=1000,
+    )
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "faces")
+    parser.add_argument("--faces", type=int, default=8, help="faces to time one by one")
+    args = parser.parse_args()
+    model = load_model()
+    with tempfile.TemporaryDirectory(prefix="photosort-bench-") as tmp:
+        engine = open_engine(f"sqlite:///{tmp}/bench.db")
+        scan_library(engine, [str(args.data)], faces=FaceOptions(classifier=model))
+        with Session(engine) as session:
+            faces = list(session.scalars(select(FaceRow).limit(args.faces)))
+            crops = [decode_crop(f.crop) for f in faces]
+        explain_face(crops[0], model, "happy", samples=100)  # warm-up
+        ours, theirs = [], []
+        for crop in crops:
+            label = int(np.argmax(model.predict(crop[None])[0]))
+            start = time.perf_counter()
+            explain_face(crop, model, EMOTIONS[label], samples=1000)
+            ours.append(time.perf_counter() - start)
+            theirs.append(lime_defaults(crop, model, label))
+        start = time.perf_counter()
+        first = build_report(engine, Path(tmp) / "report", model, n=10)
+        cold = time.perf_counter() - start
+        start = time.perf_counter()
+        build_report(engine, Path(tmp) / "report", model, n=10)
+        warm = time.perf_counter() - start
+    print(
+        f"explanation, 1000 samples: photosort {np.median(ours):.2f} s/face, "
+        f"LIME defaults {np.median(theirs):.2f} s/face (x{np.median(theirs) / np.median(ours):.1f}); "
+        f"goal <= 1.5 s"
+    )
+    print(
+        f"report 7 emotions x 10 picks: {first.picks} picks, {first.explained} explanations "
+        f"in {cold:.1f} s; re-run from the cache {warm:.1f} s (x{cold / warm:.0f})"
+    )
+
+
+if __name__ == "__main__":
+    main()
