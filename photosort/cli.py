@@ -603,6 +603,39 @@ def explain(
         )
 
 
+@cli.command()
+@click.argument("old_prefix", type=click.Path())
+@click.argument("new_prefix", type=click.Path(exists=True, file_okay=False))
+@db_option
+@json_option
+@click.option("--dry-run", is_flag=True, help="Only show what would change.")
+def relocate(
+    old_prefix: str, new_prefix: str, db_url: str | None, as_json: bool, dry_run: bool
+) -> None:
+    """Tell the library its photos moved from OLD_PREFIX to NEW_PREFIX.
+
+    Faces, scores and explanations are kept; nothing is read or written in the folders.
+
+    \b
+    Example:
+        photosort relocate /media/old-disk/Pictures /media/new-disk/Pictures --dry-run
+    """
+    from photosort.store import relocate as relocate_library
+
+    engine = open_library(db_url)
+    with user_errors():
+        moves = relocate_library(engine, old_prefix, new_prefix, dry_run=dry_run)
+    if as_json:
+        emit_json({"dry_run": dry_run, "moves": [{"from": a, "to": b} for a, b in moves]})
+        return
+    for before, after in moves[:20]:
+        click.echo(f"{before} -> {after}")
+    if len(moves) > 20:
+        click.echo(f"... and {len(moves) - 20} more")
+    verb = "Would relocate" if dry_run else "Relocated"
+    click.echo(f"{verb} {len(moves)} photos.")
+
+
 @cli.group()
 def db() -> None:
     """Manage the library database.

@@ -406,3 +406,56 @@ def prune_missing(engine: Engine, *, dry_run: bool = False) -> list[str]:
 def dumps_counts(counts: dict[str, Any]) -> str:
     """Counts are kept as JSON text so new kinds of counts need no migration."""
     return json.dumps(counts, sort_keys=True)
+
+
+def relocate(engine: Engine, old: str, new: str, *, dry_run: bool = False) -> list[tuple[str, str]]:
+    """Point every photo under folder ``old`` to the same place under ``new``.
+
+    For a library whose files moved wholesale (a new mount point, a new disk): identities,
+    faces, scores and explanations stay. A photo already recorded at its new path (scanned
+    there before relocating) is the same file when the content hashes agree, and that newer
+    duplicate row gives way; a different file there is an error, and nothing changes.
+    """
+    old = os.path.abspath(old).rstrip(os.sep) or os.sep
+    new = os.path.realpath(new).rstrip(os.sep) or os.sep
+    if old == new:
+        raise StoreError("the old and new locations are the same")
+    moves: list[tuple[str, str]] = []
+    with Session(engine) as session, session.begin():
+        rows = session.scalars(
+            select(Photo).where(path_under(Photo.path, old)).order_by(Photo.path)
+        )
+        photos = list(rows)
+        targets = {p.path: new + p.path[len(old) :] for p in photos}
+        existing = (
+            {
+                p.path: p
+                for p in session.scalars(
+                    select(Photo).where(Photo.path.in_(list(targets.values())))
+                )
+                if p.path not in targets
+            }
+            if targets
+            else {}
+        )
+        for photo in photos:
+            clash = existing.get(targets[photo.path])
+            if clash is not None and clash.content_hash != photo.content_hash:
+                raise StoreError(
+                    f"{clash.path} is already in the library as a different file; "
+                    "nothing was relocated"
+                )
+        for photo in photos:
+            target = targets[photo.path]
+            moves.append((photo.path, target))
+            if dry_run:
+                continue
+            clash = existing.get(target)
+            if clash is not None:
+                session.delete(clash)
+                session.flush()
+            photo.folder = new + photo.folder[len(old) :]
+            photo.path = target
+        if dry_run:
+            session.rollback()
+    return moves

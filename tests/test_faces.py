@@ -308,3 +308,37 @@ def test_top_bad_input(runner: CliRunner, tmp_path: Path, db_url: str, sample: P
         top_photos(open_engine(db_url), "joy")
     nowhere = runner.invoke(cli, ["show", str(tmp_path / "nope.jpg"), "--db", db_url])
     assert nowhere.exit_code == 1 and "not in the library" in nowhere.output
+
+
+def test_relocate_keeps_faces_scores_and_explanations(
+    runner: CliRunner, sample: Path, db_url: str, tmp_path: Path
+) -> None:
+    from photosort.reporting import build_report
+
+    scan(db_url, sample, BrightnessModel())
+    build_report(open_engine(db_url), tmp_path / "report", BrightnessModel(), n=1, samples=60)
+    before = {name: [f.id for f in faces] for name, faces in faces_by_photo(db_url).items()}
+    new_home = tmp_path / "new-disk" / "album"
+    new_home.parent.mkdir()
+    sample.rename(new_home)
+
+    dry = runner.invoke(
+        cli, ["relocate", str(sample), str(new_home), "--db", db_url, "--dry-run", "--json"]
+    )
+    assert dry.exit_code == 0, dry.output
+    moves = json.loads(dry.stdout)["moves"]
+    assert len(moves) == 7 and all(m["to"].startswith(str(new_home)) for m in moves)
+    with Session(open_engine(db_url)) as session:
+        assert all(p.startswith(str(sample)) for p in session.scalars(select(Photo.path)))
+
+    done = runner.invoke(cli, ["relocate", str(sample), str(new_home), "--db", db_url])
+    assert done.exit_code == 0 and "Relocated 7 photos." in done.output
+    model = BrightnessModel()
+    report = scan(db_url, new_home, model)
+    assert (report.unchanged, report.new, report.missing, report.faces) == (7, 0, 0, 0)
+    assert model.calls == []
+    assert {n: [f.id for f in fs] for n, fs in faces_by_photo(db_url).items()} == before
+    from photosort.store import ExplanationRow
+
+    with Session(open_engine(db_url)) as session:
+        assert session.scalars(select(ExplanationRow)).first() is not None

@@ -10,6 +10,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from click.testing import CliRunner
+from sqlalchemy import create_engine
 
 from photosort.cli import cli
 from photosort.store import Base, StoreError, database_url, open_engine, schema_revisions
@@ -95,3 +96,46 @@ def test_bad_database_is_a_one_line_error(
     assert "Traceback" not in result.output
     errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
     assert len(errors) == 1 and message in errors[0]
+
+
+def migrate_to(url: str, revision: str) -> None:
+    from alembic import command
+
+    from photosort.store import _migrations_config
+
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        command.upgrade(_migrations_config(conn), revision)
+
+
+def test_upgrades_keep_every_row(tmp_path: Path) -> None:
+    """A database made at the first revision, with rows, survives every later migration."""
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    migrate_to(url, "0001")
+    with sqlite3.connect(tmp_path / "old.db") as conn:
+        conn.execute(
+            "insert into photos (path, folder, size, mtime_ns, content_hash, format, width,"
+            " height, status, first_seen, last_seen, read_at) values ('/a/b.jpg', '/a', 10, 5,"
+            " 'ab', 'JPEG', 4, 3, 'ok', '2024-01-01', '2024-01-01', '2024-01-01')"
+        )
+        conn.execute(
+            "insert into scans (started_at, roots, state) values ('2024-01-01', '[]', 'done')"
+        )
+    migrate_to(url, "0002")
+    with sqlite3.connect(tmp_path / "old.db") as conn:
+        assert conn.execute("select path, faces_state from photos").fetchall() == [
+            ("/a/b.jpg", "pending")
+        ]
+        conn.execute(
+            "insert into faces (photo_id, idx, x, y, w, h, score, sharpness, crop, model_id,"
+            " p_happy) values (1, 0, 1, 2, 3, 4, 0.9, 10, x'00', 'm', 0.5)"
+        )
+    engine = open_engine(url)  # the rest happens on first use
+    assert schema_revisions(engine)[0] == schema_revisions(engine)[1]
+    with sqlite3.connect(tmp_path / "old.db") as conn:
+        assert conn.execute("select path, size, width from photos").fetchall() == [
+            ("/a/b.jpg", 10, 4)
+        ]
+        assert conn.execute("select count(*) from scans").fetchone() == (1,)
+        assert conn.execute("select p_happy, model_id from faces").fetchall() == [(0.5, "m")]
+        assert conn.execute("select count(*) from explanations").fetchone() == (0,)
