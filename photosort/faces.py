@@ -332,3 +332,42 @@ def find_faces(
         photo_box = face.scaled(factor)
         found.append(FoundFace(photo_box.box, face.score, crop, sharpness(crop)))
     return FaceScan(found, perceptual_hash(image), rejected)
+
+
+@dataclass(frozen=True)
+class FaceSettings:
+    """How to find faces, as plain values that travel to worker processes."""
+
+    detector: str = DETECTOR_NAMES[0]
+    min_score: float = DEFAULT_MIN_SCORE
+    min_face: float = DEFAULT_MIN_FACE
+    working_side: int = WORKING_SIDE
+    max_megapixels: float = MAX_MEGAPIXELS
+
+    @property
+    def key(self) -> str:
+        """Recorded with each photo: which detector and thresholds found its faces."""
+        return f"{self.detector}:{self.min_score:g}:{self.min_face:g}"
+
+
+_DETECTORS: dict[tuple[str, float], object] = {}
+
+
+def find_faces_with(path: str, photo_size: tuple[int, int], settings: FaceSettings) -> FaceScan:
+    """:func:`find_faces` with this process's own detector, made on first use and kept.
+
+    Worker processes call this: a detector holds an interpreter that must not be shared
+    between threads, and building one per photo would waste tens of milliseconds.
+    """
+    key = (settings.detector, settings.min_score)
+    detector = _DETECTORS.get(key)
+    if detector is None:
+        detector = _DETECTORS[key] = make_detector(settings.detector, settings.min_score)
+    return find_faces(
+        path,
+        photo_size,
+        detector=detector,
+        min_face=settings.min_face,
+        working_side=settings.working_side,
+        max_megapixels=settings.max_megapixels,
+    )

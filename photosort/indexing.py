@@ -12,10 +12,9 @@ from __future__ import annotations
 import io
 import json
 import os
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -25,13 +24,19 @@ from PIL import Image
 from sqlalchemy import Engine, and_, not_, or_, select, update
 from sqlalchemy.orm import Session
 
-from photosort.defaults import WORKING_SIDE
-from photosort.faces import DEFAULT_MIN_FACE, DEFAULT_MIN_SCORE, FaceScan, find_faces, make_detector
+from photosort.defaults import (
+    DEFAULT_MIN_FACE,
+    DEFAULT_MIN_SCORE,
+    DETECTOR_NAMES,
+    WORKING_SIDE,
+)
+from photosort.faces import FaceScan, FaceSettings, find_faces_with
 from photosort.images import DEFAULT_MAX_MEGAPIXELS
 from photosort.scanning import (
     FileEntry,
     FileFacts,
     Folder,
+    InlineExecutor,
     bounded_map,
     check_root,
     examine,
@@ -88,15 +93,16 @@ class FaceOptions:
     """How ``scan`` finds and classifies faces; None in scan_library means files only."""
 
     classifier: Classifier
-    detector: str = "blazeface"
+    detector: str = DETECTOR_NAMES[0]
     min_score: float = DEFAULT_MIN_SCORE
     min_face: float = DEFAULT_MIN_FACE
     working_side: int = WORKING_SIDE
     reclassify: bool = False
 
-    @property
-    def detector_key(self) -> str:
-        return f"{self.detector}:{self.min_score:g}:{self.min_face:g}"
+    def settings(self, max_megapixels: float) -> FaceSettings:
+        return FaceSettings(
+            self.detector, self.min_score, self.min_face, self.working_side, max_megapixels
+        )
 
 
 @dataclass
@@ -177,11 +183,12 @@ def scan_library(
         writer = _Writer(session, now, report, faces)
         try:
             tasks = _plan(session, walk(roots, on_walk_error))
-            with ThreadPoolExecutor(max_workers=workers) as pool:
+            with _executor(workers) as pool:
                 examined = bounded_map(
                     pool,
-                    lambda t: examine(t.entry.path, max_megapixels=max_megapixels),
+                    examine,
                     tasks,
+                    args=lambda t: (t.entry.path, max_megapixels),
                     needs_work=lambda t: t.needs_read,
                     window=8 * workers,
                 )
@@ -198,9 +205,14 @@ def scan_library(
                     for _ in face_jobs():
                         pass
                 else:
-                    detect = _ThreadDetector(faces, max_megapixels)
+                    settings = faces.settings(max_megapixels)
                     for job, found in bounded_map(
-                        pool, detect, face_jobs(), needs_work=lambda j: True, window=4 * workers
+                        pool,
+                        find_faces_with,
+                        face_jobs(),
+                        args=lambda j: (j.path, j.size, settings),
+                        needs_work=lambda j: True,
+                        window=4 * workers,
                     ):
                         writer.store_faces(job, found)  # type: ignore[arg-type]
             if faces is not None:
@@ -250,28 +262,24 @@ class _FaceJob:
     size: tuple[int, int]
 
 
-class _ThreadDetector:
-    """Runs find_faces in worker threads, each with its own detector (they are not shared)."""
+def _executor(workers: int) -> Executor:
+    """Worker processes for reading, hashing and face detection, or none for one worker.
 
-    def __init__(self, options: FaceOptions, max_megapixels: float) -> None:
-        self.options = options
-        self.max_megapixels = max_megapixels
-        self.local = threading.local()
+    Workers are forked (cheap) while this process has not loaded TensorFlow, whose threads
+    must not be forked; after that they come from a fork server. Either way they never
+    touch the model or the database, which stay in this process.
+    """
+    if workers <= 1:
+        return InlineExecutor()
+    import multiprocessing
+    import sys
 
-    def __call__(self, job: _FaceJob) -> FaceScan:
-        detector = getattr(self.local, "detector", None)
-        if detector is None:
-            detector = self.local.detector = make_detector(
-                self.options.detector, self.options.min_score
-            )
-        return find_faces(
-            job.path,
-            job.size,
-            detector=detector,
-            min_face=self.options.min_face,
-            working_side=self.options.working_side,
-            max_megapixels=self.max_megapixels,
-        )
+    if "tensorflow" in sys.modules:
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(["photosort.faces", "photosort.scanning"])
+    else:
+        context = multiprocessing.get_context("fork")
+    return ProcessPoolExecutor(max_workers=workers, mp_context=context)
 
 
 def encode_crop(crop: np.ndarray) -> bytes:
@@ -386,7 +394,7 @@ class _Writer:
         """Record a photo's faces and queue them for one batched classification."""
         row = job.row
         assert self.faces is not None
-        row.detector = self.faces.detector_key
+        row.detector = self.faces.settings(0).key
         row.phash = found.phash
         if found.error is not None:
             row.faces_state = "error"

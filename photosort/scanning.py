@@ -15,7 +15,7 @@ import stat
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from photosort.errors import PhotosortError
 from photosort.images import (
@@ -148,7 +148,7 @@ def count_files(roots: Iterable[str]) -> int:
     return sum(len(folder.files) for folder in walk(roots))
 
 
-def examine(path: str, *, max_megapixels: float = DEFAULT_MAX_MEGAPIXELS) -> FileFacts | None:
+def examine(path: str, max_megapixels: float = DEFAULT_MAX_MEGAPIXELS) -> FileFacts | None:
     """Read one file: hash it and learn whether it is a usable photo.
 
     Returns None for files that are not photos at all (not an image by content nor by name),
@@ -194,23 +194,38 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
+class InlineExecutor(Executor):
+    """Runs each call at once in this process: ``--workers 1``, with no pool to start."""
+
+    def submit(self, fn: Callable[..., R], /, *args: Any, **kwargs: Any) -> Future[R]:
+        future: Future[R] = Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller through the future
+            future.set_exception(exc)
+        return future
+
+
 def bounded_map(
     executor: Executor,
-    fn: Callable[[T], R | None],
+    fn: Callable[..., R | None],
     items: Iterable[T],
     *,
+    args: Callable[[T], tuple[Any, ...]],
     needs_work: Callable[[T], bool],
     window: int,
 ) -> Iterator[tuple[T, R | None]]:
     """Like ``executor.map`` but lazy, in order, and with at most ``window`` items in flight.
 
-    Items for which ``needs_work`` is false are passed through with None, without a trip to
-    the executor. The input is consumed only as fast as results are taken, which keeps memory
-    flat on libraries of any size.
+    ``fn`` gets ``args(item)``, plain values a worker process can receive. Items for which
+    ``needs_work`` is false are passed through with None, without a trip to the executor.
+    The input is consumed only as fast as results are taken, which keeps memory flat on
+    libraries of any size.
     """
     pending: list[tuple[T, Future[R | None] | None]] = []
     for item in items:
-        pending.append((item, executor.submit(fn, item) if needs_work(item) else None))
+        future = executor.submit(fn, *args(item)) if needs_work(item) else None
+        pending.append((item, future))
         while len(pending) >= window or (pending and _ready(pending[0][1])):
             yield _result(pending.pop(0))
     while pending:

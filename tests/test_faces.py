@@ -55,9 +55,13 @@ def sample(tmp_path: Path) -> Path:
     return root
 
 
-def scan(db_url: str, album: Path, model: BrightnessModel, **options: object):
+def scan(db_url: str, album: Path, model: BrightnessModel, workers: int = 1, **options: object):
+    """Scan in this process (workers=1), so tests can count calls to the detector."""
     return scan_library(
-        open_engine(db_url), [str(album)], faces=FaceOptions(classifier=model, **options)
+        open_engine(db_url),
+        [str(album)],
+        workers=workers,
+        faces=FaceOptions(classifier=model, **options),
     )
 
 
@@ -152,14 +156,30 @@ def test_crop_of_a_small_face_comes_from_a_larger_decode(tmp_path: Path, db_url:
     assert decode_crop(row.crop).shape == (96, 96)
 
 
+def test_worker_processes_give_the_same_faces(sample: Path, tmp_path: Path) -> None:
+    inline, pooled = f"sqlite:///{tmp_path / 'one.db'}", f"sqlite:///{tmp_path / 'two.db'}"
+    scan(inline, sample, BrightnessModel(), workers=1)
+    model = BrightnessModel()
+    report = scan(pooled, sample, model, workers=2)
+    assert report.faces == 3 and model.calls == [3]
+
+    def boxes(url: str) -> dict[str, list[tuple[float, ...]]]:
+        return {
+            n: [(f.x, f.y, f.w, f.h, f.p_happy) for f in fs]
+            for n, fs in faces_by_photo(url).items()
+        }
+
+    assert boxes(inline) == boxes(pooled)
+
+
 def test_rescan_does_not_detect_again(
     sample: Path, db_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     scan(db_url, sample, BrightnessModel())
     calls: list[str] = []
-    real = indexing.find_faces
+    real = indexing.find_faces_with
     monkeypatch.setattr(
-        indexing, "find_faces", lambda p, *a, **k: calls.append(p) or real(p, *a, **k)
+        indexing, "find_faces_with", lambda p, *a, **k: calls.append(p) or real(p, *a, **k)
     )
     model = BrightnessModel()
     report = scan(db_url, sample, model)
@@ -174,7 +194,7 @@ def test_moved_photo_keeps_faces_without_detection(
     before = faces_by_photo(db_url)["astronaut.jpg"][0]
     shutil.move(sample / "people" / "astronaut.jpg", sample / "pets" / "eileen.jpg")
     calls: list[str] = []
-    monkeypatch.setattr(indexing, "find_faces", lambda p, *a, **k: calls.append(p))
+    monkeypatch.setattr(indexing, "find_faces_with", lambda p, *a, **k: calls.append(p))
     report = scan(db_url, sample, BrightnessModel())
     assert report.moved == 1 and calls == []
     after = faces_by_photo(db_url)["eileen.jpg"][0]
@@ -195,7 +215,7 @@ def test_new_model_reclassifies_without_detection(
     scan(db_url, sample, BrightnessModel("model-a"))
     ids = {f.id for faces in faces_by_photo(db_url).values() for f in faces}
     calls: list[str] = []
-    monkeypatch.setattr(indexing, "find_faces", lambda p, *a, **k: calls.append(p))
+    monkeypatch.setattr(indexing, "find_faces_with", lambda p, *a, **k: calls.append(p))
     model_b = BrightnessModel("model-b")
     report = scan(db_url, sample, model_b)
     assert calls == [] and report.classified == 3 and model_b.calls == [3]

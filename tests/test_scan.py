@@ -118,7 +118,7 @@ def test_unreadable_permission_is_recorded(
         return real_open(path, *args, **kwargs)
 
     monkeypatch.setattr(scanning, "open", fake_open, raising=False)
-    report = scan_library(open_engine(db_url), [str(album)])
+    report = scan_library(open_engine(db_url), [str(album)], workers=1)
     assert report.errors == ALBUM_BROKEN + 1
     assert photos(db_url)[locked].error == "permission denied"
 
@@ -140,8 +140,8 @@ def test_rescan_of_unchanged_album_opens_no_file(
     scan_json(runner, db_url, album)
     first_seen = {p: r.last_seen for p, r in photos(db_url).items()}
     opened: list[str] = []
-    monkeypatch.setattr(indexing, "examine", lambda path, **kw: opened.append(path))
-    report = scan_json(runner, db_url, album)
+    monkeypatch.setattr(indexing, "examine", lambda path, *args: opened.append(path))
+    report = scan_json(runner, db_url, album, "--workers", "1")
     # Only files that are not photos (and so have no row) are sniffed again.
     assert [Path(p).name for p in opened] == ["README.txt"], "photos must not be reopened"
     assert report["unchanged"] == report["scanned"] == ALBUM_PHOTOS
