@@ -12,6 +12,7 @@ Run: ``python bench/bench_explain.py [--faces 8]``
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 import time
 from pathlib import Path
@@ -47,17 +48,14 @@ def lime_defaults(crop: np.ndarray, model: object, label: int) -> float:
     return time.perf_counter() - start
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "faces")
-    parser.add_argument("--faces", type=int, default=8, help="faces to time one by one")
-    args = parser.parse_args()
+def measure(data: Path, n_faces: int) -> dict:
+    """Seconds per explanation (ours and LIME's defaults) and report times, in one run."""
     model = load_model()
     with tempfile.TemporaryDirectory(prefix="photosort-bench-") as tmp:
         engine = open_engine(f"sqlite:///{tmp}/bench.db")
-        scan_library(engine, [str(args.data)], faces=FaceOptions(classifier=model))
+        scan_library(engine, [str(data)], faces=FaceOptions(classifier=model))
         with Session(engine) as session:
-            faces = list(session.scalars(select(FaceRow).limit(args.faces)))
+            faces = list(session.scalars(select(FaceRow).limit(n_faces)))
             crops = [decode_crop(f.crop) for f in faces]
         explain_face(crops[0], model, "happy", samples=100)  # warm-up
         ours, theirs = [], []
@@ -73,14 +71,37 @@ def main() -> None:
         start = time.perf_counter()
         build_report(engine, Path(tmp) / "report", model, n=10)
         warm = time.perf_counter() - start
-    ours_s, theirs_s = float(np.median(ours)), float(np.median(theirs))
+    return {
+        "faces_timed": len(ours),
+        "seconds_per_explanation": round(float(np.median(ours)), 3),
+        "lime_defaults_seconds": round(float(np.median(theirs)), 3),
+        "speedup_vs_lime_defaults": round(float(np.median(theirs) / np.median(ours)), 1),
+        "report_picks": first.picks,
+        "report_explanations": first.explained,
+        "report_seconds": round(cold, 1),
+        "report_cached_seconds": round(warm, 2),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "faces")
+    parser.add_argument("--faces", type=int, default=8, help="faces to time one by one")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    args = parser.parse_args()
+    r = measure(args.data, args.faces)
+    if args.json:
+        print(json.dumps(r, indent=2))
+        return
     print(
-        f"explanation, 1000 samples: photosort {ours_s:.2f} s/face, "
-        f"LIME defaults {theirs_s:.2f} s/face (x{theirs_s / ours_s:.1f}); goal <= 1.5 s"
+        f"explanation, 1000 samples: photosort {r['seconds_per_explanation']:.2f} s/face, "
+        f"LIME defaults {r['lime_defaults_seconds']:.2f} s/face "
+        f"(x{r['speedup_vs_lime_defaults']:.1f}); goal <= 1.5 s"
     )
     print(
-        f"report 7 emotions x 10 picks: {first.picks} picks, {first.explained} explanations "
-        f"in {cold:.1f} s; re-run from the cache {warm:.1f} s (x{cold / warm:.0f})"
+        f"report 7 emotions x 10 picks: {r['report_picks']} picks, "
+        f"{r['report_explanations']} explanations in {r['report_seconds']:.1f} s; "
+        f"re-run from the cache {r['report_cached_seconds']:.2f} s"
     )
 
 

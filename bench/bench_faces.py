@@ -60,18 +60,42 @@ def evaluate(
     return recall, precision, statistics.median(times), statistics.mean(times)
 
 
+def measure(data: Path, detectors: list[str], min_score: float) -> dict:
+    photos = json.loads((data / "annotations.json").read_text())
+    rows = []
+    for name in detectors:
+        recall, precision, median, mean = evaluate(name, min_score, photos, data)
+        rows.append(
+            {
+                "detector": name,
+                "recall": round(recall, 3),
+                "precision": round(precision, 3),
+                "ms_median": round(median, 1),
+                "ms_mean": round(mean, 1),
+            }
+        )
+    faces = sum(len(p["boxes"]) for p in photos)
+    return {"photos": len(photos), "faces": faces, "min_score": min_score, "detectors": rows}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "faces")
     parser.add_argument("--detectors", default=",".join(DETECTORS))
     parser.add_argument("--min-score", type=float, default=DEFAULT_MIN_SCORE)
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
-    photos = json.loads((args.data / "annotations.json").read_text())
-    print(f"{len(photos)} photos, {sum(len(p['boxes']) for p in photos)} faces, IoU >= 0.4")
+    r = measure(args.data, args.detectors.split(","), args.min_score)
+    if args.json:
+        print(json.dumps(r, indent=2))
+        return
+    print(f"{r['photos']} photos, {r['faces']} faces, IoU >= 0.4, min score {r['min_score']}")
     print(f"{'detector':<18} {'recall':>7} {'precision':>9} {'ms median':>10} {'ms mean':>8}")
-    for name in args.detectors.split(","):
-        recall, precision, median, mean = evaluate(name, args.min_score, photos, args.data)
-        print(f"{name:<18} {recall:>7.3f} {precision:>9.3f} {median:>10.1f} {mean:>8.1f}")
+    for row in r["detectors"]:
+        print(
+            f"{row['detector']:<18} {row['recall']:>7.3f} {row['precision']:>9.3f} "
+            f"{row['ms_median']:>10.1f} {row['ms_mean']:>8.1f}"
+        )
 
 
 if __name__ == "__main__":

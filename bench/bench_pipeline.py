@@ -95,29 +95,58 @@ def tutorial_scan(paths: list[Path], model: object) -> tuple[float, int, str]:
     return time.perf_counter() - start, faces, detector.name
 
 
+def measure(data: Path, photos: int, baseline_photos: int) -> dict:
+    """End-to-end rates for 1 and all workers and for the tutorial loop, in one run."""
+    model = load_model()
+    model.predict(np.zeros((1, 48, 48), np.uint8))  # warm up outside the timings
+    workers = os.cpu_count() or 1
+    rates = {}
+    with tempfile.TemporaryDirectory(prefix="photosort-bench-") as tmp:
+        album = Path(tmp) / "album"
+        paths = build_album(data, album, photos)
+        for n in sorted({1, workers}):
+            engine = open_engine(f"sqlite:///{tmp}/bench{n}.db")
+            report = scan_library(
+                engine, [str(album)], workers=n, faces=FaceOptions(classifier=model)
+            )
+            rates[n] = report.scanned / report.seconds
+        base_seconds, base_faces, base_name = tutorial_scan(paths[:baseline_photos], model)
+    base = baseline_photos / base_seconds
+    return {
+        "photos": photos,
+        "faces": report.faces,
+        "photos_per_s": round(rates[workers], 2),
+        "photos_per_s_1_worker": round(rates[1], 2),
+        "workers": workers,
+        "worker_speedup": round(rates[workers] / rates[1], 2),
+        "baseline": base_name,
+        "baseline_photos": baseline_photos,
+        "baseline_faces": base_faces,
+        "baseline_photos_per_s": round(base, 3),
+        "speedup_vs_baseline": round(rates[workers] / base, 1),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "faces")
     parser.add_argument("--photos", type=int, default=40)
     parser.add_argument("--baseline-photos", type=int, default=4)
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
-    model = load_model()
-    model.predict(np.zeros((1, 48, 48), np.uint8))  # warm up outside the timings
-    with tempfile.TemporaryDirectory(prefix="photosort-bench-") as tmp:
-        paths = build_album(args.data, Path(tmp) / "album", args.photos)
-        engine = open_engine(f"sqlite:///{tmp}/bench.db")
-        report = scan_library(
-            engine, [str(Path(tmp) / "album")], faces=FaceOptions(classifier=model)
-        )
-        ours = report.scanned / report.seconds
-        base_seconds, base_faces, base_name = tutorial_scan(paths[: args.baseline_photos], model)
-        base = args.baseline_photos / base_seconds
-    print(f"album: {args.photos} JPEGs of 12 MP built from {args.data}")
-    print(f"{'pipeline':<44} {'photos/s':>9} {'faces':>6}")
-    print(f"{'photosort scan (all cores)':<44} {ours:>9.2f} {report.faces:>6}")
-    label = f"tutorial: {base_name}"[:44]
-    print(f"{label:<44} {base:>9.2f} {base_faces:>6}  ({args.baseline_photos} photos)")
-    print(f"speed-up: x{ours / base:.1f} (goal: >= 8 photos/s for photosort)")
+    r = measure(args.data, args.photos, args.baseline_photos)
+    if args.json:
+        print(json.dumps(r, indent=2))
+        return
+    print(f"album: {r['photos']} JPEGs of 12 MP built from {args.data}, {r['faces']} faces")
+    print(
+        f"photosort scan, {r['workers']} workers: {r['photos_per_s']:.2f} photos/s "
+        f"(1 worker: {r['photos_per_s_1_worker']:.2f}, x{r['worker_speedup']:.2f}; goal >= 8)"
+    )
+    print(
+        f"tutorial ({r['baseline']}, {r['baseline_photos']} photos): "
+        f"{r['baseline_photos_per_s']:.3f} photos/s; photosort is x{r['speedup_vs_baseline']:.1f}"
+    )
 
 
 if __name__ == "__main__":

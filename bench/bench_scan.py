@@ -16,10 +16,10 @@ import argparse
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -114,60 +114,76 @@ def drop_caches() -> bool:
         return False
 
 
+def measure(photos: int, rescan: int, memory: tuple[int, int], workers: int) -> dict:
+    """Run every scanning-stage measurement; returns the figures."""
+    with tempfile.TemporaryDirectory(prefix="photosort-bench-") as tmp:
+        tmp_path = Path(tmp)
+        big = tmp_path / "big"
+        nbytes = build_album(big, photos, (4000, 3000))
+        cold = drop_caches()
+        big_run = run_scan(tmp_path / "big.db", big, workers)
+        small = tmp_path / "small"
+        build_small_album(small, rescan)
+        small_run = run_scan(tmp_path / "small.db", small, workers)
+        peaks = {}
+        for count in memory:
+            album = tmp_path / f"mem{count}"
+            build_small_album(album, count)
+            peaks[count] = run_scan(tmp_path / f"mem{count}.db", album, workers)["peak_rss_mb"]
+            shutil.rmtree(album)
+    first = big_run["first"]
+    return {
+        "photos": photos,
+        "mb_per_photo": round(nbytes / photos / 1e6, 2),
+        "page_cache": "dropped" if cold else "warm",
+        "first_scan_photos_per_s": round(first["scanned"] / first["seconds"], 1),
+        "first_scan_mb_per_s": round(nbytes / first["seconds"] / 1e6),
+        "rescan_photos_per_s": round(
+            big_run["rescan"]["scanned"] / big_run["rescan"]["seconds"], 1
+        ),
+        "rescan_count": rescan,
+        "rescan_seconds": round(small_run["rescan"]["seconds"], 3),
+        "small_first_scan_photos_per_s": round(
+            small_run["first"]["scanned"] / small_run["first"]["seconds"], 1
+        ),
+        "peak_rss_mb": {str(k): round(v, 1) for k, v in peaks.items()},
+        "workers": workers,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--photos", type=int, default=300, help="12 MP JPEGs for the first scan")
     parser.add_argument("--rescan", type=int, default=10000, help="photos for the rescan goal")
+    parser.add_argument("--memory", default="1000,20000", help="library sizes for peak memory")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
-
-    with tempfile.TemporaryDirectory(prefix="photosort-bench-") as tmp:
-        tmp_path = Path(tmp)
-        big = tmp_path / "big"
-        t0 = time.perf_counter()
-        nbytes = build_album(big, args.photos, (4000, 3000))
-        built = time.perf_counter() - t0
-        cold = drop_caches()
-        big_run = run_scan(tmp_path / "big.db", big, args.workers)
-
-        small = tmp_path / "small"
-        build_small_album(small, args.rescan)
-        small_run = run_scan(tmp_path / "small.db", small, args.workers)
-        tenth = tmp_path / "tenth"
-        build_small_album(tenth, args.rescan // 10)
-        tenth_run = run_scan(tmp_path / "tenth.db", tenth, args.workers)
-
-    first = big_run["first"]
+    sizes = tuple(int(n) for n in args.memory.split(","))
+    r = measure(args.photos, args.rescan, sizes, args.workers)  # type: ignore[arg-type]
+    if args.json:
+        print(json.dumps(r, indent=2))
+        return
+    peaks = ", ".join(f"{mb:.0f} MB at {n} photos" for n, mb in r["peak_rss_mb"].items())
     rows = [
         (
             "album",
-            f"{args.photos} x 12 MP JPEG, {nbytes / args.photos / 1e6:.1f} MB each "
-            f"(built in {built:.0f} s, page cache {'dropped' if cold else 'warm'})",
+            f"{r['photos']} x 12 MP JPEG, {r['mb_per_photo']} MB each, "
+            f"page cache {r['page_cache']}",
         ),
         (
             "first scan, 12 MP",
-            f"{first['scanned'] / first['seconds']:.0f} photos/s "
-            f"({nbytes / first['seconds'] / 1e6:.0f} MB/s hashed; goal >= 100)",
+            f"{r['first_scan_photos_per_s']:.0f} photos/s "
+            f"({r['first_scan_mb_per_s']} MB/s hashed; goal >= 100)",
         ),
+        ("rescan, 12 MP unchanged", f"{r['rescan_photos_per_s']:.0f} photos/s"),
+        (f"rescan, {r['rescan_count']} unchanged", f"{r['rescan_seconds']:.2f} s (goal < 3 s)"),
         (
-            "rescan, 12 MP unchanged",
-            f"{big_run['rescan']['scanned'] / big_run['rescan']['seconds']:.0f} photos/s",
+            f"first scan, {r['rescan_count']} small",
+            f"{r['small_first_scan_photos_per_s']:.0f} photos/s",
         ),
-        (
-            f"rescan, {args.rescan} unchanged",
-            f"{small_run['rescan']['seconds']:.2f} s (goal < 3 s)",
-        ),
-        (
-            f"first scan, {args.rescan} small",
-            f"{small_run['first']['scanned'] / small_run['first']['seconds']:.0f} photos/s",
-        ),
-        (
-            "peak RSS",
-            f"{tenth_run['peak_rss_mb']:.0f} MB at {args.rescan // 10} photos, "
-            f"{small_run['peak_rss_mb']:.0f} MB at {args.rescan} photos "
-            f"(x{small_run['peak_rss_mb'] / tenth_run['peak_rss_mb']:.2f} for x10 photos)",
-        ),
-        ("workers", str(args.workers)),
+        ("peak RSS", peaks),
+        ("workers", str(r["workers"])),
     ]
     width = max(len(k) for k, _ in rows)
     for key, value in rows:

@@ -1,0 +1,80 @@
+"""Benchmark an emotion model: PublicTest accuracy, FER+ accuracy and batched faces/s.
+
+The figures in MODEL_CARD.md come from this script, run from the repository root:
+
+    .venv/bin/python bench/bench_model.py                      # the shipped model
+    .venv/bin/python bench/bench_model.py --model /path/to/emotion.keras --json
+
+It reads ``fer2013.csv.gz`` and ``fer2013new.csv`` from ``--data`` (default ``../shared/data``
+relative to the repository) and times :meth:`EmotionModel.predict` (preprocessing included)
+on all faces of the split, in batches, after a warm-up; the best of ``--repeat`` runs counts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+from photosort.emotions import BATCH_SIZE, DEFAULT_MODEL, load_model
+from photosort.training import classification_report, load_data, split_usage
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
+    parser.add_argument("--data", type=Path, default=ROOT / ".." / "shared" / "data")
+    parser.add_argument("--usage", default="PublicTest")
+    parser.add_argument("--batch-size", type=int, default=BATCH_SIZE)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    args = parser.parse_args()
+
+    data = split_usage(
+        load_data(args.data / "fer2013.csv.gz", args.data / "fer2013new.csv"), args.usage
+    )
+    model = load_model(args.model)
+    model.predict(data.faces[: args.batch_size], args.batch_size)
+    best = float("inf")
+    for _ in range(args.repeat):
+        started = time.perf_counter()
+        model.predict(data.faces, args.batch_size)
+        best = min(best, time.perf_counter() - started)
+    logits = model.logits(data.faces, args.batch_size)
+    report = classification_report(logits, data.labels, model.temperature, data.votes)
+    result = {
+        "model": str(args.model),
+        "model_id": model.model_id,
+        "size_mb": round(args.model.stat().st_size / 1e6, 2),
+        "params": int(model.keras_model.count_params()),
+        "usage": args.usage,
+        "n": report["n"],
+        "accuracy": report["accuracy"],
+        "ferplus_accuracy": report["ferplus_accuracy"],
+        "ece": report["ece"],
+        "ece_uncalibrated": report["ece_uncalibrated"],
+        "temperature": model.temperature,
+        "tta": model.tta,
+        "faces_per_s": round(len(data.faces) / best, 1),
+        "batch_size": args.batch_size,
+        "cpu_threads": os.cpu_count(),
+    }
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(
+            f"{result['usage']} ({result['n']} faces): accuracy {result['accuracy']:.4f}, "
+            f"FER+ accuracy {result['ferplus_accuracy']:.4f}, ECE {result['ece']:.4f} "
+            f"(uncalibrated {result['ece_uncalibrated']:.4f}), "
+            f"{result['faces_per_s']:.0f} faces/s (batch {args.batch_size}, "
+            f"{result['cpu_threads']} CPU threads); {result['params']:,} params, "
+            f"{result['size_mb']} MB, model {result['model_id']}"
+        )
+
+
+if __name__ == "__main__":
+    main()
