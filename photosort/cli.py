@@ -71,6 +71,14 @@ def user_errors() -> Iterator[None]:
         yield
     except PhotosortError as exc:
         raise click.ClickException(str(exc)) from None
+    except Exception as exc:
+        from sqlalchemy.exc import DBAPIError
+
+        from photosort.store import describe_db_error
+
+        if isinstance(exc, DBAPIError):
+            raise click.ClickException(describe_db_error(exc)) from None
+        raise
 
 
 def open_library(db_url: str | None) -> Any:

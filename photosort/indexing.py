@@ -22,6 +22,7 @@ from typing import Any, Protocol
 import numpy as np
 from PIL import Image
 from sqlalchemy import Engine, and_, not_, or_, select, update
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from photosort.defaults import (
@@ -230,8 +231,11 @@ def scan_library(
             report.seconds = time.perf_counter() - started
             scan.finished_at = utcnow()
             scan.counts = dumps_counts(report.as_dict())
-            session.merge(scan)
-            session.commit()
+            try:
+                session.merge(scan)
+                session.commit()
+            except DBAPIError:
+                session.rollback()  # the scan's own error is the one to report
     return report
 
 

@@ -10,7 +10,10 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-from collections.abc import Iterator
+import re
+import socket
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -35,16 +38,28 @@ from sqlalchemy import (
     func,
     or_,
     select,
+    text,
 )
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DatabaseError, NoSuchModuleError, OperationalError
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
+from sqlalchemy.pool import NullPool
+from sqlalchemy.sql.expression import FunctionElement
 
 from photosort.defaults import EMOTIONS
 from photosort.errors import PhotosortError
 from photosort.resources import resource_dir
 
 PHOTO_STATUSES = ("ok", "unreadable", "missing")
+BUSY_SECONDS = 10
+"""How long a command waits for a database another process has locked before giving up."""
+SCAN_LOCK_KEY = 0x70686F746F736F72
+"""PostgreSQL advisory lock key ("photosor" in ASCII) of the writer lock; per database."""
+MIGRATION_LOCK_KEY = SCAN_LOCK_KEY + 1
+LOCK_WAIT_SECONDS = 3.0
+"""How long a second writer waits for the lock before it is refused with the holder named."""
+CONNECT_TIMEOUT_SECONDS = 10
 EMOTION_COLUMNS = tuple(f"p_{emotion}" for emotion in EMOTIONS)
 """One column per emotion, in ``photosort.emotions.EMOTIONS`` order, so SQL can rank by any."""
 
@@ -175,11 +190,34 @@ class ExplanationRow(Base):
     face: Mapped[FaceRow] = relationship(back_populates="explanations")
 
 
+class _CodepointOrder(FunctionElement[str]):
+    """A text expression compared by codepoint, which the range in ``path_under`` needs.
+
+    SQLite compares text by codepoint already, so the expression renders unchanged and the
+    index on the bare column serves the range. PostgreSQL compares in the database's locale,
+    where "/" need not sort between its neighbours, so there it gets ``COLLATE "C"``.
+    """
+
+    type = Text()
+    inherit_cache = True
+
+
+@compiles(_CodepointOrder)
+def _compile_codepoint_order(element: _CodepointOrder, compiler: Any, **kw: Any) -> str:
+    return compiler.process(element.clauses, **kw)
+
+
+@compiles(_CodepointOrder, "postgresql")
+def _compile_codepoint_order_pg(element: _CodepointOrder, compiler: Any, **kw: Any) -> str:
+    return f'{compiler.process(element.clauses, **kw)} COLLATE "C"'
+
+
 def path_under(column: Any, folder: str) -> Any:
     """SQL for "this path is ``folder`` or inside it", as an index-friendly range."""
     prefix = folder.rstrip(os.sep) + os.sep
     upper = prefix[:-1] + chr(ord(os.sep) + 1)
-    return or_(column == folder, and_(column >= prefix, column < upper))
+    ordered = _CodepointOrder(column)
+    return or_(column == folder, and_(ordered >= prefix, ordered < upper))
 
 
 def utcnow() -> datetime:
@@ -219,6 +257,33 @@ def database_url(value: str | None) -> str:
     return f"sqlite:///{path}"
 
 
+def driver_url(url: str) -> URL:
+    """The URL to connect with: plain ``postgresql://`` means psycopg 3, which the
+    ``postgresql`` extra installs, not SQLAlchemy's default psycopg2."""
+    parsed = make_url(url)
+    if parsed.drivername == "postgresql":
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed
+
+
+def _connect_args(url: URL, application_name: str = "photosort") -> dict[str, Any]:
+    """A bounded wait for a PostgreSQL server that does not answer, and a name in
+    ``pg_stat_activity``; what the URL itself says wins."""
+    if url.get_backend_name() != "postgresql":
+        return {}
+    args: dict[str, Any] = {
+        "connect_timeout": CONNECT_TIMEOUT_SECONDS,
+        "application_name": application_name,
+    }
+    return {k: v for k, v in args.items() if k not in url.query}
+
+
+def _first_line(exc: BaseException) -> str:
+    """Drivers explain over several lines (libpq adds hints); errors here are one line."""
+    lines = str(exc).strip().splitlines()
+    return lines[0].strip() if lines else type(exc).__name__
+
+
 def sqlite_file(url: str) -> Path | None:
     """The database file behind an SQLite URL, or None for in-memory and server databases."""
     parsed = make_url(url)
@@ -232,7 +297,7 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute(f"PRAGMA busy_timeout={BUSY_SECONDS * 1000}")
     cursor.close()
 
 
@@ -279,6 +344,10 @@ def upgrade(engine: Engine) -> bool:
             f"newer photosort (schema {current}); upgrade photosort to use it"
         )
     with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            # Machines opening a new library at once: one migrates, the others then find it
+            # current (SQLite serialises writers by itself).
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
         command.upgrade(_migrations_config(conn), "head")
     return True
 
@@ -287,7 +356,8 @@ def open_engine(url: str, *, migrate: bool = True) -> Engine:
     """Open (creating if needed) a library database and bring its schema up to date."""
     shown = make_url(url).render_as_string(hide_password=True)
     try:
-        engine = create_engine(url)
+        parsed = driver_url(url)
+        engine = create_engine(parsed, connect_args=_connect_args(parsed))
         if engine.dialect.name == "sqlite":
             event.listen(engine, "connect", _sqlite_pragmas)
         with engine.connect() as conn:
@@ -299,11 +369,16 @@ def open_engine(url: str, *, migrate: bool = True) -> Engine:
     except (NoSuchModuleError, ArgumentError) as exc:
         raise StoreError(f"cannot open database {shown}: unsupported URL ({exc})") from exc
     except ModuleNotFoundError as exc:
+        hint = " (pip install 'photosort[postgresql]')" if exc.name == "psycopg" else ""
         raise StoreError(
-            f"cannot open database {shown}: driver {exc.name} is not installed"
+            f"cannot open database {shown}: driver {exc.name} is not installed{hint}"
+        ) from exc
+    except ImportError as exc:
+        raise StoreError(
+            f"cannot open database {shown}: driver cannot be loaded ({_first_line(exc)})"
         ) from exc
     except (OperationalError, DatabaseError) as exc:
-        raise StoreError(f"cannot open database {shown}: {exc.orig}") from exc
+        raise StoreError(f"cannot open database {shown}: {_first_line(exc.orig or exc)}") from exc
     except Exception as exc:
         from alembic.util import CommandError
 
@@ -313,13 +388,64 @@ def open_engine(url: str, *, migrate: bool = True) -> Engine:
     return engine
 
 
+def _try_for(wait: float, attempt: Callable[[], bool]) -> bool:
+    """Call ``attempt`` until it succeeds or ``wait`` seconds have passed."""
+    deadline = time.monotonic() + wait
+    while not attempt():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
+def _flock(fd: int) -> bool:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def describe_db_error(exc: BaseException, url: str | None = None) -> str:
+    """One line for a database failure in the middle of work (disk full, locked, gone).
+
+    Committed batches are safe: SQLite and PostgreSQL roll the failed transaction back, so
+    the library stays readable at its previous state.
+    """
+    orig = getattr(exc, "orig", exc)
+    text = str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
+    if "locked" in text:
+        holder = _lock_holder(url) if url else None
+        who = f" (photosort pid {holder} holds it)" if holder else ""
+        return f"the database is locked by another process{who}; waited {BUSY_SECONDS} s: {text}"
+    if "full" in text or "No space" in text:
+        return f"the disk holding the database is full ({text}); nothing committed was lost"
+    return f"database error: {text}"
+
+
+def _lock_holder(url: str) -> str | None:
+    db_file = sqlite_file(url)
+    if db_file is None:
+        return None
+    try:
+        return db_file.with_name(db_file.name + ".lock").read_text().strip() or None
+    except OSError:
+        return None
+
+
 @contextmanager
-def scan_lock(url: str) -> Iterator[None]:
+def scan_lock(url: str, *, wait: float = LOCK_WAIT_SECONDS) -> Iterator[None]:
     """Hold the library's writer lock, so two scans never write the same database at once.
 
-    For an SQLite file this is an advisory ``flock`` on ``<db>.lock`` beside it, which the
-    kernel releases when the process dies, even by SIGKILL: no stale locks to clean up.
+    A second writer waits up to ``wait`` seconds (a scan that is just finishing), then is
+    refused with the holder's process id. For an SQLite file the lock is an advisory
+    ``flock`` on ``<db>.lock`` beside it, which the kernel releases when the process dies,
+    even by SIGKILL: no stale locks to clean up. PostgreSQL has its own (``_pg_scan_lock``).
     """
+    if make_url(url).get_backend_name() == "postgresql":
+        with _pg_scan_lock(url, wait):
+            yield
+        return
     db_file = sqlite_file(url)
     if db_file is None:
         yield
@@ -327,13 +453,11 @@ def scan_lock(url: str) -> Iterator[None]:
     lock_path = db_file.with_name(db_file.name + ".lock")
     fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        if not _try_for(wait, lambda: _flock(fd)):
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
             raise StoreError(
                 f"another photosort scan (pid {holder}) is writing {db_file}; wait for it to finish"
-            ) from None
+            )
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         try:
@@ -343,6 +467,72 @@ def scan_lock(url: str) -> Iterator[None]:
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
+
+
+_HOLDER_QUERY = text(
+    """
+    SELECT a.application_name, host(a.client_addr), a.pid
+    FROM pg_locks AS l JOIN pg_stat_activity AS a ON a.pid = l.pid
+    WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+      AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+      AND l.classid::bigint = :high AND l.objid::bigint = :low
+    """
+)
+_SCAN_NAME = re.compile(r"photosort scan (\d+)@(.*)")
+
+
+@contextmanager
+def _pg_scan_lock(url: str, wait: float) -> Iterator[None]:
+    """The writer lock on PostgreSQL: a session-level advisory lock on a connection of its own.
+
+    Machines that share the library see the same lock. The connection's
+    ``application_name`` carries this process's id and host, which ``pg_stat_activity``
+    shows to every role, so a refused writer can name the holder. The server drops the
+    lock when the session ends: when the holder exits or is killed, and, through the TCP
+    keepalives set here, within about two minutes of its machine vanishing.
+    """
+    parsed = driver_url(url)
+    shown = make_url(url).render_as_string(hide_password=True)
+    name = f"photosort scan {os.getpid()}@{socket.gethostname()}"[:63]
+    args = {**_connect_args(parsed), "application_name": name}
+    engine = create_engine(
+        parsed, poolclass=NullPool, isolation_level="AUTOCOMMIT", connect_args=args
+    )
+    conn = None
+    try:
+        try:
+            conn = engine.connect()
+            for setting in ("idle = 60", "interval = 10", "count = 6"):
+                conn.exec_driver_sql(f"SET tcp_keepalives_{setting}")
+            lock = text("SELECT pg_try_advisory_lock(:key)").bindparams(key=SCAN_LOCK_KEY)
+            acquired = _try_for(wait, lambda: bool(conn.scalar(lock)))
+            holder = "" if acquired else _pg_lock_holder(conn)
+        except (OperationalError, DatabaseError) as exc:
+            reason = _first_line(exc.orig or exc)
+            raise StoreError(f"cannot lock database {shown}: {reason}") from exc
+        if holder:
+            raise StoreError(
+                f"another photosort scan ({holder}) is writing {shown}; wait for it to finish"
+            )
+        yield
+    finally:
+        if conn is not None:
+            conn.close()  # ends the session, which releases the lock
+        engine.dispose()
+
+
+def _pg_lock_holder(conn: Any) -> str:
+    """Who holds the writer lock: a photosort scan's pid and host, else the server's view."""
+    row = conn.execute(
+        _HOLDER_QUERY, {"high": SCAN_LOCK_KEY >> 32, "low": SCAN_LOCK_KEY & 0xFFFFFFFF}
+    ).first()
+    if row is None:
+        return "pid unknown"
+    application_name, client, backend_pid = row
+    ours = _SCAN_NAME.fullmatch(application_name or "")
+    if ours:
+        return f"pid {ours[1]} on {ours[2]}"
+    return f"server pid {backend_pid}, client {client or 'local'}"
 
 
 @dataclass(frozen=True)

@@ -180,3 +180,22 @@ def test_report_in_a_real_browser(library: Path, db_url: str, tmp_path: Path) ->
         index = browser.open((out / "index.html").as_uri())
         assert WEIRD_NAME in index.text  # shown as text
         assert all(src.startswith(("photos/", "faces/")) for src, _ in index.images)
+
+
+def test_disk_full_while_writing_keeps_the_previous_report(
+    library: Path, db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from photosort import reporting
+
+    out = tmp_path / "report"
+    build_report(open_engine(db_url), out, RegionModel(), n=1, samples=60)
+    before = (out / "index.html").read_text()
+
+    def no_space(src: str, dst: str) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(reporting.os, "replace", no_space)
+    with pytest.raises(ReportError, match="No space left on device"):
+        build_report(open_engine(db_url), out, RegionModel(), n=2, samples=60)
+    assert (out / "index.html").read_text() == before
+    assert not list(out.rglob(".tmp-*")), "no half-written files left behind"

@@ -396,3 +396,29 @@ def test_files_given_directly_and_nested_roots(runner: CliRunner, album: Path, d
     report = scan_json(runner, db_url, one, album / "people", album)
     assert report["new"] == ALBUM_PHOTOS  # overlapping roots walked once
     assert scan_json(runner, db_url, one)["unchanged"] == 1
+
+
+def test_disk_full_is_one_line_and_loses_nothing(album: Path, db_url: str, tmp_path: Path) -> None:
+    from sqlalchemy import event
+    from sqlalchemy.exc import OperationalError
+
+    from photosort.store import describe_db_error
+
+    scan_library(open_engine(db_url), [str(album / "people")], workers=1)
+    before = photos(db_url)
+    full = open_engine(db_url)
+
+    @event.listens_for(full, "connect")
+    def no_room(dbapi_connection, _record):  # type: ignore[no-untyped-def]
+        pages = dbapi_connection.execute("PRAGMA page_count").fetchone()[0]
+        dbapi_connection.execute(f"PRAGMA max_page_count={pages}")
+
+    full.dispose()
+    with pytest.raises(OperationalError) as caught:
+        scan_library(full, [str(album)], workers=1)
+    message = describe_db_error(caught.value)
+    assert message.startswith("the disk holding the database is full") and "\n" not in message
+    engine = open_engine(db_url)
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA integrity_check").scalar() == "ok"
+    assert set(photos(db_url)) >= set(before)
