@@ -83,7 +83,11 @@ class LazyClassifier:
 
     @property
     def model_id(self) -> str:
-        return self.model.model_id
+        if self._model is not None:
+            return self._model.model_id
+        from photosort.emotions import model_id_of
+
+        return model_id_of(self.path)
 
     def predict(self, faces: Any) -> np.ndarray:
         return self.model.predict(faces)
