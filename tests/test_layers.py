@@ -9,7 +9,7 @@ import photosort
 
 # Lowest first. A module may import only modules of a lower or equal rank.
 LAYERS = [
-    {"errors", "defaults", "resources"},
+    {"errors", "defaults", "resources", "native"},
     {"images"},
     {"scanning"},
     {"faces"},
