@@ -62,6 +62,7 @@ def main() -> None:
         "faces_per_s": round(len(data.faces) / best, 1),
         "batch_size": args.batch_size,
         "cpu_threads": os.cpu_count(),
+        "per_class": report["per_class"],
     }
     if args.json:
         print(json.dumps(result, indent=2))

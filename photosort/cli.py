@@ -275,8 +275,9 @@ def status(db_url: str | None, as_json: bool, list_errors: bool) -> None:
     from photosort.store import library_status, unreadable_photos
 
     engine = open_library(db_url)
-    info = library_status(engine)
-    problems = unreadable_photos(engine) if list_errors else []
+    with user_errors():
+        info = library_status(engine)
+        problems = unreadable_photos(engine) if list_errors else []
     if as_json:
         data = info.as_dict()
         if list_errors:
@@ -312,7 +313,8 @@ def prune(db_url: str | None, as_json: bool, dry_run: bool) -> None:
     from photosort.store import prune_missing
 
     engine = open_library(db_url)
-    paths = prune_missing(engine, dry_run=dry_run)
+    with user_errors():
+        paths = prune_missing(engine, dry_run=dry_run)
     if as_json:
         emit_json({"removed": 0 if dry_run else len(paths), "paths": paths})
         return

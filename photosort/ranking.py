@@ -123,16 +123,16 @@ def top_photos(
     hashes: list[str] = []
     with Session(engine) as session:
         _check_library(session)
-        for photo_id, path, phash, value, _size in session.execute(
-            query.execution_options(yield_per=200)
-        ):
-            if not keep_duplicates and phash is not None:
-                if any(hash_distance(phash, kept) <= DUPLICATE_BITS for kept in hashes):
-                    continue
-                hashes.append(phash)
-            picked.append((photo_id, path, value))
-            if len(picked) >= n:
-                break
+        # Closing the result releases a server-side cursor left open by stopping early.
+        with session.execute(query.execution_options(yield_per=200)) as rows:
+            for photo_id, path, phash, value, _size in rows:
+                if not keep_duplicates and phash is not None:
+                    if any(hash_distance(phash, kept) <= DUPLICATE_BITS for kept in hashes):
+                        continue
+                    hashes.append(phash)
+                picked.append((photo_id, path, value))
+                if len(picked) >= n:
+                    break
         faces = _faces_of(session, [p[0] for p in picked], min_face)
     return [RankedPhoto(pid, path, value, faces.get(pid, [])) for pid, path, value in picked]
 

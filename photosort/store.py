@@ -266,6 +266,14 @@ def driver_url(url: str) -> URL:
     return parsed
 
 
+def shown_url(url: str | URL) -> str:
+    """A URL for messages: the password hidden, and the driver photosort picks left out."""
+    parsed = make_url(url)
+    if parsed.drivername == "postgresql+psycopg":
+        parsed = parsed.set(drivername="postgresql")
+    return parsed.render_as_string(hide_password=True)
+
+
 def _connect_args(url: URL, application_name: str = "photosort") -> dict[str, Any]:
     """A bounded wait for a PostgreSQL server that does not answer, and a name in
     ``pg_stat_activity``; what the URL itself says wins."""
@@ -299,6 +307,16 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute(f"PRAGMA busy_timeout={BUSY_SECONDS * 1000}")
     cursor.close()
+
+
+def _pg_session(dbapi_connection: Any, _record: Any) -> None:
+    """SQLite's busy timeout on PostgreSQL: wait for another session's lock, but not forever.
+
+    A SET rather than a startup option, which connection poolers such as PgBouncer refuse.
+    """
+    with dbapi_connection.cursor() as cursor:
+        cursor.execute(f"SET lock_timeout = '{BUSY_SECONDS}s'")
+    dbapi_connection.commit()
 
 
 def _migrations_config(connection: Any) -> Any:
@@ -340,7 +358,7 @@ def upgrade(engine: Engine) -> bool:
         return False
     if current is not None and not _known_revision(current):
         raise StoreError(
-            f"database {engine.url.render_as_string(hide_password=True)} was written by a "
+            f"database {shown_url(engine.url)} was written by a "
             f"newer photosort (schema {current}); upgrade photosort to use it"
         )
     with engine.begin() as conn:
@@ -354,12 +372,14 @@ def upgrade(engine: Engine) -> bool:
 
 def open_engine(url: str, *, migrate: bool = True) -> Engine:
     """Open (creating if needed) a library database and bring its schema up to date."""
-    shown = make_url(url).render_as_string(hide_password=True)
+    shown = shown_url(url)
     try:
         parsed = driver_url(url)
         engine = create_engine(parsed, connect_args=_connect_args(parsed))
         if engine.dialect.name == "sqlite":
             event.listen(engine, "connect", _sqlite_pragmas)
+        elif engine.dialect.name == "postgresql":
+            event.listen(engine, "connect", _pg_session)
         with engine.connect() as conn:
             conn.exec_driver_sql("SELECT 1")
         if migrate:
@@ -414,7 +434,7 @@ def describe_db_error(exc: BaseException, url: str | None = None) -> str:
     """
     orig = getattr(exc, "orig", exc)
     text = str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
-    if "locked" in text:
+    if "locked" in text or "lock timeout" in text:  # SQLite, PostgreSQL
         holder = _lock_holder(url) if url else None
         who = f" (photosort pid {holder} holds it)" if holder else ""
         return f"the database is locked by another process{who}; waited {BUSY_SECONDS} s: {text}"
@@ -492,7 +512,7 @@ def _pg_scan_lock(url: str, wait: float) -> Iterator[None]:
     keepalives set here, within about two minutes of its machine vanishing.
     """
     parsed = driver_url(url)
-    shown = make_url(url).render_as_string(hide_password=True)
+    shown = shown_url(url)
     name = f"photosort scan {os.getpid()}@{socket.gethostname()}"[:63]
     args = {**_connect_args(parsed), "application_name": name}
     engine = create_engine(
@@ -563,7 +583,7 @@ def library_status(engine: Engine) -> LibraryStatus:
             counts[status] = n
         last = session.scalars(select(Scan).order_by(Scan.id.desc()).limit(1)).first()
     db_file = sqlite_file(engine.url.render_as_string(hide_password=False))
-    shown = str(db_file) if db_file else engine.url.render_as_string(hide_password=True)
+    shown = str(db_file) if db_file else shown_url(engine.url)
     return LibraryStatus(
         database=shown,
         photos=sum(counts.values()),

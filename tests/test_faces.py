@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -362,3 +364,35 @@ def test_relocate_keeps_faces_scores_and_explanations(
 
     with Session(open_engine(db_url)) as session:
         assert session.scalars(select(ExplanationRow)).first() is not None
+
+
+def test_top_happy_puts_the_astronaut_first_with_the_shipped_model(
+    runner: CliRunner, sample: Path, db_url: str
+) -> None:
+    """The real pipeline: shipped CNN, worker processes, the CLI."""
+    scanned = runner.invoke(cli, ["scan", str(sample), "--db", db_url, "--json"])
+    assert scanned.exit_code == 0, scanned.output
+    assert json.loads(scanned.stdout)["faces"] == 3
+    top = json.loads(runner.invoke(cli, ["top", "happy", "--db", db_url, "--json"]).stdout)
+    assert Path(top[0]["path"]).name.startswith("astronaut")
+    assert top[0]["faces"][0]["emotion"] == "happy"
+    assert sum(top[0]["faces"][0]["probabilities"].values()) == pytest.approx(1, abs=1e-3)
+
+
+def test_rescan_with_nothing_new_does_not_start_tensorflow(sample: Path, db_url: str) -> None:
+    code = (
+        "import sys\n"
+        "from photosort.indexing import FaceOptions, LazyClassifier, scan_library\n"
+        "from photosort.store import open_engine\n"
+        "engine = open_engine(sys.argv[1])\n"
+        "report = scan_library(engine, [sys.argv[2]], faces=FaceOptions(LazyClassifier()))\n"
+        "print(report.faces, report.classified, 'tensorflow' in sys.modules)\n"
+    )
+    first = subprocess.run(
+        [sys.executable, "-c", code, db_url, str(sample)], capture_output=True, text=True
+    )
+    assert first.stdout.split() == ["3", "3", "True"], first.stderr
+    again = subprocess.run(
+        [sys.executable, "-c", code, db_url, str(sample)], capture_output=True, text=True
+    )
+    assert again.stdout.split() == ["0", "0", "False"], again.stderr

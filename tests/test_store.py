@@ -3,21 +3,40 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+import socket
 import sqlite3
+import sys
+import time
 from pathlib import Path
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from click.testing import CliRunner
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, insert, select
+from sqlalchemy.orm import Session
+from sqlalchemy.pool import NullPool
 
+from photosort import store
 from photosort.cli import cli
-from photosort.store import Base, StoreError, database_url, open_engine, schema_revisions
+from photosort.store import (
+    Base,
+    Photo,
+    StoreError,
+    database_url,
+    driver_url,
+    open_engine,
+    path_under,
+    scan_lock,
+    schema_revisions,
+    utcnow,
+)
 
 
-def test_migrations_and_models_agree(tmp_path: Path) -> None:
-    engine = open_engine(f"sqlite:///{tmp_path / 'a.db'}")
+def test_migrations_and_models_agree(db_url: str) -> None:
+    engine = open_engine(db_url)
     with engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
     assert diff == []
@@ -139,3 +158,76 @@ def test_upgrades_keep_every_row(tmp_path: Path) -> None:
         assert conn.execute("select count(*) from scans").fetchone() == (1,)
         assert conn.execute("select p_happy, model_id from faces").fetchall() == [(0.5, "m")]
         assert conn.execute("select count(*) from explanations").fetchone() == (0,)
+
+
+def test_unreachable_postgres_is_a_one_line_error(runner: CliRunner, tmp_path: Path) -> None:
+    url = "postgresql://nobody@127.0.0.1:1/photos"  # nothing listens on port 1
+    result = runner.invoke(cli, ["status", "--db", url])
+    assert result.exit_code == 1
+    assert result.output.startswith(f"Error: cannot open database {url}: connection")
+    assert "refused" in result.output.lower()
+    assert result.output.count("\n") == 1
+
+
+def test_missing_postgres_driver_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # import psycopg now fails
+    with pytest.raises(StoreError, match=r"driver psycopg is not installed \(pip install"):
+        open_engine("postgresql://nobody@127.0.0.1:1/photos")
+
+
+def test_path_under_compares_by_codepoint(db_url: str) -> None:
+    """Locale collations sort "#" and "+" between "/" and "0"; folders must not care."""
+    engine = open_engine(db_url)
+    if engine.dialect.name == "postgresql":
+        with engine.begin() as conn:
+            conn.exec_driver_sql(
+                'ALTER TABLE photos ALTER COLUMN path TYPE text COLLATE "und-x-icu"'
+            )
+    inside = ["/p/a", "/p/a/x.jpg", "/p/a/b/y.jpg"]
+    outside = ["/p/a#2/z.jpg", "/p/a+b/z.jpg", "/p/a0/z.jpg", "/p/a.b/z.jpg", "/p/ab/z.jpg"]
+    now = utcnow()
+    rows = [
+        dict(path=p, folder=os.path.dirname(p), size=1, mtime_ns=1, status="ok",
+             first_seen=now, last_seen=now, read_at=now)
+        for p in inside + outside
+    ]  # fmt: skip
+    with Session(engine) as session, session.begin():
+        session.execute(insert(Photo), rows)
+    with Session(engine) as session:
+        found = session.scalars(select(Photo.path).where(path_under(Photo.path, "/p/a")))
+        assert sorted(found) == sorted(inside)
+
+
+def test_second_writer_is_refused_with_the_holder_named(db_url: str) -> None:
+    url = open_engine(db_url).url.render_as_string(hide_password=False)  # as the CLI does
+    with scan_lock(url, wait=0.2):
+        with pytest.raises(StoreError) as refused:
+            with scan_lock(url, wait=0.2):
+                pass
+    message = str(refused.value)
+    assert "\n" not in message
+    holder = rf"\(pid {os.getpid()}( on {re.escape(socket.gethostname())})?\)"
+    assert re.match(rf"another photosort scan {holder} is writing ", message), message
+    assert "photosort:photosort@" not in message  # the password stays hidden
+    assert "+psycopg" not in message  # the URL as the user wrote it
+    with scan_lock(url, wait=0):  # released on the way out
+        pass
+
+
+def test_locked_postgres_table_waits_a_bounded_time(
+    runner: CliRunner, postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Like SQLite's busy timeout: wait for another session's lock, then one line, no hang."""
+    monkeypatch.setattr(store, "BUSY_SECONDS", 1)
+    open_engine(postgres_url)
+    blocker = create_engine(driver_url(postgres_url), poolclass=NullPool)
+    with blocker.connect() as conn, conn.begin():
+        conn.exec_driver_sql("LOCK TABLE photos IN ACCESS EXCLUSIVE MODE")
+        started = time.monotonic()
+        result = runner.invoke(cli, ["scan", str(tmp_path), "--db", postgres_url, "--no-faces"])
+        waited = time.monotonic() - started
+    blocker.dispose()
+    assert result.exit_code == 1
+    assert result.output.startswith("Error: the database is locked by another process; waited 1 s")
+    assert result.output.count("\n") == 1
+    assert 1 <= waited < 8

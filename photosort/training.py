@@ -1,0 +1,995 @@
+"""Training and evaluating the emotion model: data, network, calibration, reports and plots.
+
+Reads FER-2013 (the Kaggle ``emotion,pixels,Usage`` CSV, plain or gzipped) or a folder tree
+with one sub-folder per emotion, optionally with the row-aligned FER+ votes. TensorFlow and
+Keras are imported inside the functions that need them.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+import math
+import os
+import platform
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from photosort.emotions import (
+    EMOTIONS,
+    INPUT_SIZE,
+    EmotionModel,
+    compute_model_id,
+    import_tensorflow,
+    load_model,
+    metadata_path,
+    preprocess_faces,
+    softmax,
+)
+from photosort.errors import PhotosortError
+from photosort.images import ImageError, read_array
+
+USAGES = ("Training", "PublicTest", "PrivateTest")
+LABEL_MODES = ("fer2013", "ferplus", "mix")
+FOLDER_SPLITS = (("Training", "train"), ("PublicTest", "test"))
+FERPLUS_COLUMNS = ("anger", "disgust", "fear", "happiness", "sadness", "surprise", "neutral")
+"""The FER+ vote columns in :data:`EMOTIONS` order (contempt, unknown and NF are dropped)."""
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+
+WIDTHS = (32, 64, 128, 256)
+PEAK_LR = 2e-3
+WEIGHT_DECAY = 0.05
+LABEL_SMOOTHING = 0.05
+CLASS_WEIGHT_POWER = 0.5
+VALIDATION_FRACTION = 0.1
+ECE_BINS = 15
+
+Progress = Callable[[str], None]
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+class DataError(PhotosortError, ValueError):
+    """Training or evaluation data that cannot be used; the message names the file and row."""
+
+
+class TrainingError(PhotosortError):
+    """A checkpoint that cannot be resumed with the options given."""
+
+
+@dataclass(frozen=True)
+class FaceData:
+    """Labelled faces as read from a CSV or a folder tree, in file order."""
+
+    faces: np.ndarray | list[np.ndarray]
+    labels: np.ndarray
+    usage: np.ndarray
+    source: str
+    votes: np.ndarray | None = None
+    """FER+ vote counts ``(N, 7)`` in :data:`EMOTIONS` order; all zero where none are valid."""
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def select(self, mask: np.ndarray) -> FaceData:
+        """The rows where ``mask`` is true."""
+        faces = (
+            self.faces[mask]
+            if isinstance(self.faces, np.ndarray)
+            else [f for f, keep in zip(self.faces, mask, strict=True) if keep]
+        )
+        votes = None if self.votes is None else self.votes[mask]
+        return replace(
+            self, faces=faces, labels=self.labels[mask], usage=self.usage[mask], votes=votes
+        )
+
+
+# --- reading data -------------------------------------------------------------------------
+
+
+def _open_text(path: Path) -> Any:
+    with open(path, "rb") as fh:
+        gzipped = fh.read(2) == b"\x1f\x8b"
+    if gzipped:
+        return gzip.open(path, "rt", encoding="utf-8", newline="")
+    return open(path, encoding="utf-8", newline="")
+
+
+def _parse_pixels(text: str, where: str) -> np.ndarray:
+    try:
+        values = np.array(text.split(), dtype=np.int64)
+    except ValueError:
+        raise DataError(f"{where}: malformed pixels: not a list of integers") from None
+    side = math.isqrt(values.size)
+    if values.size == 0 or side * side != values.size:
+        raise DataError(
+            f"{where}: malformed pixels: {values.size} values do not make a square face"
+        )
+    if values.min() < 0 or values.max() > 255:
+        raise DataError(f"{where}: malformed pixels: values must be 0-255")
+    return values.astype(np.uint8).reshape(side, side)
+
+
+def _parse_label(text: str, where: str) -> int:
+    try:
+        label = int(text)
+    except ValueError:
+        raise DataError(f"{where}: emotion label {text!r} is not a number 0-6") from None
+    if not 0 <= label < len(EMOTIONS):
+        raise DataError(f"{where}: emotion label {label} out of range 0-6")
+    return label
+
+
+def load_csv(path: str | os.PathLike[str]) -> FaceData:
+    """Read the Kaggle FER-2013 layout (``emotion,pixels[,Usage]``, plain or gzipped).
+
+    Without a ``Usage`` column every row counts as Training. Raises DataError naming the file
+    and row for missing columns, malformed pixels, labels out of range or unknown usages.
+    """
+    path = Path(path)
+    faces: list[np.ndarray] = []
+    labels: list[int] = []
+    usage: list[str] = []
+    try:
+        with _open_text(path) as fh:
+            reader = csv.reader(fh)
+            header = [name.strip() for name in next(reader, [])]
+            missing = [c for c in ("emotion", "pixels") if c not in header]
+            if missing:
+                raise DataError(
+                    f"{path}: missing column(s) {', '.join(missing)}; "
+                    "expected the header emotion,pixels,Usage"
+                )
+            i_label, i_pixels = header.index("emotion"), header.index("pixels")
+            i_usage = header.index("Usage") if "Usage" in header else None
+            needed = max(i_label, i_pixels, -1 if i_usage is None else i_usage) + 1
+            for row_no, row in enumerate(reader, start=1):
+                where = f"{path}, row {row_no} (line {reader.line_num})"
+                if len(row) < needed:
+                    raise DataError(f"{where}: {len(row)} fields, expected {len(header)}")
+                face = _parse_pixels(row[i_pixels], where)
+                if faces and face.shape != faces[0].shape:
+                    raise DataError(
+                        f"{where}: face is {face.shape[0]}x{face.shape[1]} but earlier rows "
+                        f"are {faces[0].shape[0]}x{faces[0].shape[1]}"
+                    )
+                split = "Training" if i_usage is None else row[i_usage].strip()
+                if split not in USAGES:
+                    raise DataError(f"{where}: unknown Usage {split!r}, expected {USAGES}")
+                faces.append(face)
+                labels.append(_parse_label(row[i_label], where))
+                usage.append(split)
+    except (OSError, EOFError, UnicodeDecodeError, csv.Error) as exc:
+        raise DataError(f"{path}: cannot read CSV: {exc}") from exc
+    if not faces:
+        raise DataError(f"{path}: no data rows")
+    return FaceData(np.stack(faces), np.array(labels), np.array(usage), str(path))
+
+
+def load_votes(path: str | os.PathLike[str], rows: int) -> np.ndarray:
+    """Read FER+ votes (``fer2013new.csv``), row-aligned with data of ``rows`` rows.
+
+    Returns vote counts ``(rows, 7)`` float32 in :data:`EMOTIONS` order; the contempt,
+    unknown and not-a-face votes are dropped.
+    """
+    path = Path(path)
+    votes: list[list[float]] = []
+    try:
+        with _open_text(path) as fh:
+            reader = csv.reader(fh)
+            header = [name.strip() for name in next(reader, [])]
+            missing = [c for c in FERPLUS_COLUMNS if c not in header]
+            if missing:
+                raise DataError(f"{path}: missing FER+ vote column(s) {', '.join(missing)}")
+            columns = [header.index(c) for c in FERPLUS_COLUMNS]
+            for row_no, row in enumerate(reader, start=1):
+                where = f"{path}, row {row_no} (line {reader.line_num})"
+                try:
+                    counts = [float(row[i] or 0) for i in columns]
+                except (ValueError, IndexError):
+                    raise DataError(f"{where}: malformed vote counts") from None
+                if min(counts) < 0 or not all(math.isfinite(c) for c in counts):
+                    raise DataError(f"{where}: vote counts must be non-negative numbers")
+                votes.append(counts)
+    except (OSError, EOFError, UnicodeDecodeError, csv.Error) as exc:
+        raise DataError(f"{path}: cannot read CSV: {exc}") from exc
+    if len(votes) != rows:
+        raise DataError(
+            f"{path}: {len(votes)} vote rows but the data has {rows}; "
+            "FER+ votes must be row-aligned with fer2013.csv"
+        )
+    return np.array(votes, np.float32).reshape(rows, len(EMOTIONS))
+
+
+def _load_class_folders(folder: Path, usage: str) -> tuple[list[np.ndarray], list[int]]:
+    classes = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not classes:
+        raise DataError(
+            f"{folder}: no class folders; expected one sub-folder per emotion "
+            f"({', '.join(EMOTIONS)})"
+        )
+    faces: list[np.ndarray] = []
+    labels: list[int] = []
+    for class_dir in classes:
+        name = class_dir.name.lower()
+        if name not in EMOTIONS:
+            raise DataError(
+                f"{class_dir}: unknown emotion folder {class_dir.name!r}; "
+                f"expected one of {', '.join(EMOTIONS)}"
+            )
+        for file in sorted(class_dir.iterdir()):
+            if file.name.startswith(".") or file.suffix.lower() not in IMAGE_SUFFIXES:
+                continue
+            try:
+                faces.append(read_array(file))
+            except ImageError as exc:
+                raise DataError(f"{file}: unreadable image: {exc}") from exc
+            labels.append(EMOTIONS.index(name))
+    if not faces:
+        raise DataError(f"{folder}: no {usage} images in its emotion folders")
+    return faces, labels
+
+
+def load_folder(path: str | os.PathLike[str]) -> FaceData:
+    """Read ``train/<emotion>/*.jpg`` (and ``test/<emotion>/*`` as PublicTest) under ``path``.
+
+    A folder whose sub-folders are emotions itself counts as Training data.
+    """
+    root = Path(path)
+    splits = [(u, root / name) for u, name in FOLDER_SPLITS if (root / name).is_dir()]
+    if not splits:
+        splits = [("Training", root)]
+    faces: list[np.ndarray] = []
+    labels: list[int] = []
+    usage: list[str] = []
+    for split, folder in splits:
+        split_faces, split_labels = _load_class_folders(folder, split)
+        faces += split_faces
+        labels += split_labels
+        usage += [split] * len(split_faces)
+    return FaceData(faces, np.array(labels), np.array(usage), str(root))
+
+
+def load_data(
+    path: str | os.PathLike[str], votes: str | os.PathLike[str] | None = None
+) -> FaceData:
+    """Read a FER-2013 CSV or a folder tree, with FER+ votes when given."""
+    if Path(path).is_dir():
+        if votes is not None:
+            raise DataError(f"{votes}: FER+ votes are row-aligned with fer2013.csv, not a folder")
+        return load_folder(path)
+    data = load_csv(path)
+    return data if votes is None else replace(data, votes=load_votes(votes, len(data)))
+
+
+def split_usage(data: FaceData, usage: str) -> FaceData:
+    """The rows of one split (Training, PublicTest, PrivateTest); DataError if there are none."""
+    part = data.select(data.usage == usage)
+    if not len(part):
+        raise DataError(f"{data.source}: no {usage} rows")
+    return part
+
+
+# --- targets and metrics ------------------------------------------------------------------
+
+
+def vote_distribution(votes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Votes as probabilities, and the mask of rows with at least one valid vote."""
+    total = votes.sum(axis=1)
+    return votes / np.maximum(total, 1e-9)[:, None], total > 0
+
+
+def make_targets(data: FaceData, mode: str) -> tuple[np.ndarray, np.ndarray]:
+    """Training targets ``(N, 7)`` for a label mode, and the mask of rows to train on.
+
+    ``fer2013`` is the original one-hot label, ``ferplus`` the FER+ vote distribution and
+    ``mix`` their average, which helps accuracy against both label sets. Rows without a
+    valid FER+ vote are skipped whenever votes are used.
+    """
+    onehot = np.eye(len(EMOTIONS), dtype=np.float32)[data.labels]
+    if mode == "fer2013":
+        return onehot, np.ones(len(data), bool)
+    if data.votes is None:
+        raise DataError(f"--labels {mode} needs FER+ votes (--votes fer2013new.csv)")
+    dist, valid = vote_distribution(data.votes)
+    target = dist if mode == "ferplus" else (onehot + dist) / 2
+    return target.astype(np.float32), valid
+
+
+def reference_labels(data: FaceData, mode: str) -> np.ndarray:
+    """The hard labels a model trained in ``mode`` is calibrated against."""
+    if mode == "ferplus" and data.votes is not None:
+        return data.votes.argmax(axis=1)
+    return data.labels
+
+
+def class_weights(targets: np.ndarray) -> np.ndarray:
+    """Per-class weights ``(count / mean count) ** -0.5``: a mild push towards rare classes."""
+    counts = targets.sum(axis=0)
+    present = counts > 0
+    weights = np.ones(len(counts), np.float32)
+    weights[present] = (counts[present] / counts[present].mean()) ** -CLASS_WEIGHT_POWER
+    return weights
+
+
+def expected_calibration_error(probs: np.ndarray, labels: np.ndarray) -> float:
+    """ECE over equal-width confidence bins: how far confidence is from accuracy."""
+    if not len(labels):
+        return 0.0
+    confidence = probs.max(axis=1)
+    correct = probs.argmax(axis=1) == labels
+    bins = np.minimum((confidence * ECE_BINS).astype(int), ECE_BINS - 1)
+    ece = 0.0
+    for b in range(ECE_BINS):
+        in_bin = bins == b
+        if in_bin.any():
+            ece += abs(correct[in_bin].mean() - confidence[in_bin].mean()) * in_bin.mean()
+    return float(ece)
+
+
+def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
+    """The temperature minimising the negative log-likelihood (golden-section on log T)."""
+
+    def nll(log_t: float) -> float:
+        z = logits / math.exp(log_t)
+        z = z - z.max(axis=1, keepdims=True)
+        log_p = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+        return float(-log_p[np.arange(len(labels)), labels].mean())
+
+    lo, hi = math.log(0.05), math.log(20.0)
+    ratio = (math.sqrt(5) - 1) / 2
+    a, b = hi - ratio * (hi - lo), lo + ratio * (hi - lo)
+    fa, fb = nll(a), nll(b)
+    for _ in range(60):
+        if fa < fb:
+            hi, b, fb = b, a, fa
+            a = hi - ratio * (hi - lo)
+            fa = nll(a)
+        else:
+            lo, a, fa = a, b, fb
+            b = lo + ratio * (hi - lo)
+            fb = nll(b)
+    return round(math.exp((lo + hi) / 2), 4)
+
+
+def classification_report(
+    logits: np.ndarray,
+    labels: np.ndarray,
+    temperature: float = 1.0,
+    votes: np.ndarray | None = None,
+) -> dict[str, Any]:
+    """Accuracy, per-class precision/recall, confusion matrix, FER+ accuracy and ECE."""
+    probs = softmax(logits, temperature)
+    pred = probs.argmax(axis=1)
+    k = len(EMOTIONS)
+    matrix = np.bincount(labels * k + pred, minlength=k * k).reshape(k, k)
+    per_class = {}
+    for i, name in enumerate(EMOTIONS):
+        predicted, support = int(matrix[:, i].sum()), int(matrix[i].sum())
+        per_class[name] = {
+            "precision": round(matrix[i, i] / predicted, 4) if predicted else 0.0,
+            "recall": round(matrix[i, i] / support, 4) if support else 0.0,
+            "support": support,
+        }
+    report: dict[str, Any] = {
+        "n": int(len(labels)),
+        "accuracy": round(float((pred == labels).mean()), 4) if len(labels) else 0.0,
+        "per_class": per_class,
+        "confusion_matrix": matrix.tolist(),
+    }
+    if votes is not None:
+        dist, valid = vote_distribution(votes)
+        majority = dist.argmax(axis=1)
+        report["ferplus_accuracy"] = round(float((pred == majority)[valid].mean()), 4)
+        report["ferplus_n"] = int(valid.sum())
+    report["ece"] = round(expected_calibration_error(probs, labels), 4)
+    report["ece_uncalibrated"] = round(expected_calibration_error(softmax(logits), labels), 4)
+    report["temperature"] = temperature
+    return report
+
+
+# --- the network --------------------------------------------------------------------------
+
+
+def build_model(input_size: int = INPUT_SIZE, widths: tuple[int, ...] = WIDTHS) -> Any:
+    """A small VGG-style network, designed for CPU speed (see MODEL_CARD.md).
+
+    One full-resolution convolution, then a strided one: most of the compute of a plain VGG
+    is spent at 48x48, where a face has little more to tell than at 24x24. Outputs logits,
+    so that calibration can rescale them.
+    """
+    import_tensorflow()
+    import keras
+    from keras import layers
+
+    def conv(x: Any, filters: int, strides: int = 1) -> Any:
+        x = layers.Conv2D(filters, 3, strides=strides, padding="same", use_bias=False)(x)
+        x = layers.BatchNormalization()(x)
+        return layers.ReLU()(x)
+
+    inputs = keras.Input((input_size, input_size, 1), name="face")
+    x = conv(inputs, widths[0])
+    x = conv(x, widths[1], strides=2)
+    x = conv(x, widths[1])
+    for filters in widths[2:]:
+        x = layers.MaxPooling2D()(x)
+        x = conv(x, filters)
+        x = conv(x, filters)
+    x = layers.GlobalAveragePooling2D()(x)
+    x = layers.Dropout(0.4)(x)
+    outputs = layers.Dense(len(EMOTIONS), name="logits", dtype="float32")(x)
+    return keras.Model(inputs, outputs, name="photosort_emotion")
+
+
+def _augmenter(tf: Any, seed: int) -> Callable[..., Any]:
+    """A batched augmentation: mirror, rotate, scale, shift and erase a patch."""
+    gen = tf.random.Generator.from_seed(seed)
+
+    def augment(x: Any, y: Any, w: Any) -> tuple[Any, Any, Any]:
+        n, size = tf.shape(x)[0], x.shape[1]
+        x = tf.where(gen.uniform([n, 1, 1, 1]) < 0.5, tf.reverse(x, axis=[2]), x)
+        angle = gen.uniform([n], -0.2, 0.2)
+        scale = gen.uniform([n], 0.9, 1.1)
+        tx, ty = (gen.uniform([n], -0.1, 0.1) * size for _ in range(2))
+        c = (size - 1) / 2
+        a0, a1 = tf.cos(angle) / scale, tf.sin(angle) / scale
+        b0, b1 = -a1, a0
+        a2 = c - a0 * (c + tx) - a1 * (c + ty)
+        b2 = c - b0 * (c + tx) - b1 * (c + ty)
+        zeros = tf.zeros_like(a0)
+        x = tf.raw_ops.ImageProjectiveTransformV3(
+            images=x,
+            transforms=tf.stack([a0, a1, a2, b0, b1, b2, zeros, zeros], axis=1),
+            output_shape=[size, size],
+            fill_value=0.0,
+            interpolation="BILINEAR",
+            fill_mode="REFLECT",
+        )
+        side = gen.uniform([n, 2], 0.15, 0.4) * size
+        corner = gen.uniform([n, 2]) * (size - side)
+        grid = tf.range(size, dtype=tf.float32)
+        rows = (grid[None] >= corner[:, :1]) & (grid[None] < corner[:, :1] + side[:, :1])
+        cols = (grid[None] >= corner[:, 1:]) & (grid[None] < corner[:, 1:] + side[:, 1:])
+        erase = (rows[:, :, None] & cols[:, None, :]) & (gen.uniform([n, 1, 1]) < 0.5)
+        x = tf.where(erase[..., None], tf.zeros_like(x), x)
+        return x, y, w
+
+    return augment
+
+
+# --- training -----------------------------------------------------------------------------
+
+
+def _write_atomically(target: Path, write: Callable[[Path], None]) -> None:
+    """Write through a temporary file beside ``target`` so a crash never leaves half a file."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(
+        dir=target.parent, prefix=f".{target.stem}-", suffix=target.suffix
+    )
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        write(tmp)
+        os.chmod(tmp, 0o666 & ~_UMASK)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _write_json(target: Path, obj: Any) -> None:
+    _write_atomically(target, lambda p: p.write_text(json.dumps(obj, indent=1) + "\n"))
+
+
+def save_model(keras_model: Any, out: str | os.PathLike[str], metadata: dict[str, Any]) -> str:
+    """Save a ``.keras`` model and its metadata JSON atomically; returns the model id."""
+    out = Path(out)
+    temperature, tta = float(metadata.get("temperature", 1.0)), bool(metadata.get("tta"))
+    model_id = ""
+
+    def write_model(tmp: Path) -> None:
+        nonlocal model_id
+        keras_model.save(tmp)
+        model_id = compute_model_id(tmp, temperature, tta)
+
+    _write_atomically(out, write_model)
+    _write_json(metadata_path(out), {**metadata, "model_id": model_id})
+    return model_id
+
+
+def checkpoint_dir(out: str | os.PathLike[str]) -> Path:
+    """Where ``train --out OUT`` keeps its checkpoints and logs: ``OUT-stem.ckpt/``."""
+    out = Path(out)
+    return out.parent / f"{out.stem}.ckpt"
+
+
+@dataclass
+class TrainConfig:
+    """The options of a training run; a resumed run must match the checkpoint's."""
+
+    epochs: int = 40
+    batch_size: int = 128
+    seed: int = 1
+    labels: str = "fer2013"
+    patience: int = 10
+
+
+def _soft_cross_entropy(logits: np.ndarray, targets: np.ndarray) -> float:
+    z = logits - logits.max(axis=1, keepdims=True)
+    log_p = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    return float(-(targets * log_p).sum(axis=1).mean())
+
+
+def _make_callback(
+    keras: Any,
+    ckpt: Path,
+    state: dict[str, Any],
+    val: dict[str, Any],
+    progress: Progress | None,
+) -> Any:
+    """One callback doing, in order: validation, log, checkpoints, progress, early stopping."""
+    config = state["config"]
+
+    class EpochEnd(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+            self.started = time.monotonic()
+
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            logits = self.model.predict(val["x"], batch_size=512, verbose=0)
+            pred = logits.argmax(axis=1)
+            row = {
+                "epoch": epoch + 1,
+                "loss": round(float(logs["loss"]), 5),
+                "accuracy": round(float(logs["accuracy"]), 5),
+                "val_loss": round(_soft_cross_entropy(logits, val["targets"]), 5),
+                "val_accuracy": round(float((pred == val["targets"].argmax(1)).mean()), 5),
+                "val_fer2013_accuracy": round(float((pred == val["labels"]).mean()), 5),
+                "lr": round(float(self.model.optimizer.learning_rate.numpy()), 8),
+                "seconds": round(time.monotonic() - self.started, 1),
+            }
+            if val["votes"] is not None:
+                dist, valid = vote_distribution(val["votes"])
+                ferplus = (pred == dist.argmax(axis=1))[valid].mean()
+                row["val_ferplus_accuracy"] = round(float(ferplus), 5)
+            state["history"].append(row)
+            state["epoch"] = epoch + 1
+            improved = row["val_accuracy"] > state["best_score"]
+            if improved:
+                state["best_score"], state["best_epoch"], state["wait"] = (
+                    row["val_accuracy"],
+                    epoch + 1,
+                    0,
+                )
+                _write_atomically(ckpt / "best.keras", self.model.save)
+            else:
+                state["wait"] += 1
+            _write_atomically(ckpt / "last.keras", self.model.save)
+            _write_json(ckpt / "log.json", state)
+            _write_csv_log(ckpt / "log.csv", state["history"])
+            if progress:
+                progress(_format_epoch(row, config["epochs"], improved))
+            if state["wait"] >= config["patience"]:
+                if progress:
+                    progress(f"early stop: no better val_accuracy for {config['patience']} epochs")
+                state["stopped_early"] = True
+                self.model.stop_training = True
+
+    return EpochEnd()
+
+
+def _format_epoch(row: dict[str, Any], epochs: int, improved: bool) -> str:
+    parts = [f"epoch {row['epoch']}/{epochs}"]
+    for key in ("loss", "accuracy", "val_loss", "val_accuracy", "val_ferplus_accuracy"):
+        if key in row:
+            parts.append(f"{key} {row[key]:.4f}")
+    parts.append(f"lr {row['lr']:.2e}")
+    parts.append(f"{row['seconds']:.0f}s" + (" *" if improved else ""))
+    return "  ".join(parts)
+
+
+def _write_csv_log(target: Path, history: list[dict[str, Any]]) -> None:
+    fields = list(dict.fromkeys(key for row in history for key in row))
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=fields)
+            writer.writeheader()
+            writer.writerows(history)
+
+    _write_atomically(target, write)
+
+
+def _validation_split(data: FaceData, seed: int) -> tuple[FaceData, FaceData, str]:
+    """Training and validation rows: PublicTest when present, else a seeded 10% of Training."""
+    train = split_usage(data, "Training")
+    if (data.usage == "PublicTest").any():
+        return train, split_usage(data, "PublicTest"), "PublicTest"
+    order = np.random.default_rng(seed).permutation(len(train))
+    n_val = max(1, int(round(len(train) * VALIDATION_FRACTION)))
+    is_val = np.zeros(len(train), bool)
+    is_val[order[:n_val]] = True
+    if n_val >= len(train):
+        raise DataError(f"{data.source}: too few Training rows to hold out a validation split")
+    return train.select(~is_val), train.select(is_val), "10% of Training"
+
+
+def train(
+    data_path: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    votes: str | os.PathLike[str] | None = None,
+    config: TrainConfig | None = None,
+    resume: bool = False,
+    progress: Progress | None = None,
+    command: str = "",
+) -> dict[str, Any]:
+    """Train, calibrate and save an emotion model at ``out`` (a ``.keras`` path).
+
+    Checkpoints and the CSV/JSON training log go to :func:`checkpoint_dir`; ``resume``
+    continues from its last checkpoint. Returns the metadata saved beside the model.
+    """
+    config = config or TrainConfig()
+    if config.labels not in LABEL_MODES:
+        raise DataError(f"unknown label mode {config.labels!r}, expected one of {LABEL_MODES}")
+    data = load_data(data_path, votes)
+    train_data, val_data, val_name = _validation_split(data, config.seed)
+    train_targets, keep = make_targets(train_data, config.labels)
+    train_data, train_targets = train_data.select(keep), train_targets[keep]
+    val_targets, keep = make_targets(val_data, config.labels)
+    val_data, val_targets = val_data.select(keep), val_targets[keep]
+    if not len(train_data) or not len(val_data):
+        raise DataError(f"{data_path}: no rows with valid FER+ votes")
+
+    tf = import_tensorflow()
+    import keras
+
+    ckpt = checkpoint_dir(out)
+    state = _start_state(ckpt, config, data_path, votes, resume)
+    keras.utils.set_random_seed(config.seed + state["epoch"])
+    x_train = preprocess_faces(train_data.faces)
+    weights = class_weights(train_targets)
+    state["class_weights"] = [round(float(w), 4) for w in weights]
+    state.setdefault("command", command)
+    sample_weight = (train_targets @ weights).astype(np.float32)
+    val = {
+        "x": preprocess_faces(val_data.faces),
+        "targets": val_targets,
+        "labels": val_data.labels,
+        "votes": val_data.votes,
+    }
+    steps = math.ceil(len(x_train) / config.batch_size)
+    model = _compiled_model(keras, steps, config.epochs)
+    if resume:
+        _restore_checkpoint(keras, model, ckpt / "last.keras")
+    if progress:
+        progress(
+            f"training on {len(x_train)} faces, validating on {len(val['x'])} ({val_name}); "
+            f"{model.count_params():,} parameters; checkpoints in {ckpt}"
+        )
+    dataset = (
+        tf.data.Dataset.from_tensor_slices((x_train, train_targets, sample_weight))
+        .shuffle(len(x_train), seed=config.seed + state["epoch"], reshuffle_each_iteration=True)
+        .batch(config.batch_size)
+        .map(_augmenter(tf, config.seed + state["epoch"]))
+        .prefetch(2)
+    )
+    if state["epoch"] < config.epochs and not state.get("stopped_early"):
+        callback = _make_callback(keras, ckpt, state, val, progress)
+        model.fit(
+            dataset,
+            epochs=config.epochs,
+            initial_epoch=state["epoch"],
+            callbacks=[callback],
+            shuffle=False,
+            verbose=0,
+        )
+    best = keras.models.load_model(ckpt / "best.keras", compile=False)
+    return _calibrate_and_save(best, out, val_data, val["x"], state, config.labels, val_name)
+
+
+def _calibrate_and_save(
+    model: Any,
+    out: str | os.PathLike[str],
+    val_data: FaceData,
+    x_val: np.ndarray,
+    state: dict[str, Any],
+    labels: str,
+    val_name: str,
+) -> dict[str, Any]:
+    """Fit the temperature on the validation split, measure, and save model and metadata."""
+    logits = EmotionModel(model, {"tta": False}, None).logits_from_input(x_val)
+    temperature = fit_temperature(logits, reference_labels(val_data, labels))
+    report = classification_report(logits, val_data.labels, temperature, val_data.votes)
+    figures = {
+        key: report[key]
+        for key in ("n", "accuracy", "ferplus_accuracy", "ece", "ece_uncalibrated")
+        if key in report
+    }
+    history = state["history"]
+    metadata = {
+        "format": 1,
+        "emotions": list(EMOTIONS),
+        "input_size": INPUT_SIZE,
+        "outputs": "logits",
+        "preprocessing": "grey, bilinear resize to input_size, per-face standardisation",
+        "temperature": temperature,
+        "tta": False,
+        "params": int(model.count_params()),
+        "architecture": f"VGG-style CNN, widths {list(WIDTHS)}, global average pooling",
+        "training": {
+            "command": state.get("command", ""),
+            "data": state["data"],
+            "votes": state["votes"],
+            **state["config"],
+            "epochs_run": state["epoch"],
+            "best_epoch": state["best_epoch"],
+            "seconds": round(sum(row["seconds"] for row in history), 1),
+            "hardware": _hardware(),
+            "class_weights": state.get("class_weights"),
+        },
+        "figures": {"validation": val_name, **figures},
+        "history": history,
+    }
+    metadata["model_id"] = save_model(model, out, metadata)
+    return metadata
+
+
+def _compiled_model(keras: Any, steps: int, epochs: int) -> Any:
+    """The network with its optimizer: AdamW on a warm-up + cosine schedule, soft targets."""
+    model = build_model()
+    schedule = keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=PEAK_LR / 10,
+        warmup_target=PEAK_LR,
+        warmup_steps=steps,
+        decay_steps=max(1, steps * (epochs - 1)),
+        alpha=0.01,
+    )
+    optimizer = keras.optimizers.AdamW(learning_rate=schedule, weight_decay=WEIGHT_DECAY)
+    optimizer.exclude_from_weight_decay(var_names=["gamma", "beta", "bias"])
+    model.compile(
+        optimizer=optimizer,
+        loss=keras.losses.CategoricalCrossentropy(
+            from_logits=True, label_smoothing=LABEL_SMOOTHING
+        ),
+        metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
+    )
+    return model
+
+
+def _restore_checkpoint(keras: Any, model: Any, path: Path) -> None:
+    """Copy weights and optimizer state (step count, moments) from a checkpoint.
+
+    Loading into a freshly compiled model, rather than using the loaded one, keeps settings
+    that Keras does not save, such as which variables are exempt from weight decay.
+    """
+    saved = keras.models.load_model(path)
+    model.set_weights(saved.get_weights())
+    model.optimizer.build(model.trainable_variables)
+    for variable, value in zip(model.optimizer.variables, saved.optimizer.variables, strict=True):
+        variable.assign(value)
+
+
+def _hardware() -> str:
+    return f"{platform.machine()} {os.cpu_count()} CPU threads, {platform.system()}"
+
+
+def _start_state(
+    ckpt: Path,
+    config: TrainConfig,
+    data_path: str | os.PathLike[str],
+    votes: str | os.PathLike[str] | None,
+    resume: bool,
+) -> dict[str, Any]:
+    """The run's state: fresh, or read back from the checkpoint when resuming."""
+    fresh = {
+        "config": {**vars(config)},
+        "data": str(data_path),
+        "votes": None if votes is None else str(votes),
+        "epoch": 0,
+        "best_score": -1.0,
+        "best_epoch": 0,
+        "wait": 0,
+        "history": [],
+    }
+    if not resume:
+        ckpt.mkdir(parents=True, exist_ok=True)
+        for name in ("last.keras", "best.keras", "log.json", "log.csv"):
+            (ckpt / name).unlink(missing_ok=True)
+        return fresh
+    log = ckpt / "log.json"
+    if not log.exists() or not (ckpt / "last.keras").exists():
+        raise TrainingError(f"{ckpt}: no checkpoint to resume from; train without --resume")
+    try:
+        state = json.loads(log.read_text())
+    except ValueError as exc:
+        raise TrainingError(f"{log}: unreadable training log: {exc}") from exc
+    fixed = ("epochs", "batch_size", "labels")
+    if any(state["config"].get(k) != fresh["config"][k] for k in fixed):
+        was = ", ".join(f"--{k.replace('_', '-')} {state['config'].get(k)}" for k in fixed)
+        raise TrainingError(f"{ckpt}: the checkpoint was made with {was}; resume with those")
+    state["config"]["patience"] = config.patience
+    return state
+
+
+# --- evaluation ---------------------------------------------------------------------------
+
+
+def evaluate(
+    data_path: str | os.PathLike[str],
+    model_path: str | os.PathLike[str] | None = None,
+    *,
+    usage: str = "PublicTest",
+    votes: str | os.PathLike[str] | None = None,
+) -> tuple[dict[str, Any], EmotionModel]:
+    """Evaluate a model (default: the shipped one) on one split; returns the report and model."""
+    data = split_usage(load_data(data_path, votes), usage)
+    model = load_model(model_path)
+    logits = model.logits(data.faces)
+    report = classification_report(logits, data.labels, model.temperature, data.votes)
+    return {"usage": usage, "model_id": model.model_id, **report}, model
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """The evaluation report as a human-readable text table."""
+    lines = [
+        f"{report['usage']}: {report['n']} faces, model {report['model_id']}",
+        f"accuracy {report['accuracy']:.4f}"
+        + (
+            f"   FER+ majority accuracy {report['ferplus_accuracy']:.4f}"
+            if "ferplus_accuracy" in report
+            else ""
+        ),
+        f"ECE {report['ece']:.4f} (uncalibrated {report['ece_uncalibrated']:.4f}, "
+        f"temperature {report['temperature']:g})",
+        "",
+        f"{'emotion':<10}{'precision':>10}{'recall':>10}{'support':>10}",
+    ]
+    for name, row in report["per_class"].items():
+        lines.append(
+            f"{name:<10}{row['precision']:>10.4f}{row['recall']:>10.4f}{row['support']:>10}"
+        )
+    lines += ["", "confusion matrix (rows: true, columns: predicted)"]
+    lines.append(" " * 10 + "".join(f"{name[:8]:>9}" for name in EMOTIONS))
+    for name, row in zip(EMOTIONS, report["confusion_matrix"], strict=True):
+        lines.append(f"{name:<10}" + "".join(f"{v:>9}" for v in row))
+    return "\n".join(lines)
+
+
+# --- plots --------------------------------------------------------------------------------
+
+
+def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow built without FreeType
+        return ImageFont.load_default()
+
+
+def _save_png(image: Image.Image, target: Path) -> None:
+    _write_atomically(target, lambda p: image.save(p, format="PNG"))
+
+
+def plot_confusion(matrix: list[list[int]], target: str | os.PathLike[str]) -> Path:
+    """A confusion-matrix heat map (shaded by recall, labelled with counts) as PNG."""
+    target = Path(target)
+    cell, left, top = 72, 90, 60
+    k = len(EMOTIONS)
+    image = Image.new("RGB", (left + k * cell + 20, top + k * cell + 50), "white")
+    draw = ImageDraw.Draw(image)
+    font, small = _font(14), _font(12)
+    counts = np.asarray(matrix, dtype=float)
+    share = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    draw.text((left, 8), "Confusion matrix (rows: true, columns: predicted)", "black", font)
+    for i, name in enumerate(EMOTIONS):
+        draw.text((left + i * cell + cell // 2, top - 8), name, "black", small, anchor="md")
+        draw.text((left - 8, top + i * cell + cell // 2), name, "black", small, anchor="rm")
+        for j in range(k):
+            shade = int(255 * (1 - share[i, j]))
+            box = (left + j * cell, top + i * cell, left + (j + 1) * cell, top + (i + 1) * cell)
+            draw.rectangle(box, fill=(shade, shade, 255), outline="grey")
+            colour = "white" if share[i, j] > 0.5 else "black"
+            centre = (box[0] + cell // 2, box[1] + cell // 2)
+            draw.text(centre, f"{int(counts[i, j])}", colour, small, anchor="mm")
+    draw.text((left, top + k * cell + 16), "shade: share of the true class", "grey", small)
+    _save_png(image, target)
+    return target
+
+
+def _draw_panel(
+    draw: ImageDraw.ImageDraw,
+    box: tuple[int, int, int, int],
+    title: str,
+    history: list[dict[str, Any]],
+    series: list[tuple[str, str, tuple[int, int, int]]],
+) -> None:
+    """One line chart of per-epoch values: a framed box, min/max ticks and a legend."""
+    x0, y0, x1, y1 = box
+    font, small = _font(14), _font(11)
+    draw.rectangle(box, outline="black")
+    draw.text(((x0 + x1) // 2, y0 - 10), f"{title} per epoch", "black", font, anchor="md")
+    draw.text(((x0 + x1) // 2, y1 + 18), "epoch", "black", small, anchor="mt")
+    present = [s for s in series if all(s[0] in row for row in history)]
+    values = [row[key] for row in history for key, _, _ in present]
+    if not values:
+        return
+    lo, hi = min(values), max(values)
+    hi = hi if hi > lo else lo + 1
+    first = history[0]["epoch"]
+    last = max(history[-1]["epoch"], first + 1)
+
+    def point(epoch: float, value: float) -> tuple[float, float]:
+        return (
+            x0 + (epoch - first) / (last - first) * (x1 - x0),
+            y1 - (value - lo) / (hi - lo) * (y1 - y0),
+        )
+
+    for value in (lo, hi):
+        draw.text((x0 - 4, point(first, value)[1]), f"{value:.3g}", "black", small, anchor="rm")
+    for epoch in (first, history[-1]["epoch"]):
+        draw.text((point(epoch, lo)[0], y1 + 4), str(epoch), "black", small, anchor="mt")
+    for n, (key, name, colour) in enumerate(present):
+        points = [point(row["epoch"], row[key]) for row in history]
+        if len(points) > 1:
+            draw.line(points, fill=colour, width=2)
+        for px, py in points:
+            draw.ellipse((px - 2, py - 2, px + 2, py + 2), fill=colour)
+        draw.text((x0 + 8, y0 + 8 + 14 * n), name, colour, small)
+
+
+def plot_history(history: list[dict[str, Any]], target: str | os.PathLike[str]) -> Path:
+    """Loss and accuracy per epoch, training and validation, as PNG."""
+    target = Path(target)
+    width, height, pad = 900, 380, 50
+    image = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(image)
+    blue, orange, green = (31, 119, 180), (255, 127, 14), (44, 160, 44)
+    panel_w = (width - 3 * pad) // 2
+    panels = (
+        ("loss", [("loss", "train", blue), ("val_loss", "validation", orange)]),
+        (
+            "accuracy",
+            [
+                ("accuracy", "train", blue),
+                ("val_accuracy", "validation", orange),
+                ("val_ferplus_accuracy", "validation, FER+ majority", green),
+            ],
+        ),
+    )
+    for p, (title, series) in enumerate(panels):
+        x0 = pad + p * (panel_w + pad)
+        _draw_panel(draw, (x0, pad, x0 + panel_w, height - pad), title, history, series)
+    _save_png(image, target)
+    return target
+
+
+def training_history(model: EmotionModel) -> list[dict[str, Any]]:
+    """Per-epoch metrics: from the model's metadata, or the log of the checkpoint it came from."""
+    if model.metadata.get("history"):
+        return model.metadata["history"]
+    if model.path is None:
+        return []
+    for log in (model.path.parent / "log.json", checkpoint_dir(model.path) / "log.json"):
+        try:
+            return json.loads(log.read_text()).get("history", [])
+        except (OSError, ValueError, AttributeError):
+            continue
+    return []
+
+
+def write_plots(
+    report: dict[str, Any], model: EmotionModel, folder: str | os.PathLike[str]
+) -> list[Path]:
+    """The confusion matrix, and the training curves when the model has a training log."""
+    folder = Path(folder)
+    written = [plot_confusion(report["confusion_matrix"], folder / "confusion_matrix.png")]
+    history = training_history(model)
+    if history:
+        written.append(plot_history(history, folder / "training_curves.png"))
+    return written

@@ -1,0 +1,373 @@
+"""Training and evaluation on tiny generated faces (a smile, a frown): no shared data needed."""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+from skimage.draw import disk, ellipse
+
+from photosort import training
+from photosort.cli import cli
+from photosort.emotions import EMOTIONS, ModelError, load_model, preprocess_faces
+from photosort.training import DataError, TrainConfig, TrainingError
+
+HAPPY, SAD = EMOTIONS.index("happy"), EMOTIONS.index("sad")
+
+
+def draw_face(label: int, rng: np.random.Generator, size: int = 48) -> np.ndarray:
+    """A cartoon face whose mouth curves up (happy) or down (sad), with noise and jitter."""
+    img = np.full((size, size), 40.0)
+    centre = size / 2 + rng.uniform(-2, 2, 2)
+    rr, cc = ellipse(*centre, size * 0.45, size * 0.36, shape=img.shape)
+    img[rr, cc] = 170
+    for side in (0.35, 0.65):
+        rr, cc = disk((size * 0.38, size * side), size * 0.05, shape=img.shape)
+        img[rr, cc] = 30
+    xs = np.arange(int(size * 0.3), int(size * 0.7))
+    bend = ((xs - size / 2) ** 2) / (size * 0.5)
+    ys = size * 0.7 + (bend if label == HAPPY else -bend) - (3 if label == HAPPY else -3)
+    for x, y in zip(xs, np.clip(ys.astype(int), 0, size - 2), strict=True):
+        img[y : y + 2, x] = 20
+    return np.clip(img + rng.normal(0, 12, img.shape), 0, 255).astype(np.uint8)
+
+
+def write_fer_csv(path: Path, per_class: tuple[int, int] = (16, 6), seed: int = 0) -> Path:
+    """A FER-2013-layout CSV with Training and PublicTest rows of happy and sad faces."""
+    rng = np.random.default_rng(seed)
+    with open(path, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["emotion", "pixels", "Usage"])
+        for usage, n in zip(("Training", "PublicTest"), per_class, strict=True):
+            for i in range(2 * n):
+                label = (HAPPY, SAD)[i % 2]
+                pixels = " ".join(map(str, draw_face(label, rng).ravel()))
+                writer.writerow([label, pixels, usage])
+    return path
+
+
+def write_votes(data_csv: Path, path: Path) -> Path:
+    """FER+ votes row-aligned with ``data_csv``: mostly agreeing, with some neutral votes."""
+    with open(data_csv, newline="") as fh:
+        labels = [int(row["emotion"]) for row in csv.DictReader(fh)]
+    header = ["Usage", "Image name", "neutral", "happiness", "surprise", "sadness", "anger"]
+    header += ["disgust", "fear", "contempt", "unknown", "NF"]
+    with open(path, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(header)
+        for i, label in enumerate(labels):
+            votes = [2, 8 if label == HAPPY else 0, 0, 8 if label == SAD else 0, 0, 0, 0, 0, 0, 0]
+            writer.writerow(["Training", f"fer{i:07d}.png", *votes])
+    return path
+
+
+def write_face_folder(root: Path, per_class: tuple[int, int] = (16, 6), size: int = 64) -> Path:
+    """``train/<emotion>/*.png`` and ``test/<emotion>/*.jpg`` with faces of another size."""
+    rng = np.random.default_rng(1)
+    for split, n, ext in (("train", per_class[0], "png"), ("test", per_class[1], "jpg")):
+        for label in (HAPPY, SAD):
+            folder = root / split / EMOTIONS[label]
+            folder.mkdir(parents=True)
+            for i in range(n):
+                Image.fromarray(draw_face(label, rng, size)).save(folder / f"{i}.{ext}")
+    return root
+
+
+FAST = TrainConfig(epochs=1, batch_size=8, seed=3)
+
+
+@pytest.fixture(scope="module")
+def fer_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_fer_csv(tmp_path_factory.mktemp("fer") / "fer2013.csv")
+
+
+@pytest.fixture(scope="module")
+def votes_csv(fer_csv: Path) -> Path:
+    return write_votes(fer_csv, fer_csv.parent / "fer2013new.csv")
+
+
+@pytest.fixture(scope="module")
+def csv_model(fer_csv: Path, votes_csv: Path) -> Path:
+    out = fer_csv.parent / "out" / "emotion.keras"
+    training.train(fer_csv, out, votes=votes_csv, config=replace(FAST, labels="mix"))
+    return out
+
+
+def test_train_on_csv_with_votes_writes_model_metadata_and_logs(csv_model: Path) -> None:
+    meta = json.loads(csv_model.with_suffix(".json").read_text())
+    assert meta["input_size"] == 48 and meta["emotions"] == list(EMOTIONS)
+    assert meta["training"]["labels"] == "mix" and meta["training"]["seed"] == 3
+    assert meta["temperature"] > 0 and len(meta["history"]) == 1
+    assert {"accuracy", "ferplus_accuracy", "ece"} <= set(meta["figures"])
+    ckpt = training.checkpoint_dir(csv_model)
+    assert (ckpt / "log.csv").read_text().startswith("epoch,loss,accuracy")
+    assert json.loads((ckpt / "log.json").read_text())["epoch"] == 1
+    model = load_model(csv_model)
+    assert model.model_id == meta["model_id"]
+    assert model.predict(np.zeros((3, 48, 48), np.uint8)).shape == (3, len(EMOTIONS))
+
+
+def test_train_on_folder_via_cli(runner: CliRunner, tmp_path: Path) -> None:
+    root = write_face_folder(tmp_path / "faces")
+    out = tmp_path / "faces.keras"
+    args = ["train", str(root), "--out", str(out), "--epochs", "1", "--batch-size", "8"]
+    result = runner.invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert "epoch 1/1" in result.output and f"saved {out}" in result.output
+    meta = json.loads(out.with_suffix(".json").read_text())
+    assert meta["figures"]["validation"] == "PublicTest" and meta["figures"]["n"] == 12
+    assert load_model(out).predict([np.zeros((64, 64), np.uint8)]).shape == (1, 7)
+    result = runner.invoke(cli, ["evaluate", str(root), "--model", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["per_class"]["sad"]["support"] == 6
+
+
+def test_interrupted_training_resumes_from_its_checkpoint(fer_csv: Path, tmp_path: Path) -> None:
+    out = tmp_path / "emotion.keras"
+    config = TrainConfig(epochs=2, batch_size=16, seed=1)
+
+    def crash(line: str) -> None:
+        if line.startswith("epoch 1/"):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        training.train(fer_csv, out, config=config, progress=crash)
+    assert not out.exists() and not out.with_suffix(".json").exists()
+    with pytest.raises(TrainingError, match="--epochs 2"):
+        training.train(fer_csv, out, config=TrainConfig(epochs=3), resume=True)
+    lines: list[str] = []
+    meta = training.train(fer_csv, out, config=config, resume=True, progress=lines.append)
+    assert [row["epoch"] for row in meta["history"]] == [1, 2]
+    assert meta["history"][1]["lr"] < 1e-4  # the step count came back: the schedule ended
+    assert any(line.startswith("epoch 2/2") for line in lines)
+    assert not any(line.startswith("epoch 1/") for line in lines)
+
+
+def test_resume_without_checkpoint_is_an_error(fer_csv: Path, tmp_path: Path) -> None:
+    with pytest.raises(TrainingError, match="no checkpoint"):
+        training.train(fer_csv, tmp_path / "m.keras", config=FAST, resume=True)
+
+
+def test_evaluate_json_report_and_plots(
+    runner: CliRunner, csv_model: Path, fer_csv: Path, votes_csv: Path, tmp_path: Path
+) -> None:
+    args = ["evaluate", str(fer_csv), "--model", str(csv_model), "--votes", str(votes_csv)]
+    result = runner.invoke(cli, [*args, "--json", "--plots", str(tmp_path / "plots")])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert {"accuracy", "per_class", "confusion_matrix", "ferplus_accuracy", "ece"} <= set(report)
+    assert "ece_uncalibrated" in report and report["n"] == 12
+    assert list(report["per_class"]) == list(EMOTIONS)
+    assert set(report["per_class"]["happy"]) == {"precision", "recall", "support"}
+    assert report["per_class"]["happy"]["support"] == 6
+    assert np.asarray(report["confusion_matrix"]).shape == (7, 7)
+    assert np.asarray(report["confusion_matrix"]).sum() == 12
+    for name in ("confusion_matrix.png", "training_curves.png"):
+        with Image.open(tmp_path / "plots" / name) as img:
+            assert img.format == "PNG" and img.width > 300
+
+
+def test_evaluate_function_and_text_report(csv_model: Path, fer_csv: Path) -> None:
+    report, model = training.evaluate(fer_csv, csv_model, usage="Training")
+    assert report["n"] == 32 and report["model_id"] == model.model_id
+    assert "ferplus_accuracy" not in report
+    checkpoint = load_model(training.checkpoint_dir(csv_model) / "best.keras")
+    assert checkpoint.temperature == 1.0 and len(training.training_history(checkpoint)) == 1
+    text = training.format_report(report)
+    assert "accuracy" in text and "confusion matrix" in text and "happy" in text
+
+
+def test_evaluate_with_a_missing_split_is_an_error(
+    runner: CliRunner, csv_model: Path, fer_csv: Path
+) -> None:
+    args = ["evaluate", str(fer_csv), "--model", str(csv_model), "--usage", "PrivateTest"]
+    result = runner.invoke(cli, args)
+    assert result.exit_code != 0 and "no PrivateTest rows" in result.output
+
+
+# --- bad input -----------------------------------------------------------------------------
+
+
+def _csv(path: Path, header: str, *rows: str) -> Path:
+    path.write_text("\n".join([header, *rows]) + "\n")
+    return path
+
+
+GOOD = " ".join(["7"] * 2304)
+
+
+@pytest.mark.parametrize(
+    ("header", "row", "message"),
+    [
+        ("label,pixels,Usage", f"3,{GOOD},Training", "missing column(s) emotion"),
+        ("emotion,Usage", "3,Training", "missing column(s) pixels"),
+        ("emotion,pixels,Usage", "3,1 2 x,Training", "row 2 (line 3): malformed pixels"),
+        ("emotion,pixels,Usage", "3,1 2 3,Training", "row 2 (line 3): malformed pixels"),
+        ("emotion,pixels,Usage", f"3,{GOOD[:-1]}300,Training", "row 2 (line 3): malformed"),
+        ("emotion,pixels,Usage", f"7,{GOOD},Training", "row 2 (line 3): emotion label 7 out"),
+        ("emotion,pixels,Usage", f"-1,{GOOD},Training", "row 2 (line 3): emotion label -1"),
+        ("emotion,pixels,Usage", f"sad,{GOOD},Training", "row 2 (line 3): emotion label 'sad'"),
+        ("emotion,pixels,Usage", f"3,{GOOD},Test", "row 2 (line 3): unknown Usage"),
+        ("emotion,pixels,Usage", "3", "row 2 (line 3): 1 fields"),
+    ],
+)
+def test_bad_csv_names_file_and_row(
+    runner: CliRunner, tmp_path: Path, header: str, row: str, message: str
+) -> None:
+    bad = _csv(tmp_path / "bad.csv", header, f"3,{GOOD},Training", row)
+    with pytest.raises(DataError, match=None) as info:
+        training.load_data(bad)
+    assert str(bad) in str(info.value) and message in str(info.value)
+    out = tmp_path / "out.keras"
+    result = runner.invoke(cli, ["train", str(bad), "--out", str(out)])
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines() == [f"Error: {info.value}"]
+    assert list(tmp_path.iterdir()) == [bad]
+
+
+def test_empty_csv_and_gzip_csv(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="no data rows"):
+        training.load_csv(_csv(tmp_path / "empty.csv", "emotion,pixels,Usage"))
+    import gzip
+
+    gz = tmp_path / "fer.csv.gz"
+    with gzip.open(gz, "wt") as fh:
+        fh.write(f"emotion,pixels,Usage\n3,{GOOD},PrivateTest\n5,{GOOD},Training\n")
+    data = training.load_data(gz)
+    assert data.faces.shape == (2, 48, 48) and list(data.usage) == ["PrivateTest", "Training"]
+
+
+def test_votes_must_be_row_aligned_and_well_formed(fer_csv: Path, tmp_path: Path) -> None:
+    short = tmp_path / "short.csv"
+    short.write_text(
+        "".join(Path(fer_csv.parent / "fer2013new.csv").read_text().splitlines(True)[:5])
+    )
+    with pytest.raises(DataError, match="4 vote rows but the data has 44"):
+        training.load_data(fer_csv, short)
+    bad = _csv(tmp_path / "bad.csv", "neutral,happiness,surprise,sadness,anger,disgust,fear", "1,x")
+    with pytest.raises(DataError, match=r"bad.csv, row 1 \(line 2\): malformed vote counts"):
+        training.load_votes(bad, 1)
+    with pytest.raises(DataError, match="missing FER\\+ vote column"):
+        training.load_votes(_csv(tmp_path / "v.csv", "neutral,happiness", "1,2"), 1)
+
+
+def test_ferplus_labels_need_votes(fer_csv: Path, tmp_path: Path) -> None:
+    config = TrainConfig(epochs=1, labels="ferplus")
+    with pytest.raises(DataError, match="needs FER\\+ votes"):
+        training.train(fer_csv, tmp_path / "m.keras", config=config)
+
+
+def test_bad_folders(runner: CliRunner, tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(DataError, match="no class folders"):
+        training.load_data(empty)
+    (empty / "happy").mkdir()
+    with pytest.raises(DataError, match="no Training images"):
+        training.load_data(empty)
+    odd = tmp_path / "odd"
+    (odd / "train" / "grumpy").mkdir(parents=True)
+    with pytest.raises(DataError, match="unknown emotion folder 'grumpy'"):
+        training.load_data(odd)
+    root = write_face_folder(tmp_path / "faces", per_class=(2, 1))
+    broken = root / "train" / "sad" / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff not really a jpeg")
+    with pytest.raises(DataError, match="broken.jpg: unreadable image"):
+        training.load_data(root)
+    out = tmp_path / "m.keras"
+    result = runner.invoke(cli, ["train", str(root), "--out", str(out)])
+    assert result.exit_code == 1 and "broken.jpg: unreadable image" in result.output
+    assert not out.exists()
+    with pytest.raises(DataError, match="row-aligned"):
+        training.load_data(
+            root, write_votes(write_fer_csv(tmp_path / "f.csv", (1, 1)), tmp_path / "v.csv")
+        )
+
+
+def test_out_must_be_a_keras_file(runner: CliRunner, fer_csv: Path, tmp_path: Path) -> None:
+    result = runner.invoke(cli, ["train", str(fer_csv), "--out", str(tmp_path / "m.h5")])
+    assert result.exit_code == 2 and "must end in .keras" in result.output
+
+
+def test_evaluate_rejects_a_model_of_the_wrong_shape(
+    runner: CliRunner, fer_csv: Path, tmp_path: Path
+) -> None:
+    import keras
+
+    wrong = keras.Sequential(
+        [keras.Input((48, 48, 1)), keras.layers.Flatten(), keras.layers.Dense(3)]
+    )
+    path = tmp_path / "wrong.keras"
+    wrong.save(path)
+    result = runner.invoke(cli, ["evaluate", str(fer_csv), "--model", str(path)])
+    assert result.exit_code == 1 and f"{path}: wrong model shape" in result.output
+    garbage = tmp_path / "garbage.keras"
+    garbage.write_bytes(b"not a zip file")
+    with pytest.raises(ModelError, match="garbage.keras: not a loadable Keras model"):
+        load_model(garbage)
+
+
+# --- metrics and plots ---------------------------------------------------------------------
+
+
+def test_temperature_fit_recovers_the_scale_of_overconfident_logits() -> None:
+    rng = np.random.default_rng(0)
+    true_logits = rng.normal(0, 1.5, (4000, 7))
+    labels = np.array(
+        [
+            rng.choice(7, p=p)
+            for p in np.exp(true_logits) / np.exp(true_logits).sum(1, keepdims=True)
+        ]
+    )
+    temperature = training.fit_temperature(true_logits * 3, labels)
+    assert 2.6 < temperature < 3.4
+    report = training.classification_report(true_logits * 3, labels, temperature)
+    assert report["ece"] < report["ece_uncalibrated"]
+
+
+def test_classification_report_counts() -> None:
+    labels = np.array([3, 3, 4, 4])
+    logits = np.eye(7)[[3, 4, 4, 4]] * 5
+    votes = np.zeros((4, 7))
+    votes[:, 4] = 1
+    report = training.classification_report(logits, labels, votes=votes)
+    assert report["accuracy"] == 0.75 and report["ferplus_accuracy"] == 0.75
+    assert report["per_class"]["happy"] == {"precision": 1.0, "recall": 0.5, "support": 2}
+    assert report["per_class"]["sad"]["precision"] == pytest.approx(0.6667)
+    assert report["confusion_matrix"][3][4] == 1
+    assert report["per_class"]["angry"] == {"precision": 0.0, "recall": 0.0, "support": 0}
+
+
+def test_targets_mix_labels_and_votes_and_skip_rows_without_votes() -> None:
+    votes = np.zeros((2, 7), np.float32)
+    votes[0, [3, 6]] = [6, 2]
+    data = training.FaceData(
+        np.zeros((2, 48, 48), np.uint8), np.array([3, 4]), np.array(["Training"] * 2), "x", votes
+    )
+    mix, keep = training.make_targets(data, "mix")
+    assert keep.tolist() == [True, False]
+    assert mix[0].tolist() == pytest.approx([0, 0, 0, 0.875, 0, 0, 0.125])
+    ferplus, _ = training.make_targets(data, "ferplus")
+    assert ferplus[0, 3] == pytest.approx(0.75)
+    weights = training.class_weights(np.eye(7)[[3, 3, 3, 1]])
+    assert weights[1] > 1 > weights[3]
+
+
+def test_preprocessing_is_shared_by_training_and_inference() -> None:
+    assert training.preprocess_faces is preprocess_faces
+
+
+def test_plot_history_without_validation_metrics(tmp_path: Path) -> None:
+    history = [
+        {"epoch": 1, "loss": 2.0, "accuracy": 0.3},
+        {"epoch": 2, "loss": 1.5, "accuracy": 0.5},
+    ]
+    target = training.plot_history(history, tmp_path / "curves.png")
+    with Image.open(target) as img:
+        assert img.size == (900, 380)
