@@ -335,14 +335,20 @@ def expected_calibration_error(probs: np.ndarray, labels: np.ndarray) -> float:
     return float(ece)
 
 
+def soft_cross_entropy(logits: np.ndarray, targets: np.ndarray) -> float:
+    """Mean cross-entropy of soft (or one-hot) targets under softmax(logits), computed stably."""
+    z = logits - logits.max(axis=1, keepdims=True)
+    log_p = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    return float(-(targets * log_p).sum(axis=1).mean())
+
+
 def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
     """The temperature minimising the negative log-likelihood (golden-section on log T)."""
 
+    onehot = np.eye(logits.shape[1])[labels]
+
     def nll(log_t: float) -> float:
-        z = logits / math.exp(log_t)
-        z = z - z.max(axis=1, keepdims=True)
-        log_p = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
-        return float(-log_p[np.arange(len(labels)), labels].mean())
+        return soft_cross_entropy(logits / math.exp(log_t), onehot)
 
     lo, hi = math.log(0.05), math.log(20.0)
     ratio = (math.sqrt(5) - 1) / 2
@@ -505,7 +511,7 @@ def save_model(keras_model: Any, out: str | os.PathLike[str], metadata: dict[str
 
 
 def checkpoint_dir(out: str | os.PathLike[str]) -> Path:
-    """Where ``train --out OUT`` keeps its checkpoints and logs: ``OUT-stem.ckpt/``."""
+    """Where ``train --out OUT`` keeps checkpoints and logs: ``<stem of OUT>.ckpt/`` beside it."""
     out = Path(out)
     return out.parent / f"{out.stem}.ckpt"
 
@@ -519,12 +525,6 @@ class TrainConfig:
     seed: int = 1
     labels: str = "fer2013"
     patience: int = 10
-
-
-def _soft_cross_entropy(logits: np.ndarray, targets: np.ndarray) -> float:
-    z = logits - logits.max(axis=1, keepdims=True)
-    log_p = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
-    return float(-(targets * log_p).sum(axis=1).mean())
 
 
 def _make_callback(
@@ -548,7 +548,7 @@ def _make_callback(
                 "epoch": epoch + 1,
                 "loss": round(float(logs["loss"]), 5),
                 "accuracy": round(float(logs["accuracy"]), 5),
-                "val_loss": round(_soft_cross_entropy(logits, val["targets"]), 5),
+                "val_loss": round(soft_cross_entropy(logits, val["targets"]), 5),
                 "val_accuracy": round(float((pred == val["targets"].argmax(1)).mean()), 5),
                 "val_fer2013_accuracy": round(float((pred == val["labels"]).mean()), 5),
                 "lr": round(float(self.model.optimizer.learning_rate.numpy()), 8),
