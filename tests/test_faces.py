@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from photosort import indexing
 from photosort.cli import cli
-from photosort.defaults import EMOTIONS
+from photosort.defaults import EMOTIONS, WORKING_SIDE
 from photosort.faces import Face, crop_face, iou, make_detector, sharpness
 from photosort.images import read_array, read_image
 from photosort.indexing import FaceOptions, decode_crop, scan_library
@@ -150,8 +150,8 @@ def test_crop_of_a_small_face_comes_from_a_larger_decode(tmp_path: Path, db_url:
         209,
     )
     assert iou((row.x, row.y, row.w, row.h), expected) > 0.7
-    working = read_image(album / "big.jpg", max_side=1024)
-    face_at_working = Face(row.x, row.y, row.w, row.h, row.score).scaled(1024 / 4000)
+    working = read_image(album / "big.jpg", max_side=WORKING_SIDE)
+    face_at_working = Face(row.x, row.y, row.w, row.h, row.score).scaled(WORKING_SIDE / 4000)
     assert max(face_at_working.w, face_at_working.h) < 96  # small at working size
     soft = sharpness(crop_face(working, face_at_working))
     assert row.sharpness > 1.5 * soft
