@@ -42,6 +42,7 @@ from photosort.scanning import (
     check_root,
     examine,
     walk,
+    worker_init,
 )
 from photosort.store import (
     EMOTION_COLUMNS,
@@ -287,7 +288,7 @@ def _executor(workers: int) -> Executor:
         context.set_forkserver_preload(["photosort.faces", "photosort.scanning"])
     else:
         context = multiprocessing.get_context("fork")
-    return ProcessPoolExecutor(max_workers=workers, mp_context=context)
+    return ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=worker_init)
 
 
 def encode_crop(crop: np.ndarray) -> bytes:

@@ -194,6 +194,14 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
+def worker_init() -> None:
+    """Set up a worker process: Ctrl-C is for the main process, which stops the scan cleanly."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 class InlineExecutor(Executor):
     """Runs each call at once in this process: ``--workers 1``, with no pool to start."""
 
