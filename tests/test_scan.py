@@ -427,3 +427,22 @@ def test_disk_full_is_one_line_and_loses_nothing(album: Path, db_url: str, tmp_p
     with engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA integrity_check").scalar() == "ok"
     assert set(photos(db_url)) >= set(before)
+
+
+def test_library_on_a_read_only_disk_scans_fine(album: Path, tmp_path: Path) -> None:
+    """A read-only bind mount of the album (root only): photosort never needs to write there."""
+    mount = tmp_path / "readonly"
+    mount.mkdir()
+    bound = subprocess.run(["mount", "--bind", str(album), str(mount)], capture_output=True)
+    if bound.returncode != 0:
+        pytest.skip("needs root and mount(8) to make a read-only disk")
+    try:
+        subprocess.run(["mount", "-o", "remount,bind,ro", str(mount)], check=True)
+        with pytest.raises(OSError):
+            (mount / "probe").write_text("x")
+        url = f"sqlite:///{tmp_path / 'ro.db'}"
+        report = scan_library(open_engine(url), [str(mount)], workers=2)
+        assert (report.new, report.errors) == (ALBUM_PHOTOS, ALBUM_BROKEN)
+        assert scan_library(open_engine(url), [str(mount)]).unchanged == ALBUM_PHOTOS
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
