@@ -93,6 +93,17 @@ class _Output:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.written: set[str] = set()
+        try:
+            self.before = set(json.loads((root / MANIFEST).read_text())["files"])
+        except (OSError, ValueError, KeyError, TypeError):
+            self.before = set()
+
+    def reuse(self, relative: str) -> bool:
+        """Keep a file an earlier run wrote under the same name (names carry content hashes)."""
+        if relative in self.before and (self.root / relative).is_file():
+            self.written.add(relative)
+            return True
+        return False
 
     def write(self, relative: str, data: bytes) -> str:
         target = self.root / relative
@@ -110,12 +121,7 @@ class _Output:
 
     def finish(self) -> None:
         """Remove what an earlier run wrote and this one did not; then save the manifest."""
-        manifest = self.root / MANIFEST
-        try:
-            before = set(json.loads(manifest.read_text())["files"])
-        except (OSError, ValueError, KeyError, TypeError):
-            before = set()
-        for stale in sorted(before - self.written):
+        for stale in sorted(self.before - self.written):
             path = (self.root / stale).resolve()
             if self.root.resolve() in path.parents:
                 path.unlink(missing_ok=True)
@@ -235,6 +241,7 @@ def build_report(
     empty_reason = None
     counts = {"explained": 0, "cached": 0}
     images: dict[int, tuple[str | None, str | None, str | None]] = {}
+    views: dict[int, FaceView] = {}
     with Session(engine) as session:
         for emotion in emotions:
             try:
@@ -263,12 +270,13 @@ def build_report(
                     taken_at=photo.taken_at,
                 )
                 for face in photo.faces:
-                    view, cached = _face_view(
-                        out, session, photo, face, model, samples, segments, seed
-                    )
-                    if view.heatmap is not None:
-                        counts["cached" if cached else "explained"] += 1
-                    pick.faces.append(view)
+                    if face.id not in views:
+                        views[face.id], cached = _face_view(
+                            out, session, photo, face, model, samples, segments, seed
+                        )
+                        if views[face.id].heatmap is not None:
+                            counts["cached" if cached else "explained"] += 1
+                    pick.faces.append(views[face.id])
                 picks.append(pick)
                 if progress is not None:
                     progress(f"{emotion} #{rank}")
@@ -292,7 +300,14 @@ def build_report(
 
 
 def _photo_images(out: _Output, photo: Photo) -> tuple[str | None, str | None, str | None]:
-    """Upright resized copies of a photo for the album, or a note when it cannot be read."""
+    """Upright resized copies of a photo for the album, or a note when it cannot be read.
+
+    Their names carry the photo's content hash, so a re-run reuses them without decoding.
+    """
+    stem = f"photos/{photo.id}-{(photo.content_hash or 'x')[:12]}"
+    names = (f"{stem}-thumb.jpg", f"{stem}.jpg")
+    if os.path.exists(photo.path) and all(out.reuse(name) for name in names):
+        return names[0], names[1], None
     try:
         large = read_image(photo.path, max_side=LARGE_SIDE)
     except ImageError as exc:
@@ -301,11 +316,7 @@ def _photo_images(out: _Output, photo: Photo) -> tuple[str | None, str | None, s
         return None, None, note + "; its faces are shown from the stored crops."
     thumb = large.copy()
     thumb.thumbnail((THUMB_SIDE, THUMB_SIDE))
-    return (
-        out.write(f"photos/{photo.id}-thumb.jpg", _jpeg(thumb)),
-        out.write(f"photos/{photo.id}.jpg", _jpeg(large)),
-        None,
-    )
+    return out.write(names[0], _jpeg(thumb)), out.write(names[1], _jpeg(large)), None
 
 
 def _jpeg(image: Any) -> bytes:
