@@ -64,6 +64,17 @@ def quiet_option(func: Callable[..., Any]) -> Callable[..., Any]:
     return click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary.")(func)
 
 
+def model_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    """``--model``: the scan, report and explain commands must agree on which model they use."""
+    return click.option(
+        "--model",
+        "model_path",
+        type=click.Path(exists=True, dir_okay=False),
+        default=None,
+        help="Emotion model (.keras) [default: the one shipped with photosort].",
+    )(func)
+
+
 @contextmanager
 def user_errors() -> Iterator[None]:
     """Turn the stages' own errors into one-line messages and a non-zero exit."""
@@ -168,13 +179,7 @@ def cli() -> None:
     help="Detector confidence a face needs.",
 )
 @click.option("--reclassify", is_flag=True, help="Classify every stored face again.")
-@click.option(
-    "--model",
-    "model_path",
-    type=click.Path(exists=True, dir_okay=False),
-    default=None,
-    help="Emotion model (.keras) [default: the one shipped with photosort].",
-)
+@model_option
 def scan(
     paths: tuple[str, ...],
     db_url: str | None,
@@ -478,13 +483,7 @@ def lime_options(func: Callable[..., Any]) -> Callable[..., Any]:
 @db_option
 @quiet_option
 @click.option("--open", "open_browser", is_flag=True, help="Open the album in a browser.")
-@click.option(
-    "--model",
-    "model_path",
-    type=click.Path(exists=True, dir_okay=False),
-    default=None,
-    help="Emotion model to explain [default: the shipped one].",
-)
+@model_option
 def report(
     outdir: Path,
     count: int,
@@ -559,6 +558,7 @@ def report(
 @lime_options
 @db_option
 @json_option
+@model_option
 def explain(
     photo: str,
     face_number: int,
@@ -568,6 +568,7 @@ def explain(
     segments: int,
     db_url: str | None,
     as_json: bool,
+    model_path: str | None,
 ) -> None:
     """Write one face's LIME explanation as an image.
 
@@ -585,7 +586,7 @@ def explain(
         found, image = explain_photo_face(
             engine,
             photo,
-            LazyClassifier(None),
+            LazyClassifier(model_path),
             face_number=face_number,
             emotion=emotion.lower() if emotion else None,
             samples=samples,

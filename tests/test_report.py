@@ -155,7 +155,13 @@ def test_explain_command(
 ) -> None:
     from photosort import indexing
 
-    monkeypatch.setattr(indexing.LazyClassifier, "model", property(lambda self: RegionModel()))
+    loaded: list[str | None] = []
+
+    def region_model(self: indexing.LazyClassifier) -> RegionModel:
+        loaded.append(self.path)
+        return RegionModel()
+
+    monkeypatch.setattr(indexing.LazyClassifier, "model", property(region_model))
     out = tmp_path / "one.png"
     photo = library / "people" / "astronaut.jpg"
     args = ["explain", str(photo), "--out", str(out), "--samples", "100", "--db", db_url, "--json"]
@@ -163,6 +169,17 @@ def test_explain_command(
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert data["emotion"] in EMOTIONS and Image.open(out).size == (288, 288)
+    assert set(loaded) == {None}  # the shipped model
+    weights = tmp_path / "mine.keras"
+    weights.write_bytes(b"stand-in: the model loader is replaced above")
+    other = tmp_path / "two.png"
+    result = runner.invoke(
+        cli, [*args[:2], "--out", str(other), "--model", str(weights), "--db", db_url]
+    )
+    assert result.exit_code == 0, result.output
+    assert loaded[-1] == str(weights) and other.exists()
+    missing = runner.invoke(cli, [*args, "--model", str(tmp_path / "nope.keras")])
+    assert missing.exit_code == 2 and "does not exist" in missing.output
     bad = runner.invoke(
         cli, ["explain", str(photo), "--face", "3", "--out", str(out), "--db", db_url]
     )
