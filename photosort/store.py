@@ -212,6 +212,19 @@ def _compile_codepoint_order_pg(element: _CodepointOrder, compiler: Any, **kw: A
     return f'{compiler.process(element.clauses, **kw)} COLLATE "C"'
 
 
+# On PostgreSQL only (migration 0004): an index on ``path COLLATE "C"`` for ``path_under``.
+# SQLAlchemy models cannot declare an index for one dialect alone, so it lives in the
+# migration, and comparisons of models with the database leave it out.
+CODEPOINT_PATH_INDEX = "ix_photos_path_codepoint"
+
+
+def include_object(
+    obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any
+) -> bool:
+    """Alembic's filter for comparing models with a database: skip the dialect-only index."""
+    return not (type_ == "index" and name == CODEPOINT_PATH_INDEX)
+
+
 def path_under(column: Any, folder: str) -> Any:
     """SQL for "this path is ``folder`` or inside it", as an index-friendly range."""
     prefix = folder.rstrip(os.sep) + os.sep

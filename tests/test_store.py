@@ -22,11 +22,13 @@ from sqlalchemy.pool import NullPool
 from photosort import store
 from photosort.cli import cli
 from photosort.store import (
+    CODEPOINT_PATH_INDEX,
     Base,
     Photo,
     StoreError,
     database_url,
     driver_url,
+    include_object,
     open_engine,
     path_under,
     scan_lock,
@@ -38,7 +40,8 @@ from photosort.store import (
 def test_migrations_and_models_agree(db_url: str) -> None:
     engine = open_engine(db_url)
     with engine.connect() as conn:
-        diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+        context = MigrationContext.configure(conn, opts={"include_object": include_object})
+        diff = compare_metadata(context, Base.metadata)
     assert diff == []
     current, head = schema_revisions(engine)
     assert current == head
@@ -196,6 +199,21 @@ def test_path_under_compares_by_codepoint(db_url: str) -> None:
     with Session(engine) as session:
         found = session.scalars(select(Photo.path).where(path_under(Photo.path, "/p/a")))
         assert sorted(found) == sorted(inside)
+
+
+def test_path_under_is_served_by_an_index(db_url: str) -> None:
+    """Folder queries (``top --under``, ``relocate``, a scan's missing check) need no full scan."""
+    engine = open_engine(db_url)
+    query = select(Photo.id).where(path_under(Photo.path, "/p/a"))
+    sql = str(query.compile(engine, compile_kwargs={"literal_binds": True}))
+    with engine.connect() as conn:
+        if engine.dialect.name == "postgresql":
+            conn.exec_driver_sql("SET enable_seqscan = off")  # an empty table, judged as if large
+            plan = " ".join(row[0] for row in conn.exec_driver_sql(f"EXPLAIN {sql}"))
+            assert CODEPOINT_PATH_INDEX in plan, plan
+        else:
+            plan = " ".join(row[-1] for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}"))
+            assert "USING" in plan and "INDEX" in plan and "SCAN photos" not in plan, plan
 
 
 def test_second_writer_is_refused_with_the_holder_named(db_url: str) -> None:
