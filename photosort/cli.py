@@ -759,6 +759,18 @@ def _keras_path(ctx: click.Context, param: click.Parameter, value: Path) -> Path
 )
 @click.option("--resume", is_flag=True, help="Continue from the last checkpoint in OUT.ckpt/.")
 @click.option(
+    "--init",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Start from this model's weights (a second learning-rate cycle, or a fine-tune).",
+)
+@click.option(
+    "--lr",
+    type=click.FloatRange(min=0, min_open=True),
+    default=2e-3,
+    show_default=True,
+    help="Peak learning rate of the warm-up + cosine schedule.",
+)
+@click.option(
     "--patience",
     type=click.IntRange(min=1),
     default=10,
@@ -775,6 +787,8 @@ def train_command(
     labels: str | None,
     votes: Path | None,
     resume: bool,
+    init: Path | None,
+    lr: float,
     patience: int,
     quiet: bool,
 ) -> None:
@@ -790,6 +804,8 @@ def train_command(
         photosort train fer2013.csv.gz --votes fer2013new.csv --out emotion.keras
         photosort train faces/ --epochs 20 --out faces.keras
         photosort train fer2013.csv.gz --votes fer2013new.csv --out emotion.keras --resume
+        photosort train fer2013.csv.gz --votes fer2013new.csv --out v2.keras \\
+            --init emotion.keras --lr 1e-3
     """
     import shlex
 
@@ -801,6 +817,8 @@ def train_command(
         seed=seed,
         labels=labels or ("mix" if votes else "fer2013"),
         patience=patience,
+        lr=lr,
+        init=None if init is None else str(init),
     )
     with user_errors():
         meta = training.train(

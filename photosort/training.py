@@ -525,6 +525,9 @@ class TrainConfig:
     seed: int = 1
     labels: str = "fer2013"
     patience: int = 10
+    lr: float = PEAK_LR
+    init: str | None = None
+    """A model whose weights the run starts from: a second learning-rate cycle or a fine-tune."""
 
 
 def _make_callback(
@@ -651,6 +654,8 @@ def train(
     import keras
 
     ckpt = checkpoint_dir(out)
+    # Read before _start_state clears the checkpoints, which the starting model may be one of.
+    start_weights = _weights_of(keras, Path(config.init)) if config.init and not resume else None
     state = _start_state(ckpt, config, data_path, votes, resume)
     keras.utils.set_random_seed(config.seed + state["epoch"])
     x_train = preprocess_faces(train_data.faces)
@@ -665,9 +670,13 @@ def train(
         "votes": val_data.votes,
     }
     steps = math.ceil(len(x_train) / config.batch_size)
-    model = _compiled_model(keras, steps, config.epochs)
+    model = _compiled_model(keras, steps, config.epochs, config.lr)
     if resume:
         _restore_checkpoint(keras, model, ckpt / "last.keras")
+    elif start_weights is not None:
+        if [w.shape for w in start_weights] != [w.shape for w in model.get_weights()]:
+            raise TrainingError(f"{config.init}: its network differs from the one being trained")
+        model.set_weights(start_weights)
     if progress:
         progress(
             f"training on {len(x_train)} faces, validating on {len(val['x'])} ({val_name}); "
@@ -733,6 +742,7 @@ def _calibrate_and_save(
             "seconds": round(sum(row["seconds"] for row in history), 1),
             "hardware": _hardware(),
             "class_weights": state.get("class_weights"),
+            **({"init": state["init"]} if "init" in state else {}),
         },
         "figures": {"validation": val_name, **figures},
         "history": history,
@@ -741,12 +751,12 @@ def _calibrate_and_save(
     return metadata
 
 
-def _compiled_model(keras: Any, steps: int, epochs: int) -> Any:
+def _compiled_model(keras: Any, steps: int, epochs: int, peak_lr: float = PEAK_LR) -> Any:
     """The network with its optimizer: AdamW on a warm-up + cosine schedule, soft targets."""
     model = build_model()
     schedule = keras.optimizers.schedules.CosineDecay(
-        initial_learning_rate=PEAK_LR / 10,
-        warmup_target=PEAK_LR,
+        initial_learning_rate=peak_lr / 10,
+        warmup_target=peak_lr,
         warmup_steps=steps,
         decay_steps=max(1, steps * (epochs - 1)),
         alpha=0.01,
@@ -778,6 +788,26 @@ def _restore_checkpoint(keras: Any, model: Any, path: Path) -> None:
         variable.assign(value)
 
 
+def _weights_of(keras: Any, path: Path) -> list[np.ndarray]:
+    """An earlier model's weights, without its optimizer state: the start of a new cycle."""
+    try:
+        return keras.models.load_model(path, compile=False).get_weights()
+    except (OSError, ValueError) as exc:
+        raise TrainingError(f"{path}: cannot load the model to start from: {exc}") from exc
+
+
+def _init_record(init: str) -> dict[str, Any]:
+    """What a run started from: its id and training time count towards the new model's."""
+    record: dict[str, Any] = {"path": init}
+    meta_file = metadata_path(init)
+    if meta_file.exists():
+        meta = json.loads(meta_file.read_text())
+        record["model_id"] = meta.get("model_id")
+        record["command"] = meta.get("training", {}).get("command")
+        record["seconds"] = meta.get("training", {}).get("seconds")
+    return record
+
+
 def _hardware() -> str:
     return f"{platform.machine()} {os.cpu_count()} CPU threads, {platform.system()}"
 
@@ -800,6 +830,8 @@ def _start_state(
         "wait": 0,
         "history": [],
     }
+    if config.init:
+        fresh["init"] = _init_record(config.init)
     if not resume:
         ckpt.mkdir(parents=True, exist_ok=True)
         for name in ("last.keras", "best.keras", "log.json", "log.csv"):
@@ -812,8 +844,8 @@ def _start_state(
         state = json.loads(log.read_text())
     except ValueError as exc:
         raise TrainingError(f"{log}: unreadable training log: {exc}") from exc
-    fixed = ("epochs", "batch_size", "labels")
-    if any(state["config"].get(k) != fresh["config"][k] for k in fixed):
+    fixed = ("epochs", "batch_size", "labels", "lr", "init")
+    if any(state["config"].get(k, fresh["config"][k]) != fresh["config"][k] for k in fixed):
         was = ", ".join(f"--{k.replace('_', '-')} {state['config'].get(k)}" for k in fixed)
         raise TrainingError(f"{ckpt}: the checkpoint was made with {was}; resume with those")
     state["config"]["patience"] = config.patience

@@ -149,6 +149,30 @@ def test_interrupted_training_resumes_from_its_checkpoint(fer_csv: Path, tmp_pat
     assert not any(line.startswith("epoch 1/") for line in lines)
 
 
+def test_a_run_can_start_from_an_earlier_model(
+    fer_csv: Path, csv_model: Path, tmp_path: Path
+) -> None:
+    import keras
+
+    start = keras.models.load_model(csv_model, compile=False).get_layer("logits").get_weights()
+    config = replace(FAST, lr=1e-9, init=str(csv_model))
+    meta = training.train(fer_csv, tmp_path / "next.keras", config=config)
+    after = keras.models.load_model(tmp_path / "next.keras", compile=False)
+    np.testing.assert_allclose(after.get_layer("logits").get_weights()[0], start[0], atol=1e-6)
+    assert meta["training"]["init"]["model_id"] == load_model(csv_model).model_id
+    assert meta["training"]["lr"] == 1e-9
+    # The run's own checkpoint can be the start of the next run with the same --out.
+    again = replace(config, init=str(tmp_path / "next.ckpt" / "best.keras"))
+    assert training.train(fer_csv, tmp_path / "next.keras", config=again)["history"]
+
+
+def test_starting_from_a_different_network_is_an_error(fer_csv: Path, tmp_path: Path) -> None:
+    other = tmp_path / "other.keras"
+    training.build_model(widths=(8, 16, 32)).save(other)
+    with pytest.raises(TrainingError, match="other.keras: its network differs"):
+        training.train(fer_csv, tmp_path / "m.keras", config=replace(FAST, init=str(other)))
+
+
 def test_resume_without_checkpoint_is_an_error(fer_csv: Path, tmp_path: Path) -> None:
     with pytest.raises(TrainingError, match="no checkpoint"):
         training.train(fer_csv, tmp_path / "m.keras", config=FAST, resume=True)
