@@ -771,6 +771,13 @@ def _keras_path(ctx: click.Context, param: click.Parameter, value: Path) -> Path
     help="Peak learning rate of the warm-up + cosine schedule.",
 )
 @click.option(
+    "--average",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Also try the weight average of the last N epochs; kept if it validates better.",
+)
+@click.option(
     "--patience",
     type=click.IntRange(min=1),
     default=10,
@@ -789,6 +796,7 @@ def train_command(
     resume: bool,
     init: Path | None,
     lr: float,
+    average: int,
     patience: int,
     quiet: bool,
 ) -> None:
@@ -805,7 +813,7 @@ def train_command(
         photosort train faces/ --epochs 20 --out faces.keras
         photosort train fer2013.csv.gz --votes fer2013new.csv --out emotion.keras --resume
         photosort train fer2013.csv.gz --votes fer2013new.csv --out v2.keras \\
-            --init emotion.keras --lr 1e-3
+            --init emotion.keras --lr 1e-3 --average 5
     """
     import shlex
 
@@ -819,6 +827,7 @@ def train_command(
         patience=patience,
         lr=lr,
         init=None if init is None else str(init),
+        average=average,
     )
     with user_errors():
         meta = training.train(

@@ -166,6 +166,28 @@ def test_a_run_can_start_from_an_earlier_model(
     assert training.train(fer_csv, tmp_path / "next.keras", config=again)["history"]
 
 
+def test_the_last_epochs_can_be_averaged(fer_csv: Path, tmp_path: Path) -> None:
+    import keras
+
+    out = tmp_path / "swa.keras"
+    config = replace(FAST, epochs=3, average=2)
+    meta = training.train(fer_csv, out, config=config)
+    ckpt = training.checkpoint_dir(out)
+    assert sorted(p.name for p in ckpt.glob("epoch*.keras")) == ["epoch2.keras", "epoch3.keras"]
+    averaged = meta["training"]["averaged"]
+    assert averaged["epochs"] == [2, 3]
+    snapshots = [ckpt / "epoch2.keras", ckpt / "epoch3.keras"]
+    mean = np.mean(
+        [keras.models.load_model(p).get_layer("logits").get_weights()[0] for p in snapshots], 0
+    )
+    best = keras.models.load_model(ckpt / "best.keras").get_layer("logits").get_weights()[0]
+    saved = keras.models.load_model(out).get_layer("logits").get_weights()[0]
+    np.testing.assert_allclose(saved, mean if averaged["kept"] else best, atol=1e-6)
+    assert averaged["kept"] == (
+        averaged["val_accuracy"] > max(r["val_accuracy"] for r in meta["history"])
+    )
+
+
 def test_starting_from_a_different_network_is_an_error(fer_csv: Path, tmp_path: Path) -> None:
     other = tmp_path / "other.keras"
     training.build_model(widths=(8, 16, 32)).save(other)
