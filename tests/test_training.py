@@ -184,7 +184,7 @@ def test_the_last_epochs_can_be_averaged(fer_csv: Path, tmp_path: Path) -> None:
     saved = keras.models.load_model(out).get_layer("logits").get_weights()[0]
     np.testing.assert_allclose(saved, mean if averaged["kept"] else best, atol=1e-6)
     assert averaged["kept"] == (
-        averaged["val_accuracy"] > max(r["val_accuracy"] for r in meta["history"])
+        averaged["val_score"] > max(r["val_score"] for r in meta["history"])
     )
 
 
@@ -417,3 +417,9 @@ def test_plot_history_without_validation_metrics(tmp_path: Path) -> None:
     target = training.plot_history(history, tmp_path / "curves.png")
     with Image.open(target) as img:
         assert img.size == (900, 380)
+
+
+def test_the_best_epoch_is_judged_on_both_label_sets_when_votes_are_given() -> None:
+    both = {"val_accuracy": 0.9, "val_fer2013_accuracy": 0.6, "val_ferplus_accuracy": 0.8}
+    assert training.selection_score(both) == pytest.approx(0.7)
+    assert training.selection_score({"val_accuracy": 0.9, "val_fer2013_accuracy": 0.6}) == 0.9
