@@ -25,6 +25,7 @@ from photosort.defaults import (
     DETECTOR_NAMES,
     EMOTIONS,
     MAX_MEGAPIXELS,
+    PEAK_LR,
 )
 from photosort.errors import PhotosortError
 
@@ -766,7 +767,7 @@ def _keras_path(ctx: click.Context, param: click.Parameter, value: Path) -> Path
 @click.option(
     "--lr",
     type=click.FloatRange(min=0, min_open=True),
-    default=2e-3,
+    default=PEAK_LR,
     show_default=True,
     help="Peak learning rate of the warm-up + cosine schedule.",
 )
@@ -782,7 +783,8 @@ def _keras_path(ctx: click.Context, param: click.Parameter, value: Path) -> Path
     type=click.IntRange(min=1),
     default=10,
     show_default=True,
-    help="Stop after this many epochs without a better validation accuracy.",
+    help="Stop after this many epochs without a better validation score (with --votes: the "
+    "mean of original-label and FER+ accuracy).",
 )
 @click.option("--quiet", "-q", is_flag=True, help="No progress on stderr.")
 def train_command(

@@ -26,3 +26,6 @@ DEFAULT_SAMPLES = 1000
 
 DEFAULT_SEGMENTS = 40
 """Superpixels a face crop is cut into for LIME."""
+
+PEAK_LR = 2e-3
+"""Peak learning rate of training's warm-up + cosine schedule (``train --lr``)."""

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from photosort.defaults import PEAK_LR
 from photosort.emotions import (
     EMOTIONS,
     INPUT_SIZE,
@@ -32,6 +33,7 @@ from photosort.emotions import (
     load_model,
     metadata_path,
     preprocess_faces,
+    read_metadata,
     softmax,
 )
 from photosort.errors import PhotosortError
@@ -45,7 +47,6 @@ FERPLUS_COLUMNS = ("anger", "disgust", "fear", "happiness", "sadness", "surprise
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
 WIDTHS = (32, 64, 128, 256)
-PEAK_LR = 2e-3
 WEIGHT_DECAY = 0.05
 LABEL_SMOOTHING = 0.05
 CLASS_WEIGHT_POWER = 0.5
@@ -568,7 +569,7 @@ def _make_callback(
             else:
                 state["wait"] += 1
             _write_atomically(ckpt / "last.keras", self.model.save)
-            if config.get("average", 1) > 1:
+            if config["average"] > 1:
                 _write_atomically(ckpt / f"epoch{epoch + 1}.keras", self.model.save)
                 (ckpt / f"epoch{epoch + 1 - config['average']}.keras").unlink(missing_ok=True)
             _write_json(ckpt / "log.json", state)
@@ -847,14 +848,14 @@ def _weights_of(keras: Any, path: Path) -> list[np.ndarray]:
 
 def _init_record(init: str) -> dict[str, Any]:
     """What a run started from: its id and training time count towards the new model's."""
-    record: dict[str, Any] = {"path": init}
-    meta_file = metadata_path(init)
-    if meta_file.exists():
-        meta = json.loads(meta_file.read_text())
-        record["model_id"] = meta.get("model_id")
-        record["command"] = meta.get("training", {}).get("command")
-        record["seconds"] = meta.get("training", {}).get("seconds")
-    return record
+    meta = read_metadata(Path(init))
+    training = meta.get("training", {})
+    return {
+        "path": init,
+        "model_id": meta.get("model_id"),
+        "command": training.get("command"),
+        "seconds": training.get("seconds"),
+    }
 
 
 def _hardware() -> str:
@@ -883,8 +884,9 @@ def _start_state(
         fresh["init"] = _init_record(config.init)
     if not resume:
         ckpt.mkdir(parents=True, exist_ok=True)
-        for name in ("last.keras", "best.keras", "log.json", "log.csv"):
-            (ckpt / name).unlink(missing_ok=True)
+        stale = [ckpt / name for name in ("last.keras", "best.keras", "log.json", "log.csv")]
+        for path in [*stale, *ckpt.glob("epoch*.keras")]:
+            path.unlink(missing_ok=True)
         return fresh
     log = ckpt / "log.json"
     if not log.exists() or not (ckpt / "last.keras").exists():
@@ -895,7 +897,8 @@ def _start_state(
         raise TrainingError(f"{log}: unreadable training log: {exc}") from exc
     fixed = ("epochs", "batch_size", "labels", "lr", "init")
     if any(state["config"].get(k, fresh["config"][k]) != fresh["config"][k] for k in fixed):
-        was = ", ".join(f"--{k.replace('_', '-')} {state['config'].get(k)}" for k in fixed)
+        made = {k: state["config"].get(k) for k in fixed}
+        was = ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in made.items() if v is not None)
         raise TrainingError(f"{ckpt}: the checkpoint was made with {was}; resume with those")
     state["config"]["patience"] = config.patience
     state["config"]["average"] = config.average
