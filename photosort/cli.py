@@ -779,6 +779,14 @@ def _keras_path(ctx: click.Context, param: click.Parameter, value: Path) -> Path
     help="Also try the weight average of the last N epochs; kept if it validates better.",
 )
 @click.option(
+    "--augment",
+    type=click.Choice(["full", "flip", "none"]),
+    default="full",
+    show_default=True,
+    help="Augmentation: full (mirror, rotate, scale, shift, erase), flip (mirror only, for a "
+    "short fine-tune at a low --lr), or none.",
+)
+@click.option(
     "--patience",
     type=click.IntRange(min=1),
     default=10,
@@ -799,6 +807,7 @@ def train_command(
     init: Path | None,
     lr: float,
     average: int,
+    augment: str,
     patience: int,
     quiet: bool,
 ) -> None:
@@ -816,6 +825,8 @@ def train_command(
         photosort train fer2013.csv.gz --votes fer2013new.csv --out emotion.keras --resume
         photosort train fer2013.csv.gz --votes fer2013new.csv --out v2.keras \\
             --init emotion.keras --lr 1e-3 --average 5
+        photosort train fer2013.csv.gz --votes fer2013new.csv --out tuned.keras \\
+            --init emotion.keras --lr 2e-4 --epochs 4 --augment flip
     """
     import shlex
 
@@ -830,6 +841,7 @@ def train_command(
         lr=lr,
         init=None if init is None else str(init),
         average=average,
+        augment=augment,
     )
     with user_errors():
         meta = training.train(

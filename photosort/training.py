@@ -41,6 +41,7 @@ from photosort.images import ImageError, read_array
 
 USAGES = ("Training", "PublicTest", "PrivateTest")
 LABEL_MODES = ("fer2013", "ferplus", "mix")
+AUGMENT_MODES = ("full", "flip", "none")
 FOLDER_SPLITS = (("Training", "train"), ("PublicTest", "test"))
 FERPLUS_COLUMNS = ("anger", "disgust", "fear", "happiness", "sadness", "surprise", "neutral")
 """The FER+ vote columns in :data:`EMOTIONS` order (contempt, unknown and NF are dropped)."""
@@ -436,13 +437,21 @@ def build_model(input_size: int = INPUT_SIZE, widths: tuple[int, ...] = WIDTHS) 
     return keras.Model(inputs, outputs, name="photosort_emotion")
 
 
-def _augmenter(tf: Any, seed: int) -> Callable[..., Any]:
-    """A batched augmentation: mirror, rotate, scale, shift and erase a patch."""
+def _augmenter(tf: Any, seed: int, mode: str = "full") -> Callable[..., Any]:
+    """A batched augmentation: mirror, then (``full``) rotate, scale, shift and erase a patch.
+
+    ``flip`` (mirror only) suits a short fine-tune at the end: the heavy distortions that
+    keep a long run from overfitting also keep a small network from fitting real faces.
+    """
     gen = tf.random.Generator.from_seed(seed)
 
     def augment(x: Any, y: Any, w: Any) -> tuple[Any, Any, Any]:
         n, size = tf.shape(x)[0], x.shape[1]
+        if mode == "none":
+            return x, y, w
         x = tf.where(gen.uniform([n, 1, 1, 1]) < 0.5, tf.reverse(x, axis=[2]), x)
+        if mode == "flip":
+            return x, y, w
         angle = gen.uniform([n], -0.2, 0.2)
         scale = gen.uniform([n], 0.9, 1.1)
         tx, ty = (gen.uniform([n], -0.1, 0.1) * size for _ in range(2))
@@ -531,6 +540,8 @@ class TrainConfig:
     """A model whose weights the run starts from: a second learning-rate cycle or a fine-tune."""
     average: int = 1
     """Average the weights of the last ``average`` epochs; kept if it validates better."""
+    augment: str = "full"
+    """Training-time augmentation, one of :data:`AUGMENT_MODES`."""
 
 
 def _make_callback(
@@ -690,6 +701,8 @@ def train(
     config = config or TrainConfig()
     if config.labels not in LABEL_MODES:
         raise DataError(f"unknown label mode {config.labels!r}, expected one of {LABEL_MODES}")
+    if config.augment not in AUGMENT_MODES:
+        raise DataError(f"unknown augmentation {config.augment!r}, expected one of {AUGMENT_MODES}")
     data = load_data(data_path, votes)
     train_data, val_data, val_name = _validation_split(data, config.seed)
     train_targets, keep = make_targets(train_data, config.labels)
@@ -735,7 +748,7 @@ def train(
         tf.data.Dataset.from_tensor_slices((x_train, train_targets, sample_weight))
         .shuffle(len(x_train), seed=config.seed + state["epoch"], reshuffle_each_iteration=True)
         .batch(config.batch_size)
-        .map(_augmenter(tf, config.seed + state["epoch"]))
+        .map(_augmenter(tf, config.seed + state["epoch"], config.augment))
         .prefetch(2)
     )
     if state["epoch"] < config.epochs and not state.get("stopped_early"):
@@ -895,7 +908,7 @@ def _start_state(
         state = json.loads(log.read_text())
     except ValueError as exc:
         raise TrainingError(f"{log}: unreadable training log: {exc}") from exc
-    fixed = ("epochs", "batch_size", "labels", "lr", "init")
+    fixed = ("epochs", "batch_size", "labels", "lr", "init", "augment")
     if any(state["config"].get(k, fresh["config"][k]) != fresh["config"][k] for k in fixed):
         made = {k: state["config"].get(k) for k in fixed}
         was = ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in made.items() if v is not None)

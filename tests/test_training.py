@@ -141,6 +141,8 @@ def test_interrupted_training_resumes_from_its_checkpoint(fer_csv: Path, tmp_pat
     assert not out.exists() and not out.with_suffix(".json").exists()
     with pytest.raises(TrainingError, match="--epochs 2"):
         training.train(fer_csv, out, config=TrainConfig(epochs=3), resume=True)
+    with pytest.raises(TrainingError, match="--augment full"):
+        training.train(fer_csv, out, config=replace(config, augment="flip"), resume=True)
     lines: list[str] = []
     meta = training.train(fer_csv, out, config=config, resume=True, progress=lines.append)
     assert [row["epoch"] for row in meta["history"]] == [1, 2]
@@ -193,6 +195,33 @@ def test_starting_from_a_different_network_is_an_error(fer_csv: Path, tmp_path: 
     training.build_model(widths=(8, 16, 32)).save(other)
     with pytest.raises(TrainingError, match="other.keras: its network differs"):
         training.train(fer_csv, tmp_path / "m.keras", config=replace(FAST, init=str(other)))
+
+
+def test_augmentation_modes() -> None:
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.normal(size=(64, 48, 48, 1)).astype(np.float32))
+    y = w = tf.zeros(64)
+
+    def run(mode: str) -> np.ndarray:
+        return training._augmenter(tf, 5, mode)(x, y, w)[0].numpy()
+
+    plain, mirrored = x.numpy(), x.numpy()[:, :, ::-1]
+    np.testing.assert_array_equal(run("none"), plain)
+    flipped = run("flip")
+    same = np.all(flipped == plain, axis=(1, 2, 3))
+    mirror = np.all(flipped == mirrored, axis=(1, 2, 3))
+    assert np.all(same | mirror) and same.any() and mirror.any()
+    full = run("full")
+    assert not np.any(
+        np.all(full == plain, axis=(1, 2, 3)) | np.all(full == mirrored, axis=(1, 2, 3))
+    )
+
+
+def test_unknown_augmentation_is_an_error(fer_csv: Path, tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="unknown augmentation 'blur'"):
+        training.train(fer_csv, tmp_path / "m.keras", config=replace(FAST, augment="blur"))
 
 
 def test_resume_without_checkpoint_is_an_error(fer_csv: Path, tmp_path: Path) -> None:
