@@ -18,12 +18,14 @@ import click
 
 from photosort import __version__
 from photosort.defaults import (
+    AUGMENT_MODES,
     DEFAULT_MIN_FACE,
     DEFAULT_MIN_SCORE,
     DEFAULT_SAMPLES,
     DEFAULT_SEGMENTS,
     DETECTOR_NAMES,
     EMOTIONS,
+    LABEL_MODES,
     MAX_MEGAPIXELS,
     PEAK_LR,
 )
@@ -748,7 +750,7 @@ def _keras_path(ctx: click.Context, param: click.Parameter, value: Path) -> Path
 @click.option("--seed", type=int, default=1, show_default=True, help="Random seed.")
 @click.option(
     "--labels",
-    type=click.Choice(["fer2013", "ferplus", "mix"]),
+    type=click.Choice(LABEL_MODES),
     default=None,
     help="Train on the original labels, the FER+ vote distribution, or their average "
     "[default: mix with --votes, else fer2013].",
@@ -780,8 +782,8 @@ def _keras_path(ctx: click.Context, param: click.Parameter, value: Path) -> Path
 )
 @click.option(
     "--augment",
-    type=click.Choice(["full", "flip", "none"]),
-    default="full",
+    type=click.Choice(AUGMENT_MODES),
+    default=AUGMENT_MODES[0],
     show_default=True,
     help="Augmentation: full (mirror, rotate, scale, shift, erase), flip (mirror only, for a "
     "short fine-tune at a low --lr), or none.",

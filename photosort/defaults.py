@@ -29,3 +29,9 @@ DEFAULT_SEGMENTS = 40
 
 PEAK_LR = 2e-3
 """Peak learning rate of training's warm-up + cosine schedule (``train --lr``)."""
+
+LABEL_MODES = ("fer2013", "ferplus", "mix")
+"""Training targets ``train --labels`` offers: original labels, FER+ votes, or their mean."""
+
+AUGMENT_MODES = ("full", "flip", "none")
+"""Training augmentations ``train --augment`` offers; the first is the default."""

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from photosort.defaults import PEAK_LR
+from photosort.defaults import AUGMENT_MODES, LABEL_MODES, PEAK_LR
 from photosort.emotions import (
     EMOTIONS,
     INPUT_SIZE,
@@ -40,8 +40,6 @@ from photosort.errors import PhotosortError
 from photosort.images import ImageError, read_array
 
 USAGES = ("Training", "PublicTest", "PrivateTest")
-LABEL_MODES = ("fer2013", "ferplus", "mix")
-AUGMENT_MODES = ("full", "flip", "none")
 FOLDER_SPLITS = (("Training", "train"), ("PublicTest", "test"))
 FERPLUS_COLUMNS = ("anger", "disgust", "fear", "happiness", "sadness", "surprise", "neutral")
 """The FER+ vote columns in :data:`EMOTIONS` order (contempt, unknown and NF are dropped)."""
@@ -446,9 +444,9 @@ def _augmenter(tf: Any, seed: int, mode: str = "full") -> Callable[..., Any]:
     gen = tf.random.Generator.from_seed(seed)
 
     def augment(x: Any, y: Any, w: Any) -> tuple[Any, Any, Any]:
-        n, size = tf.shape(x)[0], x.shape[1]
         if mode == "none":
             return x, y, w
+        n, size = tf.shape(x)[0], x.shape[1]
         x = tf.where(gen.uniform([n, 1, 1, 1]) < 0.5, tf.reverse(x, axis=[2]), x)
         if mode == "flip":
             return x, y, w
@@ -540,7 +538,7 @@ class TrainConfig:
     """A model whose weights the run starts from: a second learning-rate cycle or a fine-tune."""
     average: int = 1
     """Average the weights of the last ``average`` epochs; kept if it validates better."""
-    augment: str = "full"
+    augment: str = AUGMENT_MODES[0]
     """Training-time augmentation, one of :data:`AUGMENT_MODES`."""
 
 
