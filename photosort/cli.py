@@ -172,7 +172,7 @@ def cli() -> None:
     type=click.FloatRange(min=0),
     default=DEFAULT_MIN_FACE,
     show_default=True,
-    help="Ignore faces smaller than this many photo pixels.",
+    help="Ignore faces under this many photo pixels on the longer side of their box.",
 )
 @click.option(
     "--min-score",
@@ -484,6 +484,7 @@ def lime_options(func: Callable[..., Any]) -> Callable[..., Any]:
 @emotion_option(multiple=True)
 @lime_options
 @db_option
+@json_option
 @quiet_option
 @click.option("--open", "open_browser", is_flag=True, help="Open the album in a browser.")
 @model_option
@@ -494,6 +495,7 @@ def report(
     samples: int,
     segments: int,
     db_url: str | None,
+    as_json: bool,
     quiet: bool,
     open_browser: bool,
     model_path: str | None,
@@ -529,7 +531,16 @@ def report(
             segments=segments,
             progress=(lambda label: bar.update(1, label)) if bar_wanted else None,
         )
-    if not quiet:
+    if as_json:
+        emit_json(
+            {
+                "index": str(summary.index.resolve()),
+                "picks": summary.picks,
+                "explained": summary.explained,
+                "cached": summary.cached,
+            }
+        )
+    elif not quiet:
         click.echo(
             f"Wrote {summary.index} ({summary.picks} picks; {summary.explained} faces explained, "
             f"{summary.cached} from the cache)."
@@ -743,10 +754,23 @@ def _keras_path(ctx: click.Context, param: click.Parameter, value: Path) -> Path
     default=Path("emotion.keras"),
     show_default=True,
     callback=_keras_path,
-    help="Model file to write (metadata goes beside it as .json, checkpoints in OUT.ckpt/).",
+    help="Model file to write; its metadata goes beside it as NAME.json, checkpoints in "
+    "NAME.ckpt/ (emotion.keras: emotion.json, emotion.ckpt/).",
 )
-@click.option("--epochs", type=click.IntRange(min=1), default=40, show_default=True)
-@click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True)
+@click.option(
+    "--epochs",
+    type=click.IntRange(min=1),
+    default=40,
+    show_default=True,
+    help="Epochs: the length of the learning-rate schedule (early stopping may end sooner).",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=128,
+    show_default=True,
+    help="Faces per training step.",
+)
 @click.option("--seed", type=int, default=1, show_default=True, help="Random seed.")
 @click.option(
     "--labels",
@@ -760,7 +784,7 @@ def _keras_path(ctx: click.Context, param: click.Parameter, value: Path) -> Path
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="FER+ votes (fer2013new.csv), row-aligned with a DATA CSV.",
 )
-@click.option("--resume", is_flag=True, help="Continue from the last checkpoint in OUT.ckpt/.")
+@click.option("--resume", is_flag=True, help="Continue from the last checkpoint in NAME.ckpt/.")
 @click.option(
     "--init",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -817,8 +841,8 @@ def train_command(
 
     DATA is the Kaggle fer2013.csv (emotion,pixels,Usage; .csv or .csv.gz) or a folder with
     one sub-folder per emotion (train/happy/*.jpg, optionally test/ beside train/).
-    Training validates on PublicTest (or test/), keeps the best epoch, calibrates its
-    probabilities and writes OUT plus its metadata OUT.json.
+    Training validates on PublicTest (or test/, else a seeded 10% of train/), keeps the
+    best epoch, calibrates its probabilities and writes OUT plus its metadata NAME.json.
 
     \b
     Example:
@@ -886,7 +910,8 @@ def train_command(
 @click.option(
     "--plots",
     type=click.Path(file_okay=False, path_type=Path),
-    help="Write confusion_matrix.png and training_curves.png into this folder.",
+    help="Write confusion_matrix.png, and training_curves.png when the model records its "
+    "training history, into this folder.",
 )
 def evaluate_command(
     data: Path,

@@ -19,7 +19,7 @@ DEFAULT_MIN_SCORE = 0.6
 """BlazeFace confidence a face needs; tuned on the annotated photos (see bench/bench_faces.py)."""
 
 DEFAULT_MIN_FACE = 24.0
-"""Faces narrower than this (photo pixels) are too small to read an expression from."""
+"""Faces whose box is under this many photo pixels on its longer side are too small to read."""
 
 DEFAULT_SAMPLES = 1000
 """Perturbed crops LIME asks the model about per explanation."""

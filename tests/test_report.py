@@ -136,6 +136,20 @@ def test_empty_library_report_says_so(db_url: str, tmp_path: Path) -> None:
     assert "the library is empty" in (out / "index.html").read_text()
 
 
+def test_report_json_names_the_album(runner: CliRunner, db_url: str, tmp_path: Path) -> None:
+    out = tmp_path / "album"
+    result = runner.invoke(cli, ["report", str(out), "--db", db_url, "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary == {
+        "index": str((out / "index.html").resolve()),
+        "picks": 0,
+        "explained": 0,
+        "cached": 0,
+    }
+    assert Path(summary["index"]).is_file()
+
+
 def test_bad_outdir_is_a_one_line_error(runner: CliRunner, db_url: str, tmp_path: Path) -> None:
     a_file = tmp_path / "file.html"
     a_file.write_text("x")
