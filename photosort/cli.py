@@ -7,6 +7,7 @@ need them, so ``photosort --help`` stays fast.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 from collections.abc import Callable, Iterator
@@ -20,6 +21,7 @@ from photosort import __version__
 from photosort.defaults import (
     AUGMENT_MODES,
     DEFAULT_MIN_FACE,
+    DEFAULT_MIN_PROBABILITY,
     DEFAULT_MIN_SCORE,
     DEFAULT_SAMPLES,
     DEFAULT_SEGMENTS,
@@ -43,7 +45,13 @@ class DatabaseParam(click.ParamType):
         try:
             return database_url(value)
         except PhotosortError as exc:
-            self.fail(str(exc), param, ctx)
+            from click.core import ParameterSource
+
+            hint = "'--db'"
+            if ctx is not None and param is not None and param.name is not None:
+                if ctx.get_parameter_source(param.name) == ParameterSource.ENVIRONMENT:
+                    hint = "$PHOTOSORT_DB"
+            raise click.BadParameter(str(exc), ctx, param, param_hint=hint) from None
 
 
 def db_option(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -61,6 +69,16 @@ def db_option(func: Callable[..., Any]) -> Callable[..., Any]:
 
 def json_option(func: Callable[..., Any]) -> Callable[..., Any]:
     return click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout.")(func)
+
+
+def min_probability_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--min-probability",
+        type=click.FloatRange(0, 1),
+        default=DEFAULT_MIN_PROBABILITY,
+        show_default=True,
+        help="Only photos whose face shows the emotion at least this likely (0-1).",
+    )(func)
 
 
 def quiet_option(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -95,17 +113,42 @@ def user_errors() -> Iterator[None]:
         raise
 
 
-def open_library(db_url: str | None) -> Any:
-    """Open the library database (creating and migrating it on first use)."""
-    from photosort.store import database_url, open_engine
+def open_library(db_url: str | None, *, create: bool = False) -> Any:
+    """Open the library database, migrating it. Only ``scan`` creates one: a mistyped --db
+    for any other command is an error, not a new empty library."""
+    from photosort.store import database_url, open_engine, sqlite_file
 
     with user_errors():
-        return open_engine(db_url or database_url(None))
+        url = db_url or database_url(None)
+        path = sqlite_file(url)
+        if not create and path is not None and not path.exists():
+            raise click.ClickException(
+                f"no library at {path}: scan a folder into it first (photosort scan FOLDER"
+                + ("" if db_url is None else f" --db {path}")
+                + ")"
+            )
+        return open_engine(url)
+
+
+def plural(count: int, word: str) -> str:
+    """``1 photo``, ``2 photos``: summaries read as sentences."""
+    return f"{count} {word}" if count == 1 else f"{count} {word}s"
 
 
 def show_progress(quiet: bool) -> bool:
     """Progress bars go to stderr, and only to a terminal."""
     return not quiet and sys.stderr.isatty()
+
+
+def suffix_check(suffix: str, what: str) -> Callable[[click.Context, click.Parameter, Path], Path]:
+    """A callback that insists on a file name ending: the content is always that format."""
+
+    def check(ctx: click.Context, param: click.Parameter, value: Path) -> Path:
+        if value is not None and value.suffix.lower() != suffix:
+            raise click.BadParameter(f"{what} file name must end in {suffix}")
+        return value
+
+    return check
 
 
 def emit_json(data: Any) -> None:
@@ -212,7 +255,7 @@ def scan(
     from photosort.scanning import check_root, count_files
     from photosort.store import scan_lock
 
-    engine = open_library(db_url)
+    engine = open_library(db_url, create=True)
     face_options = None
     if faces:
         face_options = FaceOptions(
@@ -257,9 +300,10 @@ def scan(
     elif not quiet:
         r = report
         click.echo(
-            f"Scanned {r.scanned} photos in {r.seconds:.1f} s: {r.new} new, {r.changed} changed, "
-            f"{r.moved} moved, {r.missing} missing, {r.unchanged} unchanged, {r.errors} errors; "
-            f"{r.faces} faces found, {r.classified} classified."
+            f"Scanned {plural(r.scanned, 'photo')} in {r.seconds:.1f} s: {r.new} new, "
+            f"{r.changed} changed, {r.moved} moved, {r.missing} missing, {r.unchanged} unchanged, "
+            f"{plural(r.errors, 'error')}; {plural(r.faces, 'face')} found, "
+            f"{r.classified} classified."
         )
         for path, reason in r.problems[:10]:
             click.echo(f"  {path}: {reason}", err=True)
@@ -324,16 +368,16 @@ def prune(db_url: str | None, as_json: bool, dry_run: bool) -> None:
     with user_errors():
         paths = prune_missing(engine, dry_run=dry_run)
     if as_json:
-        emit_json({"removed": 0 if dry_run else len(paths), "paths": paths})
+        emit_json({"dry_run": dry_run, "removed": 0 if dry_run else len(paths), "paths": paths})
         return
     for path in paths:
         click.echo(path)
     verb = "Would remove" if dry_run else "Removed"
-    click.echo(f"{verb} {len(paths)} missing photos.", err=bool(paths))
+    click.echo(f"{verb} {plural(len(paths), 'missing photo')}.")
 
 
 @cli.command()
-@click.argument("emotion", type=click.Choice(EMOTIONS, case_sensitive=False))
+@click.argument("emotion", type=click.Choice(EMOTIONS, case_sensitive=False), metavar="EMOTION")
 @click.option(
     "-n",
     "count",
@@ -351,6 +395,7 @@ def prune(db_url: str | None, as_json: bool, dry_run: bool) -> None:
     show_default=True,
     help="Only count faces at least this many photo pixels wide.",
 )
+@min_probability_option
 @click.option(
     "--under", type=click.Path(exists=True, file_okay=False), help="Only photos in this folder."
 )
@@ -370,6 +415,7 @@ def top(
     db_url: str | None,
     as_json: bool,
     min_face: float,
+    min_probability: float,
     under: str | None,
     every_face: bool,
     keep_duplicates: bool,
@@ -391,6 +437,7 @@ def top(
             emotion.lower(),
             count,
             min_face=min_face,
+            min_probability=min_probability,
             under=under,
             every_face=every_face,
             keep_duplicates=keep_duplicates,
@@ -399,7 +446,10 @@ def top(
         emit_json([r.as_dict() for r in ranked])
         return
     if not ranked:
-        click.echo(f"No photo with a face matches (emotion {emotion}).")
+        click.echo(
+            f"No photo shows {emotion.lower()} with a probability of {min_probability:.0%} or "
+            "more (--min-probability)."
+        )
         return
     click.echo(f"{'#':>3}  {emotion.lower():>7}  faces  path")
     for i, r in enumerate(ranked, 1):
@@ -425,10 +475,10 @@ def show(photo: str, db_url: str | None, as_json: bool) -> None:
     if as_json:
         emit_json(found.as_dict())
         return
-    click.echo(f"{found.path} ({found.status}, {len(found.faces)} faces)")
+    click.echo(f"{found.path} ({found.status}, {plural(len(found.faces), 'face')})")
     if found.error:
         click.echo(f"  {found.error}")
-    header = "  ".join(f"{e[:5]:>5}" for e in EMOTIONS)
+    header = "  ".join(f"{e:>8}" for e in EMOTIONS)
     if found.faces:
         click.echo(f"  {'face':<22}  {header}")
     for i, face in enumerate(found.faces, 1):
@@ -437,7 +487,7 @@ def show(photo: str, db_url: str | None, as_json: bool) -> None:
         if face.probabilities is None:
             click.echo(f"  {where:<22}  {face.error or 'not classified yet'}")
             continue
-        cells = "  ".join(f"{face.probabilities[e]:>5.0%}" for e in EMOTIONS)
+        cells = "  ".join(f"{face.probabilities[e]:>8.0%}" for e in EMOTIONS)
         click.echo(f"  {where:<22}  {cells}  -> {face.emotion}")
 
 
@@ -482,6 +532,7 @@ def lime_options(func: Callable[..., Any]) -> Callable[..., Any]:
     help="Photos per emotion.",
 )
 @emotion_option(multiple=True)
+@min_probability_option
 @lime_options
 @db_option
 @json_option
@@ -492,6 +543,7 @@ def report(
     outdir: Path,
     count: int,
     emotion: tuple[str, ...],
+    min_probability: float,
     samples: int,
     segments: int,
     db_url: str | None,
@@ -502,8 +554,9 @@ def report(
 ) -> None:
     """Write a static HTML album of the top photos per emotion, with LIME heatmaps.
 
-    Re-running into the same OUTDIR updates it; files photosort did not write are left
-    alone. Explanations are cached in the library, so a re-run costs little.
+    Re-running into the same OUTDIR updates it. Files photosort did not write are left
+    alone, and a report that would overwrite one is refused. Explanations are cached in the
+    library, so a re-run costs little.
 
     \b
     Example:
@@ -527,6 +580,7 @@ def report(
             LazyClassifier(model_path),
             n=count,
             emotions=chosen,
+            min_probability=min_probability,
             samples=samples,
             segments=segments,
             progress=(lambda label: bar.update(1, label)) if bar_wanted else None,
@@ -542,8 +596,9 @@ def report(
         )
     elif not quiet:
         click.echo(
-            f"Wrote {summary.index} ({summary.picks} picks; {summary.explained} faces explained, "
-            f"{summary.cached} from the cache)."
+            f"Wrote {summary.index} ({plural(summary.picks, 'pick')}; "
+            f"{plural(summary.explained + summary.cached, 'face')} explained, "
+            f"{summary.cached} of them from the cache)."
         )
     if open_browser:
         import webbrowser
@@ -567,6 +622,7 @@ def report(
     "out_path",
     type=click.Path(dir_okay=False, path_type=Path),
     required=True,
+    callback=suffix_check(".png", "the explanation is a PNG image; its"),
     help="PNG file to write.",
 )
 @lime_options
@@ -650,6 +706,15 @@ def relocate(
     engine = open_library(db_url)
     with user_errors():
         moves = relocate_library(engine, old_prefix, new_prefix, dry_run=dry_run)
+    if not moves:
+        raise click.ClickException(f"no photo in the library is under {old_prefix}")
+    there = sum(os.path.exists(after) for _, after in moves)
+    if there < len(moves):
+        click.echo(
+            f"photosort: warning: {len(moves) - there} of {plural(len(moves), 'photo')} "
+            f"are not at their new path under {new_prefix}; a scan will mark them missing",
+            err=True,
+        )
     if as_json:
         emit_json({"dry_run": dry_run, "moves": [{"from": a, "to": b} for a, b in moves]})
         return
@@ -658,7 +723,7 @@ def relocate(
     if len(moves) > 20:
         click.echo(f"... and {len(moves) - 20} more")
     verb = "Would relocate" if dry_run else "Relocated"
-    click.echo(f"{verb} {len(moves)} photos.")
+    click.echo(f"{verb} {plural(len(moves), 'photo')}.")
 
 
 @cli.group()
@@ -725,8 +790,9 @@ def demo(folder: Path, quiet: bool) -> None:
         return
     click.echo(f"Sample album: {album.resolve()}")
     click.echo(
-        f"Scanned {scanned.scanned} photos: {scanned.new} new, {scanned.unchanged} unchanged, "
-        f"{scanned.faces} faces found, {scanned.errors} errors."
+        f"Scanned {plural(scanned.scanned, 'photo')}: {scanned.new} new, "
+        f"{scanned.unchanged} unchanged, {plural(scanned.faces, 'face')} found, "
+        f"{plural(scanned.errors, 'error')}."
     )
     click.echo("Top happy photos:")
     for rank, pick in enumerate(happiest, 1):
@@ -740,12 +806,6 @@ def demo(folder: Path, quiet: bool) -> None:
 # --- model commands (train, evaluate) ---
 
 
-def _keras_path(ctx: click.Context, param: click.Parameter, value: Path) -> Path:
-    if value.suffix != ".keras":
-        raise click.BadParameter("the model file name must end in .keras")
-    return value
-
-
 @cli.command("train")
 @click.argument("data", type=click.Path(exists=True, path_type=Path))
 @click.option(
@@ -753,7 +813,7 @@ def _keras_path(ctx: click.Context, param: click.Parameter, value: Path) -> Path
     type=click.Path(dir_okay=False, path_type=Path),
     default=Path("emotion.keras"),
     show_default=True,
-    callback=_keras_path,
+    callback=suffix_check(".keras", "the model"),
     help="Model file to write; its metadata goes beside it as NAME.json, checkpoints in "
     "NAME.ckpt/ (emotion.keras: emotion.json, emotion.ckpt/).",
 )

@@ -21,6 +21,10 @@ DEFAULT_MIN_SCORE = 0.6
 DEFAULT_MIN_FACE = 24.0
 """Faces whose box is under this many photo pixels on its longer side are too small to read."""
 
+DEFAULT_MIN_PROBABILITY = 0.25
+"""How likely (calibrated) a photo's best face must show an emotion to be listed for it: a
+top-10 of a small library should not fill up with faces that show something else."""
+
 DEFAULT_SAMPLES = 1000
 """Perturbed crops LIME asks the model about per explanation."""
 

@@ -64,6 +64,13 @@ def _to_grey(face: np.ndarray) -> np.ndarray:
     return face
 
 
+def resize_face(crop: np.ndarray, size: int = INPUT_SIZE) -> np.ndarray:
+    """A grey uint8 crop at the model's input size, resized exactly as the model's input is."""
+    if crop.shape == (size, size):
+        return crop
+    return np.asarray(Image.fromarray(crop).resize((size, size), Image.Resampling.BILINEAR))
+
+
 def preprocess_faces(faces: Faces, size: int = INPUT_SIZE) -> np.ndarray:
     """Turn grey (or RGB) face crops into model input ``(N, size, size, 1)`` float32.
 
@@ -77,10 +84,7 @@ def preprocess_faces(faces: Faces, size: int = INPUT_SIZE) -> np.ndarray:
         crops = [_to_grey(f) for f in faces]
         grey = np.empty((len(crops), size, size), np.uint8)
         for i, crop in enumerate(crops):
-            if crop.shape != (size, size):
-                img = Image.fromarray(crop).resize((size, size), Image.Resampling.BILINEAR)
-                crop = np.asarray(img)
-            grey[i] = crop
+            grey[i] = resize_face(crop, size)
     x = grey.astype(np.float32)
     mean = x.mean(axis=(1, 2), keepdims=True)
     std = np.maximum(x.std(axis=(1, 2), keepdims=True), 1.0)

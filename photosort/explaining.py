@@ -18,8 +18,9 @@ import numpy as np
 from PIL import Image
 
 from photosort.defaults import DEFAULT_SAMPLES, DEFAULT_SEGMENTS, EMOTIONS
+from photosort.emotions import INPUT_SIZE, resize_face
 
-EXPLAIN_SIDE = 48
+EXPLAIN_SIDE = INPUT_SIZE
 """Explain at the model's input size: same decision, four times fewer pixels to perturb."""
 LIME_BATCH = 1000
 RANDOM_TRIALS = 20
@@ -94,9 +95,8 @@ def explain_face(
     # lime 0.2 wraps its sampling loop in an unconditional tqdm bar; photosort has its own.
     lime_image.tqdm = _no_progress_bar
     label = EMOTIONS.index(emotion)
-    small = np.asarray(
-        Image.fromarray(crop).resize((EXPLAIN_SIDE, EXPLAIN_SIDE), Image.Resampling.LANCZOS)
-    )
+    # Resized as the model resizes its input: the explained image is the one it classified.
+    small = resize_face(crop, EXPLAIN_SIDE)
     segment_map = _segment(small, segments)
     fill = int(small.mean())
 

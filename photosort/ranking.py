@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
-from photosort.defaults import EMOTIONS
+from photosort.defaults import DEFAULT_MIN_PROBABILITY, EMOTIONS
 from photosort.errors import PhotosortError
 from photosort.images import hash_distance
 from photosort.store import EMOTION_COLUMNS, FaceRow, Photo, path_under
@@ -100,11 +100,13 @@ def top_photos(
     n: int = 10,
     *,
     min_face: float = 0.0,
+    min_probability: float = DEFAULT_MIN_PROBABILITY,
     under: str | None = None,
     every_face: bool = False,
     keep_duplicates: bool = False,
 ) -> list[RankedPhoto]:
-    """The ``n`` photos that show ``emotion`` best; missing photos are left out."""
+    """The ``n`` photos that show ``emotion`` best, each with a score of at least
+    ``min_probability``; missing photos are left out."""
     if emotion not in EMOTIONS:
         raise RankingError(f"unknown emotion {emotion!r}; choose from {', '.join(EMOTIONS)}")
     column = getattr(FaceRow, EMOTION_COLUMNS[EMOTIONS.index(emotion)])
@@ -115,6 +117,7 @@ def top_photos(
         .join(FaceRow, FaceRow.photo_id == Photo.id)
         .where(Photo.status == "ok", column.is_not(None), FaceRow.w >= min_face)
         .group_by(Photo.id)
+        .having(score >= min_probability)
         .order_by(score.desc(), size.desc(), Photo.id)
     )
     if under is not None:

@@ -9,6 +9,7 @@ photosort wrote; a re-run replaces and cleans up only those files.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -25,7 +26,7 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from photosort import __version__
-from photosort.defaults import EMOTIONS
+from photosort.defaults import DEFAULT_MIN_PROBABILITY, EMOTIONS
 from photosort.errors import PhotosortError
 from photosort.explaining import (
     DEFAULT_SAMPLES,
@@ -105,7 +106,25 @@ class _Output:
             return True
         return False
 
+    def check_free(self, names: Sequence[str]) -> None:
+        """Refuse before writing anything if a file of the user's has a name this run needs."""
+        for relative in names:
+            self._check_free(relative)
+
+    def _check_free(self, relative: str) -> None:
+        target = self.root / relative
+        if relative in self.before or relative in self.written or not target.exists():
+            return
+        raise ReportError(
+            f"{target} was not written by photosort and would be overwritten; "
+            "write the album into a new or empty folder"
+        )
+
     def write(self, relative: str, data: bytes) -> str:
+        self._check_free(relative)
+        return self._write(relative, data)
+
+    def _write(self, relative: str, data: bytes) -> str:
         target = self.root / relative
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
@@ -125,8 +144,11 @@ class _Output:
             path = (self.root / stale).resolve()
             if self.root.resolve() in path.parents:
                 path.unlink(missing_ok=True)
-        data = {"generator": f"photosort {__version__}", "files": sorted(self.written)}
-        self.write(MANIFEST, json.dumps(data, indent=1).encode())
+        self.save_manifest(self.written)
+
+    def save_manifest(self, files: set[str]) -> None:
+        data = {"generator": f"photosort {__version__}", "files": sorted(files)}
+        self._write(MANIFEST, json.dumps(data, indent=1).encode())
 
 
 @dataclass
@@ -229,6 +251,7 @@ def build_report(
     *,
     n: int = 10,
     emotions: Sequence[str] = EMOTIONS,
+    min_probability: float = DEFAULT_MIN_PROBABILITY,
     samples: int = DEFAULT_SAMPLES,
     segments: int = DEFAULT_SEGMENTS,
     seed: int = 0,
@@ -237,6 +260,35 @@ def build_report(
     """Write the album for the top ``n`` photos of each emotion into ``outdir``."""
     outdir = check_outdir(outdir)
     out = _Output(outdir)
+    out.check_free(["index.html"] + [page_name(e, r) for e in emotions for r in range(1, n + 1)])
+    try:
+        return _build(
+            engine, out, model, n, emotions, min_probability, samples, segments, seed, progress
+        )
+    except ReportError:
+        # What this run wrote stays known, so that a re-run can replace or remove it.
+        with contextlib.suppress(ReportError):
+            out.save_manifest(out.before | out.written)
+        raise
+
+
+def page_name(emotion: str, rank: int) -> str:
+    """The file name of one pick's page."""
+    return f"{emotion}-{rank:02d}.html"
+
+
+def _build(
+    engine: Engine,
+    out: _Output,
+    model: ExplainingModel,
+    n: int,
+    emotions: Sequence[str],
+    min_probability: float,
+    samples: int,
+    segments: int,
+    seed: int,
+    progress: Callable[[str], None] | None,
+) -> ReportSummary:
     sections: list[tuple[str, list[PickView]]] = []
     empty_reason = None
     counts = {"explained": 0, "cached": 0}
@@ -245,7 +297,7 @@ def build_report(
     with Session(engine) as session:
         for emotion in emotions:
             try:
-                ranked = top_photos(engine, emotion, n)
+                ranked = top_photos(engine, emotion, n, min_probability=min_probability)
             except RankingError as exc:
                 empty_reason = str(exc)
                 break
@@ -263,7 +315,7 @@ def build_report(
                     name=Path(photo.path).name,
                     path=photo.path,
                     uri=Path(photo.path).as_uri(),
-                    page=f"{emotion}-{rank:02d}.html",
+                    page=page_name(emotion, rank),
                     thumb=thumb,
                     large=large,
                     note=note,
@@ -287,12 +339,16 @@ def build_report(
             page = env.get_template("pick.html").render(pick=pick, samples=samples)
             out.write(pick.page, page.encode())
     index = env.get_template("index.html").render(
-        sections=sections, empty_reason=empty_reason, n=n, generated=utcnow()
+        sections=sections,
+        empty_reason=empty_reason,
+        n=n,
+        min_probability=min_probability,
+        generated=utcnow(),
     )
     out.write("index.html", index.encode())
     out.finish()
     return ReportSummary(
-        index=outdir / "index.html",
+        index=out.root / "index.html",
         picks=sum(len(p) for _, p in sections),
         explained=counts["explained"],
         cached=counts["cached"],

@@ -259,8 +259,15 @@ def test_top_ranks_dedupes_and_filters(sample: Path, db_url: str) -> None:
     assert by_name["cameraman.png"].score == pytest.approx(
         by_name["cameraman.png"].faces[0].probabilities["happy"]
     )
-    people = top_photos(engine, "sad", 10, under=str(sample / "people"), keep_duplicates=True)
-    assert all("/people/" in r.path for r in people)
+    people = top_photos(
+        engine, "sad", 10, under=str(sample / "people"), keep_duplicates=True, min_probability=0
+    )
+    assert people and all("/people/" in r.path for r in people)
+    scores = [r.score for r in top_photos(engine, "happy", 10, keep_duplicates=True)]
+    cut = (scores[0] + scores[-1]) / 2
+    likely = top_photos(engine, "happy", 10, keep_duplicates=True, min_probability=cut)
+    assert [r.score for r in likely] == [s for s in scores if s >= cut]
+    assert 0 < len(likely) < len(scores)
     assert top_photos(engine, "happy", 10, min_face=100, keep_duplicates=True) == [
         r for r in everything if r.faces[0].box[2] >= 100
     ]
@@ -277,8 +284,8 @@ def test_top_every_face_ranks_by_the_weakest(tmp_path: Path, db_url: str) -> Non
     save_jpeg(album / "single.jpg", astro[:, :, :] // 2 + 60)
     scan(db_url, album, BrightnessModel())
     engine = open_engine(db_url)
-    best = top_photos(engine, "happy", 2)
-    weakest = top_photos(engine, "happy", 2, every_face=True)
+    best = top_photos(engine, "happy", 2, min_probability=0)
+    weakest = top_photos(engine, "happy", 2, every_face=True, min_probability=0)
     pair_best = next(r for r in best if r.path.endswith("pair.jpg"))
     pair_weak = next(r for r in weakest if r.path.endswith("pair.jpg"))
     happy = sorted(f.probabilities["happy"] for f in pair_best.faces)
@@ -306,8 +313,16 @@ def test_top_and_show_cli(
     assert set(data[0]["faces"][0]["probabilities"]) == set(EMOTIONS)
     table = runner.invoke(cli, ["top", "HAPPY", "--db", db_url])
     assert table.exit_code == 0 and "cameraman.png" in table.output
+    # The stand-in model gives every face a sad probability under 0.1.
+    unlikely = runner.invoke(cli, ["top", "sad", "--db", db_url])
+    assert unlikely.exit_code == 0
+    assert unlikely.output == (
+        "No photo shows sad with a probability of 25% or more (--min-probability).\n"
+    )
+    assert runner.invoke(cli, ["top", "sad", "--db", db_url, "--min-probability", "0"]).output
+    assert json.loads(runner.invoke(cli, ["top", "sad", "--db", db_url, "--json"]).stdout) == []
     show = runner.invoke(cli, ["show", str(sample / "people" / "astronaut.jpg"), "--db", db_url])
-    assert show.exit_code == 0 and "1 faces" in show.output and "happy" in show.output
+    assert show.exit_code == 0 and "(ok, 1 face)" in show.output and "surprise" in show.output
     shown = json.loads(
         runner.invoke(
             cli, ["show", str(sample / "pets" / "chelsea.jpg"), "--db", db_url, "--json"]
@@ -318,9 +333,10 @@ def test_top_and_show_cli(
 
 def test_top_bad_input(runner: CliRunner, tmp_path: Path, db_url: str, sample: Path) -> None:
     bad = runner.invoke(cli, ["top", "joyful", "--db", db_url])
-    assert bad.exit_code == 2
+    assert bad.exit_code == 2 and "Invalid value for 'EMOTION'" in bad.output
     assert all(e in bad.output for e in EMOTIONS)
     assert runner.invoke(cli, ["top", "happy", "-n", "0", "--db", db_url]).exit_code == 2
+    open_engine(db_url)
     empty = runner.invoke(cli, ["top", "happy", "--db", db_url])
     assert empty.exit_code == 1 and "library is empty" in empty.output
     scan_library(open_engine(db_url), [str(sample)])  # files only, no faces yet
@@ -353,8 +369,15 @@ def test_relocate_keeps_faces_scores_and_explanations(
     with Session(open_engine(db_url)) as session:
         assert all(p.startswith(str(sample)) for p in session.scalars(select(Photo.path)))
 
+    typo = runner.invoke(cli, ["relocate", str(sample) + "x", str(new_home), "--db", db_url])
+    assert typo.exit_code == 1 and f"no photo in the library is under {sample}x" in typo.output
+    wrong = runner.invoke(
+        cli, ["relocate", str(sample), str(tmp_path), "--db", db_url, "--dry-run"]
+    )
+    assert wrong.exit_code == 0 and "Would relocate 7 photos." in wrong.stdout
+    assert "warning: 7 of 7 photos are not at their new path" in wrong.stderr
     done = runner.invoke(cli, ["relocate", str(sample), str(new_home), "--db", db_url])
-    assert done.exit_code == 0 and "Relocated 7 photos." in done.output
+    assert done.exit_code == 0 and "Relocated 7 photos." in done.output and not done.stderr
     model = BrightnessModel()
     report = scan(db_url, new_home, model)
     assert (report.unchanged, report.new, report.missing, report.faces) == (7, 0, 0, 0)

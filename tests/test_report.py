@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from photosort.cli import cli
 from photosort.defaults import EMOTIONS
+from photosort.emotions import preprocess_faces
 from photosort.explaining import explain_face
 from photosort.indexing import FaceOptions, scan_library
 from photosort.reporting import MANIFEST, ReportError, build_report
@@ -45,6 +46,29 @@ class RegionModel:
         probs = np.repeat(((1 - happy) / 6)[:, None], 7, axis=1)
         probs[:, EMOTIONS.index("happy")] = happy
         return probs
+
+
+class ContrastModel:
+    """Sees a face as the real model does (``preprocess_faces``): happy is the contrast-
+    normalised brightness of the face's top-left quarter."""
+
+    model_id = "contrast-model"
+
+    def predict(self, faces: np.ndarray) -> np.ndarray:
+        x = preprocess_faces(faces)[..., 0]
+        half = x.shape[1] // 2
+        happy = 1 / (1 + np.exp(-3 * x[:, :half, :half].mean(axis=(1, 2))))
+        probs = np.repeat(((1 - happy) / 6)[:, None], 7, axis=1)
+        probs[:, EMOTIONS.index("happy")] = happy
+        return probs
+
+
+def test_explained_probability_is_the_one_the_scan_stored() -> None:
+    crop = face_crop()
+    model = ContrastModel()
+    found = explain_face(crop, model, "happy", samples=60, seed=0)
+    stored = model.predict(crop[None])[0, EMOTIONS.index("happy")]
+    assert found.probability == pytest.approx(stored, abs=1e-6)
 
 
 def face_crop() -> np.ndarray:
@@ -89,7 +113,7 @@ def test_report_writes_album_and_caches_explanations(
 ) -> None:
     out = tmp_path / "report"
     engine = open_engine(db_url)
-    first = build_report(engine, out, RegionModel(), n=3, samples=200)
+    first = build_report(engine, out, RegionModel(), n=3, min_probability=0, samples=200)
     # 4 faces (the two astronauts are one burst, one kept per emotion), each explained once
     # however many emotions list it.
     assert (first.explained, first.cached) == (4, 0)
@@ -112,7 +136,7 @@ def test_report_writes_album_and_caches_explanations(
     model = RegionModel()
     (out / "mine.txt").write_text("a file photosort did not write")
     copies = {p: p.stat().st_mtime_ns for p in (out / "photos").iterdir()}
-    second = build_report(engine, out, model, n=1, samples=200)
+    second = build_report(engine, out, model, n=1, min_probability=0, samples=200)
     assert second.explained == 0 and second.cached > 0 and model.calls == []  # from the cache
     kept = {p: p.stat().st_mtime_ns for p in (out / "photos").iterdir()}
     assert kept.items() <= copies.items(), "photo copies are reused, not decoded again"
@@ -136,8 +160,32 @@ def test_empty_library_report_says_so(db_url: str, tmp_path: Path) -> None:
     assert "the library is empty" in (out / "index.html").read_text()
 
 
+def test_report_never_overwrites_files_it_did_not_write(
+    library: Path, runner: CliRunner, db_url: str, tmp_path: Path
+) -> None:
+    out = tmp_path / "site"
+    out.mkdir()
+    (out / "index.html").write_text("my own page")
+    result = runner.invoke(cli, ["report", str(out), "--db", db_url, "-n", "1"])
+    assert result.exit_code == 1
+    assert "index.html was not written by photosort" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert (out / "index.html").read_text() == "my own page"
+    assert sorted(p.name for p in out.iterdir()) == ["index.html"], "nothing half-written"
+
+    (out / "index.html").unlink()
+    (out / "happy-01.html").write_text("mine too")
+    with pytest.raises(ReportError, match="happy-01.html was not written"):
+        build_report(open_engine(db_url), out, RegionModel(), n=1, emotions=["happy"])
+    assert (out / "happy-01.html").read_text() == "mine too"
+    # A run that needs none of those names goes ahead and leaves them alone.
+    build_report(open_engine(db_url), out, RegionModel(), n=1, emotions=["sad"], samples=60)
+    assert (out / "index.html").exists() and (out / "happy-01.html").read_text() == "mine too"
+
+
 def test_report_json_names_the_album(runner: CliRunner, db_url: str, tmp_path: Path) -> None:
     out = tmp_path / "album"
+    open_engine(db_url)
     result = runner.invoke(cli, ["report", str(out), "--db", db_url, "--json"])
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
@@ -153,6 +201,7 @@ def test_report_json_names_the_album(runner: CliRunner, db_url: str, tmp_path: P
 def test_bad_outdir_is_a_one_line_error(runner: CliRunner, db_url: str, tmp_path: Path) -> None:
     a_file = tmp_path / "file.html"
     a_file.write_text("x")
+    open_engine(db_url)
     result = runner.invoke(cli, ["report", str(a_file), "--db", db_url])
     assert result.exit_code == 1 and "is a file, not a folder" in result.output
     with pytest.raises(ReportError, match="is a file"):
@@ -198,6 +247,9 @@ def test_explain_command(
         cli, ["explain", str(photo), "--face", "3", "--out", str(out), "--db", db_url]
     )
     assert bad.exit_code == 1 and "there is no face 3" in bad.output
+    jpeg = runner.invoke(cli, ["explain", str(photo), "--out", str(tmp_path / "x.jpg")])
+    assert jpeg.exit_code == 2 and "its file name must end in .png" in jpeg.output
+    assert not (tmp_path / "x.jpg").exists()
 
 
 @pytest.mark.skipif(find_chromium() is None, reason="needs Debian's chromium (.ci/run installs it)")

@@ -224,9 +224,12 @@ def test_deleted_file_is_missing_then_pruned(runner: CliRunner, album: Path, db_
     assert status["by_status"]["missing"] == 3
 
     dry = json.loads(runner.invoke(cli, ["prune", "--db", db_url, "--dry-run", "--json"]).stdout)
-    assert dry["removed"] == 0 and len(dry["paths"]) == 3 and len(photos(db_url)) == ALBUM_PHOTOS
+    assert dry["dry_run"] and dry["removed"] == 0 and len(dry["paths"]) == 3
+    assert len(photos(db_url)) == ALBUM_PHOTOS
+    table = runner.invoke(cli, ["prune", "--db", db_url, "--dry-run"])
+    assert table.stdout.splitlines()[-1] == "Would remove 3 missing photos." and not table.stderr
     result = runner.invoke(cli, ["prune", "--db", db_url, "--json"])
-    assert json.loads(result.stdout)["removed"] == 3
+    assert json.loads(result.stdout)["removed"] == 3 and not json.loads(result.stdout)["dry_run"]
     assert len(photos(db_url)) == ALBUM_PHOTOS - 3
     assert scan_json(runner, db_url, album)["missing"] == 0
 

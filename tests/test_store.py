@@ -76,14 +76,41 @@ def test_database_location_order(
 ) -> None:
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
     monkeypatch.delenv("PHOTOSORT_DB", raising=False)
+    # Only scan and `db upgrade` create a library; the others refuse a path that has none.
+    missing = runner.invoke(cli, ["status"])
+    assert missing.exit_code == 1 and "no library at" in missing.output
+    assert "photosort scan FOLDER)" in missing.output
+    assert runner.invoke(cli, ["db", "upgrade"]).exit_code == 0
     status = json.loads(runner.invoke(cli, ["status", "--json"]).stdout)
     assert status["database"] == str(tmp_path / "xdg" / "photosort" / "library.db")
     monkeypatch.setenv("PHOTOSORT_DB", str(tmp_path / "env.db"))
+    assert runner.invoke(cli, ["db", "upgrade"]).exit_code == 0
     assert json.loads(runner.invoke(cli, ["status", "--json"]).stdout)["database"] == str(
         tmp_path / "env.db"
     )
-    flag = runner.invoke(cli, ["status", "--json", "--db", f"sqlite:///{tmp_path / 'u.db'}"])
+    url = f"sqlite:///{tmp_path / 'u.db'}"
+    assert runner.invoke(cli, ["db", "upgrade", "--db", url]).exit_code == 0
+    flag = runner.invoke(cli, ["status", "--json", "--db", url])
     assert json.loads(flag.stdout)["database"] == str(tmp_path / "u.db")
+
+
+def test_commands_other_than_scan_never_create_a_library(
+    runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    typo = tmp_path / "libary.db"
+    for args in (["status"], ["top", "happy"], ["prune"], ["report", str(tmp_path / "album")]):
+        result = runner.invoke(cli, [*args, "--db", str(typo)])
+        assert result.exit_code == 1, args
+        assert result.output == (
+            f"Error: no library at {typo}: scan a folder into it first "
+            f"(photosort scan FOLDER --db {typo})\n"
+        )
+    assert not typo.exists() and not (tmp_path / "album").exists()
+    monkeypatch.setenv("PHOTOSORT_DB", str(tmp_path / "nofolder" / "x.db"))
+    from_env = runner.invoke(cli, ["status"])
+    assert from_env.exit_code == 2 and "Invalid value for $PHOTOSORT_DB" in from_env.output
+    flag = runner.invoke(cli, ["status", "--db", str(tmp_path / "nofolder" / "x.db")])
+    assert "Invalid value for '--db': cannot open database" in flag.output
 
 
 def test_database_url_resolution(tmp_path: Path) -> None:
