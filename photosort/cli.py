@@ -347,6 +347,8 @@ def status(db_url: str | None, as_json: bool, list_errors: bool) -> None:
         else "never"
     )
     click.echo(f"Last scan:  {last}")
+    if list_errors and not problems:
+        click.echo("No unreadable files.")
     for path, reason in problems:
         click.echo(f"  {path}: {reason}")
 

@@ -187,6 +187,7 @@ def scan_library(
         session.add(scan)
         session.commit()
         writer = _Writer(session, now, report, faces)
+        writer.named = {root for root in roots if not os.path.isdir(root)}
         try:
             tasks = _plan(session, walk(roots, on_walk_error))
             with _executor(workers) as pool:
@@ -349,6 +350,8 @@ class _Writer:
         self.faces = faces
         self.seen_ids: list[int] = []
         self.to_classify: list[tuple[FaceRow, np.ndarray]] = []
+        self.named: set[str] = set()
+        """Files the user named one by one: one that is not a photo is worth a word."""
         self.pending = 0
         self.last_commit = time.monotonic()
 
@@ -377,8 +380,11 @@ class _Writer:
             report.unchanged += 1
             self.seen_ids.append(row.id)  # type: ignore[union-attr]
             return row
-        if facts is None:
-            return None  # not a photo: a sidecar, a video, a text file
+        if facts is None:  # not a photo: a sidecar, a video, a text file
+            if entry.path in self.named:
+                report.errors += 1
+                report.problems.append((entry.path, "not a photo photosort reads"))
+            return None
         report.scanned += 1
         if facts.error is not None:
             report.errors += 1

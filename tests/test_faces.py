@@ -329,6 +329,8 @@ def test_top_and_show_cli(
         ).stdout
     )
     assert shown["faces"] == [] and shown["faces_state"] == "done"
+    clean = runner.invoke(cli, ["status", "--errors", "--db", db_url])
+    assert clean.exit_code == 0 and clean.output.endswith("\nNo unreadable files.\n")
 
 
 def test_top_bad_input(runner: CliRunner, tmp_path: Path, db_url: str, sample: Path) -> None:

@@ -403,6 +403,14 @@ def test_files_given_directly_and_nested_roots(runner: CliRunner, album: Path, d
     report = scan_json(runner, db_url, one, album / "people", album)
     assert report["new"] == ALBUM_PHOTOS  # overlapping roots walked once
     assert scan_json(runner, db_url, one)["unchanged"] == 1
+    notes = album.parent / "notes.txt"
+    notes.write_text("shopping list")
+    named = runner.invoke(cli, ["scan", str(notes), str(one), "--db", db_url, "--no-faces"])
+    assert named.exit_code == 0 and f"{notes}: not a photo photosort reads" in named.stderr
+    assert "1 unchanged, 1 error;" in named.stdout
+    inside = album / "people" / "notes.txt"
+    inside.write_text("not named: ignored like any sidecar")
+    assert scan_json(runner, db_url, album)["errors"] == 0
 
 
 @sqlite_only  # fills the disk with PRAGMA max_page_count
