@@ -65,11 +65,12 @@ def measure(data: Path, n_faces: int) -> dict:
             explain_face(crop, model, EMOTIONS[label], samples=1000)
             ours.append(time.perf_counter() - start)
             theirs.append(lime_defaults(crop, model, label))
+        # Every emotion's ten best, however unlikely: a full album of 70 picks is the workload.
         start = time.perf_counter()
-        first = build_report(engine, Path(tmp) / "report", model, n=10)
+        first = build_report(engine, Path(tmp) / "report", model, n=10, min_probability=0)
         cold = time.perf_counter() - start
         start = time.perf_counter()
-        build_report(engine, Path(tmp) / "report", model, n=10)
+        build_report(engine, Path(tmp) / "report", model, n=10, min_probability=0)
         warm = time.perf_counter() - start
     return {
         "faces_timed": len(ours),
