@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from click.core import ParameterSource
 
 from photosort import __version__
 from photosort.defaults import (
@@ -45,8 +46,6 @@ class DatabaseParam(click.ParamType):
         try:
             return database_url(value)
         except PhotosortError as exc:
-            from click.core import ParameterSource
-
             hint = "'--db'"
             if ctx is not None and param is not None and param.name is not None:
                 if ctx.get_parameter_source(param.name) == ParameterSource.ENVIRONMENT:
@@ -122,10 +121,10 @@ def open_library(db_url: str | None, *, create: bool = False) -> Any:
         url = db_url or database_url(None)
         path = sqlite_file(url)
         if not create and path is not None and not path.exists():
+            named = click.get_current_context().get_parameter_source("db_url")
+            given = f" --db {path}" if named == ParameterSource.COMMANDLINE else ""
             raise click.ClickException(
-                f"no library at {path}: scan a folder into it first (photosort scan FOLDER"
-                + ("" if db_url is None else f" --db {path}")
-                + ")"
+                f"no library at {path}: scan a folder into it first (photosort scan FOLDER{given})"
             )
         return open_engine(url)
 
@@ -144,7 +143,7 @@ def suffix_check(suffix: str, what: str) -> Callable[[click.Context, click.Param
     """A callback that insists on a file name ending: the content is always that format."""
 
     def check(ctx: click.Context, param: click.Parameter, value: Path) -> Path:
-        if value is not None and value.suffix.lower() != suffix:
+        if value is not None and value.suffix != suffix:
             raise click.BadParameter(f"{what} file name must end in {suffix}")
         return value
 
@@ -448,9 +447,11 @@ def top(
         emit_json([r.as_dict() for r in ranked])
         return
     if not ranked:
+        filters = " (--min-probability" + (", --min-face" if min_face else "")
+        filters += (", --under" if under else "") + ")"
         click.echo(
             f"No photo shows {emotion.lower()} with a probability of {min_probability:.0%} or "
-            "more (--min-probability)."
+            f"more{filters}."
         )
         return
     click.echo(f"{'#':>3}  {emotion.lower():>7}  faces  path")
@@ -714,7 +715,7 @@ def relocate(
     if there < len(moves):
         click.echo(
             f"photosort: warning: {len(moves) - there} of {plural(len(moves), 'photo')} "
-            f"are not at their new path under {new_prefix}; a scan will mark them missing",
+            f"not found at the new path under {new_prefix}; a scan will mark them missing",
             err=True,
         )
     if as_json:

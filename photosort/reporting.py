@@ -112,8 +112,12 @@ class _Output:
             self._check_free(relative)
 
     def _check_free(self, relative: str) -> None:
+        # Only the top-level pages have names a person would pick; photos/ and faces/ hold
+        # files named by content hash and face id, which a run cut short may leave unlisted.
         target = self.root / relative
-        if relative in self.before or relative in self.written or not target.exists():
+        if "/" in relative or relative in self.before or relative in self.written:
+            return
+        if not target.exists():
             return
         raise ReportError(
             f"{target} was not written by photosort and would be overwritten; "
@@ -265,8 +269,8 @@ def build_report(
         return _build(
             engine, out, model, n, emotions, min_probability, samples, segments, seed, progress
         )
-    except ReportError:
-        # What this run wrote stays known, so that a re-run can replace or remove it.
+    except BaseException:
+        # What this run wrote stays known (a failure, Ctrl-C), so a re-run replaces or removes it.
         with contextlib.suppress(ReportError):
             out.save_manifest(out.before | out.written)
         raise

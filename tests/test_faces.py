@@ -377,7 +377,7 @@ def test_relocate_keeps_faces_scores_and_explanations(
         cli, ["relocate", str(sample), str(tmp_path), "--db", db_url, "--dry-run"]
     )
     assert wrong.exit_code == 0 and "Would relocate 7 photos." in wrong.stdout
-    assert "warning: 7 of 7 photos are not at their new path" in wrong.stderr
+    assert "warning: 7 of 7 photos not found at the new path" in wrong.stderr
     done = runner.invoke(cli, ["relocate", str(sample), str(new_home), "--db", db_url])
     assert done.exit_code == 0 and "Relocated 7 photos." in done.output and not done.stderr
     model = BrightnessModel()

@@ -178,9 +178,30 @@ def test_report_never_overwrites_files_it_did_not_write(
     with pytest.raises(ReportError, match="happy-01.html was not written"):
         build_report(open_engine(db_url), out, RegionModel(), n=1, emotions=["happy"])
     assert (out / "happy-01.html").read_text() == "mine too"
+    assert sorted(p.name for p in out.iterdir()) == ["happy-01.html"], "refused before writing"
     # A run that needs none of those names goes ahead and leaves them alone.
     build_report(open_engine(db_url), out, RegionModel(), n=1, emotions=["sad"], samples=60)
     assert (out / "index.html").exists() and (out / "happy-01.html").read_text() == "mine too"
+
+
+def test_a_failed_report_run_leaves_nothing_unlisted(
+    library: Path, db_url: str, tmp_path: Path
+) -> None:
+    class CrashingModel(RegionModel):
+        def predict(self, faces: np.ndarray) -> np.ndarray:
+            if len(self.calls) >= 2:
+                raise RuntimeError("model crashed")
+            return super().predict(faces)
+
+    engine = open_engine(db_url)
+    out = tmp_path / "report"
+    with pytest.raises(RuntimeError, match="model crashed"):
+        build_report(engine, out, CrashingModel(), n=3, min_probability=0, samples=60)
+    assert list((out / "photos").iterdir()), "the run got some way before it failed"
+    build_report(engine, out, RegionModel(), n=1, emotions=["happy"], min_probability=0, samples=60)
+    listed = set(json.loads((out / MANIFEST).read_text())["files"])
+    on_disk = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
+    assert on_disk - {MANIFEST} == listed, "what the failed run wrote is replaced or removed"
 
 
 def test_report_json_names_the_album(runner: CliRunner, db_url: str, tmp_path: Path) -> None:

@@ -106,6 +106,8 @@ def test_commands_other_than_scan_never_create_a_library(
             f"(photosort scan FOLDER --db {typo})\n"
         )
     assert not typo.exists() and not (tmp_path / "album").exists()
+    monkeypatch.setenv("PHOTOSORT_DB", str(typo))
+    assert runner.invoke(cli, ["status"]).output.endswith("(photosort scan FOLDER)\n")
     monkeypatch.setenv("PHOTOSORT_DB", str(tmp_path / "nofolder" / "x.db"))
     from_env = runner.invoke(cli, ["status"])
     assert from_env.exit_code == 2 and "Invalid value for $PHOTOSORT_DB" in from_env.output
@@ -188,6 +190,31 @@ def test_upgrades_keep_every_row(tmp_path: Path) -> None:
         assert conn.execute("select count(*) from scans").fetchone() == (1,)
         assert conn.execute("select p_happy, model_id from faces").fetchall() == [(0.5, "m")]
         assert conn.execute("select count(*) from explanations").fetchone() == (0,)
+
+
+def test_upgrade_drops_explanations_from_before_0005(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    migrate_to(url, "0004")
+    with sqlite3.connect(tmp_path / "old.db") as conn:
+        conn.execute(
+            "insert into photos (path, folder, size, mtime_ns, status, first_seen, last_seen,"
+            " read_at) values ('/a/b.jpg', '/a', 10, 5, 'ok', '2024-01-01', '2024-01-01',"
+            " '2024-01-01')"
+        )
+        conn.execute(
+            "insert into faces (photo_id, idx, x, y, w, h, score, sharpness, crop, model_id,"
+            " p_happy) values (1, 0, 1, 2, 3, 4, 0.9, 10, x'00', 'm', 0.5)"
+        )
+        conn.execute(
+            "insert into explanations (face_id, model_id, emotion, samples, segments, seed,"
+            " probability, fit, deletion_support, deletion_random, segment_map, weights,"
+            " created_at) values (1, 'm', 'happy', 10, 4, 0, 0.98, 0.5, 0.1, 0.0, x'00', '{}',"
+            " '2024-01-01')"
+        )
+    open_engine(url)
+    with sqlite3.connect(tmp_path / "old.db") as conn:
+        assert conn.execute("select count(*) from explanations").fetchone() == (0,)
+        assert conn.execute("select p_happy from faces").fetchall() == [(0.5,)]
 
 
 def test_unreachable_postgres_is_a_one_line_error(runner: CliRunner, tmp_path: Path) -> None:
