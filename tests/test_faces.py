@@ -313,6 +313,10 @@ def test_top_and_show_cli(
     assert set(data[0]["faces"][0]["probabilities"]) == set(EMOTIONS)
     table = runner.invoke(cli, ["top", "HAPPY", "--db", db_url])
     assert table.exit_code == 0 and "cameraman.png" in table.output
+    # astronaut.jpg and its sideways copy are one shot: one is listed, the other counted.
+    assert table.output.endswith("(1 near-identical shot hidden; --keep-duplicates lists it)\n")
+    every = runner.invoke(cli, ["top", "happy", "--keep-duplicates", "--db", db_url])
+    assert "hidden" not in every.output and every.output.count("\n") == 4
     # The stand-in model gives every face a sad probability under 0.1.
     unlikely = runner.invoke(cli, ["top", "sad", "--db", db_url])
     assert unlikely.exit_code == 0
