@@ -433,17 +433,16 @@ def top(
 
     engine = open_library(db_url)
     with user_errors():
-        query = dict(
-            min_face=min_face, min_probability=min_probability, under=under, every_face=every_face
-        )
         ranked = top_photos(
-            engine, emotion.lower(), count, keep_duplicates=keep_duplicates, **query
+            engine,
+            emotion.lower(),
+            count,
+            min_face=min_face,
+            min_probability=min_probability,
+            under=under,
+            every_face=every_face,
+            keep_duplicates=keep_duplicates,
         )
-        hidden = 0
-        if len(ranked) < count and not keep_duplicates and not as_json:
-            # A short list may be short because bursts were folded: say so.
-            every = top_photos(engine, emotion.lower(), count, keep_duplicates=True, **query)
-            hidden = len(every) - len(ranked)
     if as_json:
         emit_json([r.as_dict() for r in ranked])
         return
@@ -458,6 +457,8 @@ def top(
     click.echo(f"{'#':>3}  {emotion.lower():>7}  faces  path")
     for i, r in enumerate(ranked, 1):
         click.echo(f"{i:>3}  {r.score:>7.1%}  {len(r.faces):>5}  {r.path}")
+    # A short list may be short because bursts were folded: say so.
+    hidden = sum(r.folded for r in ranked) if len(ranked) < count else 0
     if hidden:
         click.echo(
             f"({plural(hidden, 'near-identical shot')} hidden; --keep-duplicates lists "

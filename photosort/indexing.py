@@ -186,8 +186,8 @@ def scan_library(
         scan = Scan(started_at=now, roots=json.dumps(roots), state="running")
         session.add(scan)
         session.commit()
-        writer = _Writer(session, now, report, faces)
-        writer.named = {root for root in roots if not os.path.isdir(root)}
+        named = {root for root in roots if not os.path.isdir(root)}
+        writer = _Writer(session, now, report, faces, named)
         try:
             tasks = _plan(session, walk(roots, on_walk_error))
             with _executor(workers) as pool:
@@ -342,7 +342,12 @@ class _Writer:
     """Applies examined files to the database and commits in batches."""
 
     def __init__(
-        self, session: Session, now: datetime, report: ScanReport, faces: FaceOptions | None
+        self,
+        session: Session,
+        now: datetime,
+        report: ScanReport,
+        faces: FaceOptions | None,
+        named: set[str],
     ) -> None:
         self.session = session
         self.now = now
@@ -350,7 +355,7 @@ class _Writer:
         self.faces = faces
         self.seen_ids: list[int] = []
         self.to_classify: list[tuple[FaceRow, np.ndarray]] = []
-        self.named: set[str] = set()
+        self.named = named
         """Files the user named one by one: one that is not a photo is worth a word."""
         self.pending = 0
         self.last_commit = time.monotonic()

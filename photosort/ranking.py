@@ -64,6 +64,8 @@ class RankedPhoto:
     path: str
     score: float
     faces: list[RankedFace]
+    folded: int = 0
+    """Near-identical shots of the same moment left out for this one."""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -123,21 +125,31 @@ def top_photos(
     if under is not None:
         query = query.where(path_under(Photo.path, os.path.realpath(under)))
     picked: list[tuple[int, str, float]] = []
-    hashes: list[str] = []
+    folded: list[int] = []
+    hashes: list[tuple[str, int]] = []  # a kept photo's hash, and its place in ``picked``
     with Session(engine) as session:
         _check_library(session)
         # Closing the result releases a server-side cursor left open by stopping early.
         with session.execute(query.execution_options(yield_per=200)) as rows:
             for photo_id, path, phash, value, _size in rows:
                 if not keep_duplicates and phash is not None:
-                    if any(hash_distance(phash, kept) <= DUPLICATE_BITS for kept in hashes):
+                    twin = next(
+                        (i for kept, i in hashes if hash_distance(phash, kept) <= DUPLICATE_BITS),
+                        None,
+                    )
+                    if twin is not None:
+                        folded[twin] += 1
                         continue
-                    hashes.append(phash)
+                    hashes.append((phash, len(picked)))
                 picked.append((photo_id, path, value))
+                folded.append(0)
                 if len(picked) >= n:
                     break
         faces = _faces_of(session, [p[0] for p in picked], min_face)
-    return [RankedPhoto(pid, path, value, faces.get(pid, [])) for pid, path, value in picked]
+    return [
+        RankedPhoto(pid, path, value, faces.get(pid, []), extra)
+        for (pid, path, value), extra in zip(picked, folded, strict=True)
+    ]
 
 
 def _faces_of(

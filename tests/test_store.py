@@ -149,6 +149,13 @@ def test_bad_database_is_a_one_line_error(
     assert len(errors) == 1 and message in errors[0]
 
 
+OLD_FACE = (
+    "insert into faces (photo_id, idx, x, y, w, h, score, sharpness, crop, model_id, p_happy)"
+    " values (1, 0, 1, 2, 3, 4, 0.9, 10, x'00', 'm', 0.5)"
+)
+"""A face row as revisions 0002 to 0004 store it, for the migration tests."""
+
+
 def migrate_to(url: str, revision: str) -> None:
     from alembic import command
 
@@ -177,10 +184,7 @@ def test_upgrades_keep_every_row(tmp_path: Path) -> None:
         assert conn.execute("select path, faces_state from photos").fetchall() == [
             ("/a/b.jpg", "pending")
         ]
-        conn.execute(
-            "insert into faces (photo_id, idx, x, y, w, h, score, sharpness, crop, model_id,"
-            " p_happy) values (1, 0, 1, 2, 3, 4, 0.9, 10, x'00', 'm', 0.5)"
-        )
+        conn.execute(OLD_FACE)
     engine = open_engine(url)  # the rest happens on first use
     assert schema_revisions(engine)[0] == schema_revisions(engine)[1]
     with sqlite3.connect(tmp_path / "old.db") as conn:
@@ -201,10 +205,7 @@ def test_upgrade_drops_explanations_from_before_0005(tmp_path: Path) -> None:
             " read_at) values ('/a/b.jpg', '/a', 10, 5, 'ok', '2024-01-01', '2024-01-01',"
             " '2024-01-01')"
         )
-        conn.execute(
-            "insert into faces (photo_id, idx, x, y, w, h, score, sharpness, crop, model_id,"
-            " p_happy) values (1, 0, 1, 2, 3, 4, 0.9, 10, x'00', 'm', 0.5)"
-        )
+        conn.execute(OLD_FACE)
         conn.execute(
             "insert into explanations (face_id, model_id, emotion, samples, segments, seed,"
             " probability, fit, deletion_support, deletion_random, segment_map, weights,"
