@@ -45,7 +45,9 @@ def main() -> None:
         model.predict(data.faces, args.batch_size)
         best = min(best, time.perf_counter() - started)
     logits = model.logits(data.faces, args.batch_size)
-    report = classification_report(logits, data.labels, model.temperature, data.votes)
+    report = classification_report(
+        logits, data.labels, model.temperature, data.votes, data.ferplus_labels
+    )
     result = {
         "model": str(args.model),
         "model_id": model.model_id,
@@ -55,6 +57,8 @@ def main() -> None:
         "n": report["n"],
         "accuracy": report["accuracy"],
         "ferplus_accuracy": report["ferplus_accuracy"],
+        "ferplus_n": report["ferplus_n"],
+        "ferplus_plurality_accuracy": report["ferplus_plurality_accuracy"],
         "ece": report["ece"],
         "ece_uncalibrated": report["ece_uncalibrated"],
         "temperature": model.temperature,
@@ -69,7 +73,9 @@ def main() -> None:
     else:
         print(
             f"{result['usage']} ({result['n']} faces): accuracy {result['accuracy']:.4f}, "
-            f"FER+ accuracy {result['ferplus_accuracy']:.4f}, ECE {result['ece']:.4f} "
+            f"FER+ majority accuracy {result['ferplus_accuracy']:.4f} "
+            f"({result['ferplus_n']} faces with a clear majority; most-voted class "
+            f"{result['ferplus_plurality_accuracy']:.4f} over all), ECE {result['ece']:.4f} "
             f"(uncalibrated {result['ece_uncalibrated']:.4f}), "
             f"{result['faces_per_s']:.0f} faces/s (batch {args.batch_size}, "
             f"{result['cpu_threads']} CPU threads); {result['params']:,} params, "

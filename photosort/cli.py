@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from click.core import ParameterSource
@@ -34,13 +34,18 @@ from photosort.defaults import (
 )
 from photosort.errors import PhotosortError
 
+if TYPE_CHECKING:
+    from sqlalchemy.engine import URL
+
+    from photosort.ranking import PhotoFaces
+
 
 class DatabaseParam(click.ParamType):
     """``--db``: an SQLAlchemy URL or a file path, checked before any work starts."""
 
     name = "URL|PATH"
 
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> URL:
         from photosort.store import database_url
 
         try:
@@ -112,13 +117,13 @@ def user_errors() -> Iterator[None]:
         raise
 
 
-def open_library(db_url: str | None, *, create: bool = False) -> Any:
+def open_library(db_url: URL | None, *, create: bool = False) -> Any:
     """Open the library database, migrating it. Only ``scan`` creates one: a mistyped --db
     for any other command is an error, not a new empty library."""
     from photosort.store import database_url, open_engine, sqlite_file
 
     with user_errors():
-        url = db_url or database_url(None)
+        url = database_url(db_url)
         path = sqlite_file(url)
         if not create and path is not None and not path.exists():
             named = click.get_current_context().get_parameter_source("db_url")
@@ -137,6 +142,26 @@ def plural(count: int, word: str) -> str:
 def show_progress(quiet: bool) -> bool:
     """Progress bars go to stderr, and only to a terminal."""
     return not quiet and sys.stderr.isatty()
+
+
+@contextmanager
+def progress_bar(
+    label: str,
+    length: int,
+    wanted: bool,
+    show_item: Callable[[str | None], str] | None = None,
+) -> Iterator[Callable[[str], None] | None]:
+    """A bar on stderr that the yielded callback advances by one item; the callback is None
+    when no bar is wanted, so the work does not even call it."""
+    with click.progressbar(
+        length=length, label=label, file=sys.stderr, item_show_func=show_item, hidden=not wanted
+    ) as bar:
+        yield (lambda item: bar.update(1, item)) if wanted else None
+
+
+def file_label(path: str | None) -> str:
+    """A scanned file as the progress bar names it: the start of its file name."""
+    return Path(path).name[:40] if path else ""
 
 
 def suffix_check(suffix: str, what: str) -> Callable[[click.Context, click.Parameter, Path], Path]:
@@ -227,7 +252,7 @@ def cli() -> None:
 @model_option
 def scan(
     paths: tuple[str, ...],
-    db_url: str | None,
+    db_url: URL | None,
     as_json: bool,
     quiet: bool,
     max_megapixels: float,
@@ -267,25 +292,15 @@ def scan(
     handle_termination()
     bar_wanted = show_progress(quiet)
     try:
-        with user_errors(), scan_lock(str(engine.url.render_as_string(hide_password=False))):
+        with user_errors(), scan_lock(engine.url):
             total = count_files([check_root(p) for p in paths]) if bar_wanted else 0
-            with click.progressbar(
-                length=total,
-                label="Scanning",
-                file=sys.stderr,
-                item_show_func=lambda p: Path(p).name[:40] if p else "",
-                hidden=not bar_wanted,
-            ) as bar:
-
-                def advance(path: str) -> None:
-                    bar.update(1, path)
-
+            with progress_bar("Scanning", total, bar_wanted, file_label) as advance:
                 report = scan_library(
                     engine,
                     list(paths),
                     max_megapixels=max_megapixels,
                     workers=workers,
-                    progress=advance if bar_wanted else None,
+                    progress=advance,
                     faces=face_options,
                 )
     except KeyboardInterrupt:
@@ -308,7 +323,9 @@ def scan(
             click.echo(f"  {path}: {reason}", err=True)
         if len(r.problems) > 10:
             click.echo(
-                f"  ... and {len(r.problems) - 10} more (photosort status --errors)", err=True
+                f"  ... and {len(r.problems) - 10} more (photosort status --errors lists the "
+                "unreadable files)",
+                err=True,
             )
 
 
@@ -316,7 +333,7 @@ def scan(
 @db_option
 @json_option
 @click.option("--errors", "list_errors", is_flag=True, help="List unreadable files and why.")
-def status(db_url: str | None, as_json: bool, list_errors: bool) -> None:
+def status(db_url: URL | None, as_json: bool, list_errors: bool) -> None:
     """Show how many photos the library holds, by status, and when it was last scanned.
 
     \b
@@ -356,7 +373,7 @@ def status(db_url: str | None, as_json: bool, list_errors: bool) -> None:
 @db_option
 @json_option
 @click.option("--dry-run", is_flag=True, help="Only list what would be removed.")
-def prune(db_url: str | None, as_json: bool, dry_run: bool) -> None:
+def prune(db_url: URL | None, as_json: bool, dry_run: bool) -> None:
     """Forget photos marked missing, with everything derived from them.
 
     \b
@@ -398,7 +415,9 @@ def prune(db_url: str | None, as_json: bool, dry_run: bool) -> None:
 )
 @min_probability_option
 @click.option(
-    "--under", type=click.Path(exists=True, file_okay=False), help="Only photos in this folder."
+    "--under",
+    type=click.Path(file_okay=False),
+    help="Only photos in this folder (it need not be there now: an unmounted drive).",
 )
 @click.option(
     "--every-face",
@@ -413,7 +432,7 @@ def prune(db_url: str | None, as_json: bool, dry_run: bool) -> None:
 def top(
     emotion: str,
     count: int,
-    db_url: str | None,
+    db_url: URL | None,
     as_json: bool,
     min_face: float,
     min_probability: float,
@@ -470,7 +489,7 @@ def top(
 @click.argument("photo", type=click.Path(dir_okay=False))
 @db_option
 @json_option
-def show(photo: str, db_url: str | None, as_json: bool) -> None:
+def show(photo: str, db_url: URL | None, as_json: bool) -> None:
     """Show the faces found in one photo, with their emotion probabilities.
 
     \b
@@ -485,7 +504,7 @@ def show(photo: str, db_url: str | None, as_json: bool) -> None:
     if as_json:
         emit_json(found.as_dict())
         return
-    click.echo(f"{found.path} ({found.status}, {plural(len(found.faces), 'face')})")
+    click.echo(f"{found.path} ({found.status}, {_faces_summary(found)})")
     if found.error:
         click.echo(f"  {found.error}")
     header = "  ".join(f"{e:>8}" for e in EMOTIONS)
@@ -499,6 +518,17 @@ def show(photo: str, db_url: str | None, as_json: bool) -> None:
             continue
         cells = "  ".join(f"{face.probabilities[e]:>8.0%}" for e in EMOTIONS)
         click.echo(f"  {where:<22}  {cells}  -> {face.emotion}")
+
+
+def _faces_summary(found: PhotoFaces) -> str:
+    """How many faces, or why there is no count: 0 faces is a finding, not a default."""
+    if found.faces_state == "done":
+        return plural(len(found.faces), "face")
+    if found.faces_state == "error":
+        return "face detection failed"
+    if found.status == "ok":
+        return "faces not looked for yet: scan it without --no-faces"
+    return "faces not looked for"
 
 
 def emotion_option(multiple: bool = False) -> Callable[..., Any]:
@@ -556,7 +586,7 @@ def report(
     min_probability: float,
     samples: int,
     segments: int,
-    db_url: str | None,
+    db_url: URL | None,
     as_json: bool,
     quiet: bool,
     open_browser: bool,
@@ -576,14 +606,9 @@ def report(
     from photosort.reporting import build_report
 
     engine = open_library(db_url)
-    bar_wanted = show_progress(quiet)
     chosen = [e.lower() for e in emotion] or list(EMOTIONS)
-    with (
-        user_errors(),
-        click.progressbar(
-            length=count * len(chosen), label="Explaining", file=sys.stderr, hidden=not bar_wanted
-        ) as bar,
-    ):
+    picks = count * len(set(chosen))  # build_report drops repeated emotions
+    with user_errors(), progress_bar("Explaining", picks, show_progress(quiet)) as advance:
         summary = build_report(
             engine,
             outdir,
@@ -593,7 +618,7 @@ def report(
             min_probability=min_probability,
             samples=samples,
             segments=segments,
-            progress=(lambda label: bar.update(1, label)) if bar_wanted else None,
+            progress=advance,
         )
     if as_json:
         emit_json(
@@ -646,7 +671,7 @@ def explain(
     out_path: Path,
     samples: int,
     segments: int,
-    db_url: str | None,
+    db_url: URL | None,
     as_json: bool,
     model_path: str | None,
 ) -> None:
@@ -701,7 +726,7 @@ def explain(
 @json_option
 @click.option("--dry-run", is_flag=True, help="Only show what would change.")
 def relocate(
-    old_prefix: str, new_prefix: str, db_url: str | None, as_json: bool, dry_run: bool
+    old_prefix: str, new_prefix: str, db_url: URL | None, as_json: bool, dry_run: bool
 ) -> None:
     """Tell the library its photos moved from OLD_PREFIX to NEW_PREFIX.
 
@@ -748,7 +773,7 @@ def db() -> None:
 
 @db.command("upgrade")
 @db_option
-def db_upgrade(db_url: str | None) -> None:
+def db_upgrade(db_url: URL | None) -> None:
     """Bring the database schema up to date (scan and the other commands do this too).
 
     \b
@@ -758,7 +783,7 @@ def db_upgrade(db_url: str | None) -> None:
     from photosort.store import database_url, open_engine, schema_revisions, upgrade
 
     with user_errors():
-        engine = open_engine(db_url or database_url(None), migrate=False)
+        engine = open_engine(database_url(db_url), migrate=False)
         applied = upgrade(engine)
         current, _ = schema_revisions(engine)
     click.echo(
@@ -785,17 +810,24 @@ def demo(folder: Path, quiet: bool) -> None:
     from photosort.ranking import top_photos
     from photosort.reporting import build_report
     from photosort.sample import build_sample_album
+    from photosort.scanning import count_files
     from photosort.store import database_url, open_engine
 
     album = folder / "album"
     if not album.exists():
         build_sample_album(album)
     model = LazyClassifier(None)
+    bar_wanted = show_progress(quiet)
     with user_errors():
         engine = open_engine(database_url(str(folder / "library.db")))
-        scanned = scan_library(engine, [str(album)], faces=FaceOptions(classifier=model))
+        total = count_files([str(album)]) if bar_wanted else 0
+        with progress_bar("Scanning", total, bar_wanted, file_label) as advance:
+            scanned = scan_library(
+                engine, [str(album)], faces=FaceOptions(classifier=model), progress=advance
+            )
         happiest = top_photos(engine, "happy", 3)
-        summary = build_report(engine, folder / "report", model, n=3)
+        with progress_bar("Explaining", 3 * len(EMOTIONS), bar_wanted) as advance:
+            summary = build_report(engine, folder / "report", model, n=3, progress=advance)
     if quiet:
         return
     click.echo(f"Sample album: {album.resolve()}")

@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 
 from photosort.defaults import EMOTIONS
-from photosort.errors import PhotosortError
+from photosort.errors import PhotosortError, first_line
 from photosort.native import quiet_stderr
 
 __all__ = ["EMOTIONS", "EmotionModel", "ModelError", "load_model", "preprocess_faces"]
@@ -78,6 +78,16 @@ def preprocess_faces(faces: Faces, size: int = INPUT_SIZE) -> np.ndarray:
     then standardises each face to zero mean and unit variance: the model sees contrast, not
     exposure, so a dark phone photo and a bright studio one look alike to it.
     """
+    single = isinstance(faces, np.ndarray) and (
+        faces.ndim == 2 or faces.ndim == 3 and faces.shape[2] <= 4
+    )
+    if single:
+        # One crop where a batch belongs: iterating would take its rows for faces and
+        # return one "probability" per row.
+        raise ValueError(
+            f"faces must be a batch (N, H, W) or a list of crops; got one image of shape "
+            f"{faces.shape}: pass [crop] instead"
+        )
     if isinstance(faces, np.ndarray) and faces.ndim == 3 and faces.shape[1:] == (size, size):
         grey = faces if faces.dtype == np.uint8 else np.stack([_to_grey(f) for f in faces])
     else:
@@ -164,6 +174,15 @@ def read_metadata(model_path: Path) -> dict[str, Any]:
         raise ModelError(f"{meta_file}: unreadable model metadata: {exc}") from exc
     if not isinstance(meta, dict):
         raise ModelError(f"{meta_file}: model metadata must be a JSON object")
+    temperature = meta.get("temperature", 1.0)
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)):
+        raise ModelError(f"{meta_file}: temperature must be a number, got {temperature!r}")
+    if not 0 < temperature < float("inf"):
+        # A temperature of 0 divides by zero; a negative one would reverse every ranking.
+        raise ModelError(f"{meta_file}: temperature must be positive, got {temperature!r}")
+    size = meta.get("input_size", INPUT_SIZE)
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ModelError(f"{meta_file}: input_size must be a positive integer, got {size!r}")
     return meta
 
 
@@ -207,8 +226,7 @@ def load_model(path: str | os.PathLike[str] | None = None) -> EmotionModel:
     try:
         model = keras.models.load_model(model_path, compile=False)
     except Exception as exc:  # noqa: BLE001 - Keras raises many types for a bad file
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelError(f"{model_path}: not a loadable Keras model: {reason}") from exc
+        raise ModelError(f"{model_path}: not a loadable Keras model: {first_line(exc)}") from exc
     in_shape = tuple(model.input_shape) if not isinstance(model.input_shape, list) else None
     out_shape = tuple(model.output_shape) if not isinstance(model.output_shape, list) else None
     size = int(meta.get("input_size", in_shape[1] if in_shape and len(in_shape) == 4 else 0))

@@ -10,3 +10,13 @@ from __future__ import annotations
 
 class PhotosortError(Exception):
     """A problem with the user's input or environment, explained in one line."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an error's message, or its type when it has none.
+
+    Libraries raise multi-line messages (Keras adds context, libpq adds hints); a user sees
+    one line.
+    """
+    text = str(exc).strip()
+    return text.splitlines()[0].strip() if text else type(exc).__name__

@@ -20,8 +20,6 @@ from PIL import Image
 from photosort.defaults import DEFAULT_SAMPLES, DEFAULT_SEGMENTS, EMOTIONS
 from photosort.emotions import INPUT_SIZE, resize_face
 
-EXPLAIN_SIDE = INPUT_SIZE
-"""Explain at the model's input size: same decision, four times fewer pixels to perturb."""
 LIME_BATCH = 1000
 RANDOM_TRIALS = 20
 
@@ -95,8 +93,9 @@ def explain_face(
     # lime 0.2 wraps its sampling loop in an unconditional tqdm bar; photosort has its own.
     lime_image.tqdm = _no_progress_bar
     label = EMOTIONS.index(emotion)
-    # Resized as the model resizes its input: the explained image is the one it classified.
-    small = resize_face(crop, EXPLAIN_SIDE)
+    # Resized as the model resizes its input: the explained image is the one it classified,
+    # and at the model's input size there are far fewer pixels to perturb.
+    small = resize_face(crop, getattr(model, "input_size", INPUT_SIZE))
     segment_map = _segment(small, segments)
     fill = int(small.mean())
 

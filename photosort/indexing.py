@@ -1,7 +1,8 @@
 """Indexing: bring the library database in line with the photo folders, incrementally.
 
 This is the pipeline behind ``photosort scan``. It walks the folders, reads only what is new
-or changed (same path, size and mtime means unchanged and the file is not opened), recognises
+or changed (same path, size and mtime means unchanged and the file is not opened, unless it
+was unreadable last time: a higher size limit or a fixed permission may cure it), recognises
 moved files by their content hash so they keep their identity and everything derived from
 them, and marks files that are gone as missing. Work is committed in batches, so an
 interrupted scan keeps what it did and the next one carries on from there.
@@ -31,6 +32,7 @@ from photosort.defaults import (
     DETECTOR_NAMES,
     WORKING_SIDE,
 )
+from photosort.emotions import ModelError
 from photosort.faces import FaceScan, FaceSettings, find_faces_with
 from photosort.images import DEFAULT_MAX_MEGAPIXELS
 from photosort.scanning import (
@@ -49,6 +51,7 @@ from photosort.store import (
     FaceRow,
     Photo,
     Scan,
+    chunked,
     dumps_counts,
     path_under,
     utcnow,
@@ -73,22 +76,36 @@ class LazyClassifier:
     def __init__(self, path: str | None = None) -> None:
         self.path = path
         self._model: Classifier | None = None
+        self._model_id: str | None = None
+        self._load_error: Exception | None = None
 
     @property
     def model(self) -> Classifier:
+        """The loaded model. A load that failed is not tried again: it would fail the same
+        way, and starting TensorFlow for every batch of faces takes seconds."""
         if self._model is None:
+            if self._load_error is not None:
+                raise self._load_error
             from photosort.emotions import load_model
 
-            self._model = load_model(self.path)
+            try:
+                self._model = load_model(self.path)
+            except Exception as exc:
+                self._load_error = exc
+                raise
         return self._model
 
     @property
     def model_id(self) -> str:
-        if self._model is not None:
-            return self._model.model_id
-        from photosort.emotions import model_id_of
+        """Worked out once: it hashes the whole model file."""
+        if self._model_id is None:
+            if self._model is not None:
+                self._model_id = self._model.model_id
+            else:
+                from photosort.emotions import model_id_of
 
-        return model_id_of(self.path)
+                self._model_id = model_id_of(self.path)
+        return self._model_id
 
     def predict(self, faces: Any) -> np.ndarray:
         return self.model.predict(faces)
@@ -144,7 +161,7 @@ class _Task:
         row = self.row
         return (
             row is None
-            or row.status == "missing"
+            or row.status != "ok"  # missing, or unreadable: maybe readable with today's settings
             or row.size != self.entry.size
             or row.mtime_ns != self.entry.mtime_ns
         )
@@ -167,8 +184,10 @@ def scan_library(
     Every path is checked before anything is written: a folder that cannot be reached is a
     WalkError, never a reason to mark its photos missing. ``progress`` is called with each
     file's path once it has been dealt with. With ``faces``, new and changed photos also get
-    their faces detected, cropped and classified (batched across photos), and faces whose
-    probabilities came from another model are classified again from their stored crops.
+    their faces detected, cropped and classified (batched across photos), as do photos whose
+    detection failed or used other detector settings; stored faces with no probabilities from
+    this model (failed, or another model's) are classified again from their crops. A model
+    that cannot be loaded ends the scan with ModelError, after committing what was found.
     """
     roots = _dedupe_roots([check_root(p) for p in paths])
     report = ScanReport()
@@ -176,10 +195,10 @@ def scan_library(
     now = utcnow()
     unlisted: list[str] = []
 
-    def on_walk_error(folder: str, reason: str) -> None:
+    def on_walk_error(folder: str, path: str, reason: str) -> None:
         unlisted.append(folder)
         report.errors += 1
-        report.problems.append((folder, reason))
+        report.problems.append((path, reason))
 
     workers = workers or os.cpu_count() or 1
     with Session(engine, expire_on_commit=False) as session:
@@ -222,11 +241,12 @@ def scan_library(
                         window=4 * workers,
                     ):
                         writer.store_faces(job, found)  # type: ignore[arg-type]
-            if faces is not None:
-                writer.flush()
-                _reclassify(session, faces, report)
             writer.flush()
+            # The walk is complete: record what is gone before a model that fails to load
+            # can end the scan.
             report.missing = _mark_missing(session, roots, unlisted, now)
+            if faces is not None:
+                _reclassify(session, faces, report)
             scan.state = "done"
         except BaseException:
             # Keep the committed batches; the open one may hold a half-applied photo.
@@ -308,26 +328,38 @@ def decode_crop(data: bytes) -> np.ndarray:
 def _set_probabilities(
     faces: list[FaceRow], crops: list[np.ndarray], classifier: Classifier
 ) -> int:
-    """One ``predict`` for the whole batch; a failure is recorded on its faces, not raised."""
+    """One ``predict`` for the whole batch.
+
+    A failed batch is recorded on its faces, not raised, and leaves their model id and any
+    earlier probabilities as they were, so the next scan tries them again. A model that
+    cannot be loaded (ModelError) is raised: no face would get classified.
+    """
     try:
         probs = np.asarray(classifier.predict(np.stack(crops)), dtype=np.float64)
-        error = None
+    except ModelError:
+        raise
     except Exception as exc:  # noqa: BLE001 - a bad batch must not end the scan
-        probs, error = None, f"classification failed: {exc}"
+        for face in faces:
+            face.classify_error = f"classification failed: {exc}"
+        return 0
+    model_id = classifier.model_id
     for i, face in enumerate(faces):
-        face.model_id = classifier.model_id
-        face.classify_error = error
+        face.model_id = model_id
+        face.classify_error = None
         for j, column in enumerate(EMOTION_COLUMNS):
-            setattr(face, column, None if probs is None else float(probs[i, j]))
-    return 0 if probs is None else len(faces)
+            setattr(face, column, float(probs[i, j]))
+    return len(faces)
 
 
 def _reclassify(session: Session, options: FaceOptions, report: ScanReport) -> None:
-    """Classify stored crops whose probabilities are missing or came from another model."""
+    """Classify stored crops whose probabilities are missing, failed or came from another
+    model."""
     stale = select(FaceRow).order_by(FaceRow.id).limit(CLASSIFY_BATCH)
     if not options.reclassify:
         stale = stale.where(
-            (FaceRow.model_id.is_(None)) | (FaceRow.model_id != options.classifier.model_id)
+            FaceRow.model_id.is_(None)
+            | (FaceRow.model_id != options.classifier.model_id)
+            | FaceRow.classify_error.is_not(None)
         )
     last = 0
     while batch := list(session.scalars(stale.where(FaceRow.id > last))):
@@ -357,6 +389,8 @@ class _Writer:
         self.to_classify: list[tuple[FaceRow, np.ndarray]] = []
         self.named = named
         """Files the user named one by one: one that is not a photo is worth a word."""
+        self.detector_key = faces.settings(0).key if faces is not None else None
+        """Photos whose faces were found with other settings are searched again."""
         self.pending = 0
         self.last_commit = time.monotonic()
 
@@ -370,7 +404,7 @@ class _Writer:
             self.faces is None
             or row is None
             or row.status != "ok"
-            or row.faces_state != "pending"
+            or (row.faces_state == "done" and row.detector == self.detector_key)
             or row.width is None
             or row.height is None
         ):
@@ -402,7 +436,7 @@ class _Writer:
                 return moved
             report.new += 1
             return self._insert(entry, facts)
-        if row.content_hash is not None and row.content_hash == facts.content_hash:
+        if row.content_hash == facts.content_hash and row.error == facts.error:
             self._touch(row, entry)
             report.unchanged += 1
             return row
@@ -411,17 +445,19 @@ class _Writer:
         return row
 
     def store_faces(self, job: _FaceJob, found: FaceScan) -> None:
-        """Record a photo's faces and queue them for one batched classification."""
+        """Record a photo's faces, in place of any found with other settings, and queue them
+        for one batched classification."""
         row = job.row
-        assert self.faces is not None
-        row.detector = self.faces.settings(0).key
-        row.phash = found.phash
         if found.error is not None:
+            # Faces found earlier stay until a later scan's retry succeeds.
             row.faces_state = "error"
             row.faces_error = found.error
             self.report.errors += 1
             self.report.problems.append((job.path, found.error))
             return
+        row.detector = self.detector_key
+        row.phash = found.phash
+        row.faces.clear()  # with their cached explanations
         for idx, face in enumerate(found.faces):
             x, y, w, h = face.box
             face_row = FaceRow(
@@ -446,9 +482,13 @@ class _Writer:
         if not self.to_classify or self.faces is None:
             return
         queued, self.to_classify = self.to_classify, []
-        self.report.classified += _set_probabilities(
-            [f for f, _ in queued], [c for _, c in queued], self.faces.classifier
-        )
+        try:
+            self.report.classified += _set_probabilities(
+                [f for f, _ in queued], [c for _, c in queued], self.faces.classifier
+            )
+        except ModelError:
+            self.flush()  # keep the photos and faces found so far; a later scan classifies them
+            raise
 
     def _find_moved(self, entry: FileEntry, facts: FileFacts) -> Photo | None:
         """A row with the same content whose file is gone: the same photo, moved here."""
@@ -505,10 +545,10 @@ class _Writer:
         """Commit the batch: applied rows plus the last-seen stamp of unchanged ones."""
         self._classify()
         ids, self.seen_ids = self.seen_ids, []
-        for start in range(0, len(ids), 900):
+        for chunk in chunked(ids):
             self.session.execute(
                 update(Photo)
-                .where(Photo.id.in_(ids[start : start + 900]))
+                .where(Photo.id.in_(chunk))
                 .values(last_seen=self.now)
                 .execution_options(synchronize_session=False)
             )

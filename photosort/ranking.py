@@ -9,17 +9,16 @@ photos is kept. Rows are streamed from SQL in score order; nothing loads the who
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, or_, select
 from sqlalchemy.orm import Session
 
 from photosort.defaults import DEFAULT_MIN_PROBABILITY, EMOTIONS
 from photosort.errors import PhotosortError
 from photosort.images import hash_distance
-from photosort.store import EMOTION_COLUMNS, FaceRow, Photo, path_under
+from photosort.store import EMOTION_COLUMNS, FaceRow, Photo, chunked, path_under, stored_paths
 
 DUPLICATE_BITS = 6
 """Perceptual hashes this close (of 64 bits) count as the same shot."""
@@ -123,7 +122,7 @@ def top_photos(
         .order_by(score.desc(), size.desc(), Photo.id)
     )
     if under is not None:
-        query = query.where(path_under(Photo.path, os.path.realpath(under)))
+        query = query.where(or_(*(path_under(Photo.path, p) for p in stored_paths(under))))
     picked: list[tuple[int, str, float]] = []
     folded: list[int] = []
     hashes: list[tuple[str, int]] = []  # a kept photo's hash, and its place in ``picked``
@@ -156,15 +155,14 @@ def _faces_of(
     session: Session, photo_ids: list[int], min_face: float
 ) -> dict[int, list[RankedFace]]:
     out: dict[int, list[RankedFace]] = {}
-    if not photo_ids:
-        return out
-    rows = session.scalars(
-        select(FaceRow)
-        .where(FaceRow.photo_id.in_(photo_ids), FaceRow.w >= min_face)
-        .order_by(FaceRow.photo_id, FaceRow.idx)
-    )
-    for row in rows:
-        out.setdefault(row.photo_id, []).append(_face(row))
+    for chunk in chunked(photo_ids):
+        rows = session.scalars(
+            select(FaceRow)
+            .where(FaceRow.photo_id.in_(chunk), FaceRow.w >= min_face)
+            .order_by(FaceRow.photo_id, FaceRow.idx)
+        )
+        for row in rows:
+            out.setdefault(row.photo_id, []).append(_face(row))
     return out
 
 
@@ -189,13 +187,17 @@ class PhotoFaces:
         }
 
 
+def find_photo(session: Session, path: str) -> Photo | None:
+    """The library's photo at the user's ``path``, however a scan spelled it (symlinks)."""
+    candidates = stored_paths(path)
+    found = {p.path: p for p in session.scalars(select(Photo).where(Photo.path.in_(candidates)))}
+    return next((found[c] for c in candidates if c in found), None)
+
+
 def photo_faces(engine: Engine, path: str) -> PhotoFaces:
     """The faces found in one photo, looked up by its path."""
-    real = os.path.realpath(path)
     with Session(engine) as session:
-        photo = session.scalars(
-            select(Photo).where(Photo.path.in_([real, os.path.abspath(path)]))
-        ).first()
+        photo = find_photo(session, path)
         if photo is None:
             raise RankingError(f"{path} is not in the library: run `photosort scan` on its folder")
         return PhotoFaces(

@@ -14,12 +14,12 @@ import io
 import json
 import os
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from sqlalchemy import Engine, select
@@ -39,7 +39,7 @@ from photosort.explaining import (
 )
 from photosort.images import ImageError, read_image
 from photosort.indexing import decode_crop
-from photosort.ranking import RankingError, top_photos
+from photosort.ranking import RankedPhoto, RankingError, find_photo, top_photos
 from photosort.resources import resource_dir
 from photosort.store import ExplanationRow, FaceRow, Photo, utcnow
 
@@ -106,18 +106,23 @@ class _Output:
             return True
         return False
 
-    def check_free(self, names: Sequence[str]) -> None:
+    def check_free(self, names: Iterable[str]) -> None:
         """Refuse before writing anything if a file of the user's has a name this run needs."""
         for relative in names:
             self._check_free(relative)
 
+    def claim(self, names: Iterable[str]) -> None:
+        """Check every name this run will write, then list them all before writing any, so
+        that even a run killed outright (SIGKILL, power cut) leaves no file of ours unlisted."""
+        needed = set(names)
+        self.check_free(needed)
+        self.save_manifest(self.before | self.written | needed)
+
     def _check_free(self, relative: str) -> None:
-        # Only the top-level pages have names a person would pick; photos/ and faces/ hold
-        # files named by content hash and face id, which a run cut short may leave unlisted.
+        # photos/ and faces/ too: a user's own faces/1.png would be overwritten, then listed
+        # and removed by a later run.
         target = self.root / relative
-        if "/" in relative or relative in self.before or relative in self.written:
-            return
-        if not target.exists():
+        if relative in self.before or relative in self.written or not target.exists():
             return
         raise ReportError(
             f"{target} was not written by photosort and would be overwritten; "
@@ -151,7 +156,7 @@ class _Output:
         self.save_manifest(self.written)
 
     def save_manifest(self, files: set[str]) -> None:
-        data = {"generator": f"photosort {__version__}", "files": sorted(files)}
+        data = {"generator": f"photosort {__version__}", "files": sorted(files - {MANIFEST})}
         self._write(MANIFEST, json.dumps(data, indent=1).encode())
 
 
@@ -182,6 +187,9 @@ class PickView:
     thumb: str | None
     large: str | None
     note: str | None
+    """Why the photo itself is not shown, in a sentence for its page."""
+    badge: str | None
+    """The same in a few words, for its card in the index."""
     taken_at: datetime | None
     faces: list[FaceView] = field(default_factory=list)
 
@@ -263,6 +271,7 @@ def build_report(
 ) -> ReportSummary:
     """Write the album for the top ``n`` photos of each emotion into ``outdir``."""
     outdir = check_outdir(outdir)
+    emotions = list(dict.fromkeys(emotions))  # --emotion happy --emotion happy: one section
     out = _Output(outdir)
     out.check_free(["index.html"] + [page_name(e, r) for e in emotions for r in range(1, n + 1)])
     try:
@@ -270,9 +279,11 @@ def build_report(
             engine, out, model, n, emotions, min_probability, samples, segments, seed, progress
         )
     except BaseException:
-        # What this run wrote stays known (a failure, Ctrl-C), so a re-run replaces or removes it.
-        with contextlib.suppress(ReportError):
-            out.save_manifest(out.before | out.written)
+        # What this run wrote stays known (a failure, Ctrl-C), so a re-run replaces or removes
+        # it; a run refused before writing anything leaves the folder as it was.
+        if out.written:
+            with contextlib.suppress(ReportError):
+                out.save_manifest(out.before | out.written)
         raise
 
 
@@ -296,22 +307,24 @@ def _build(
     sections: list[tuple[str, list[PickView]]] = []
     empty_reason = None
     counts = {"explained": 0, "cached": 0}
-    images: dict[int, tuple[str | None, str | None, str | None]] = {}
+    copies: dict[int, _Copies] = {}
     views: dict[int, FaceView] = {}
     with Session(engine) as session:
+        chosen: list[tuple[str, list[tuple[RankedPhoto, Photo]]]] = []
         for emotion in emotions:
             try:
                 ranked = top_photos(engine, emotion, n, min_probability=min_probability)
             except RankingError as exc:
                 empty_reason = str(exc)
                 break
+            chosen.append((emotion, [(r, _photo_row(session, r.photo_id)) for r in ranked]))
+        out.claim(_files_needed(chosen))
+        for emotion, ranked_rows in chosen:
             picks = []
-            for rank, ranked_photo in enumerate(ranked, 1):
-                photo = session.get(Photo, ranked_photo.photo_id)
-                assert photo is not None
-                if photo.id not in images:
-                    images[photo.id] = _photo_images(out, photo)
-                thumb, large, note = images[photo.id]
+            for rank, (ranked_photo, photo) in enumerate(ranked_rows, 1):
+                if photo.id not in copies:
+                    copies[photo.id] = _photo_images(out, photo)
+                copy = copies[photo.id]
                 pick = PickView(
                     emotion=emotion,
                     rank=rank,
@@ -320,9 +333,10 @@ def _build(
                     path=photo.path,
                     uri=Path(photo.path).as_uri(),
                     page=page_name(emotion, rank),
-                    thumb=thumb,
-                    large=large,
-                    note=note,
+                    thumb=copy.thumb,
+                    large=copy.large,
+                    note=copy.note,
+                    badge=copy.badge,
                     taken_at=photo.taken_at,
                 )
                 for face in photo.faces:
@@ -359,24 +373,70 @@ def _build(
     )
 
 
-def _photo_images(out: _Output, photo: Photo) -> tuple[str | None, str | None, str | None]:
-    """Upright resized copies of a photo for the album, or a note when it cannot be read.
+def _photo_row(session: Session, photo_id: int) -> Photo:
+    """A ranked photo's row, whose faces name the files the album writes."""
+    photo = session.get(Photo, photo_id)
+    assert photo is not None, "ranked photos come from the same library"
+    return photo
 
-    Their names carry the photo's content hash, so a re-run reuses them without decoding.
-    """
+
+def _copy_names(photo: Photo) -> tuple[str, str]:
+    """The thumbnail's and the large copy's names; they carry the photo's content hash, so a
+    re-run reuses them without decoding."""
     stem = f"photos/{photo.id}-{(photo.content_hash or 'x')[:12]}"
-    names = (f"{stem}-thumb.jpg", f"{stem}.jpg")
+    return f"{stem}-thumb.jpg", f"{stem}.jpg"
+
+
+def _crop_name(face: FaceRow) -> str:
+    return f"faces/{face.id}.png"
+
+
+def _heatmap_name(face: FaceRow, emotion: str) -> str:
+    return f"faces/{face.id}-{emotion}-lime.png"
+
+
+def predicted_emotion(face: FaceRow) -> str | None:
+    """The emotion a face was classified as, or None when it is not classified."""
+    probs = face.probabilities
+    return None if probs is None else EMOTIONS[int(np.argmax(probs))]
+
+
+def _files_needed(chosen: list[tuple[str, list[tuple[RankedPhoto, Photo]]]]) -> list[str]:
+    """Every file the album may write, known before any is written."""
+    names = ["index.html"]
+    for emotion, ranked in chosen:
+        for rank, (_, photo) in enumerate(ranked, 1):
+            names += [page_name(emotion, rank), *_copy_names(photo)]
+            for face in photo.faces:
+                names.append(_crop_name(face))
+                predicted = predicted_emotion(face)
+                if predicted is not None:
+                    names.append(_heatmap_name(face, predicted))
+    return names
+
+
+class _Copies(NamedTuple):
+    thumb: str | None
+    large: str | None
+    note: str | None
+    badge: str | None
+
+
+def _photo_images(out: _Output, photo: Photo) -> _Copies:
+    """Upright resized copies of a photo for the album, or a note when it cannot be read."""
+    names = _copy_names(photo)
     if os.path.exists(photo.path) and all(out.reuse(name) for name in names):
-        return names[0], names[1], None
+        return _Copies(names[0], names[1], None, None)
     try:
         large = read_image(photo.path, max_side=LARGE_SIDE)
     except ImageError as exc:
         gone = not os.path.exists(photo.path)
         note = "The photo has gone missing since it was scanned" if gone else f"Unreadable: {exc}"
-        return None, None, note + "; its faces are shown from the stored crops."
+        badge = "missing since the scan" if gone else "unreadable since the scan"
+        return _Copies(None, None, note + "; its faces are shown from the stored crops.", badge)
     thumb = large.copy()
     thumb.thumbnail((THUMB_SIDE, THUMB_SIDE))
-    return out.write(names[0], _jpeg(thumb)), out.write(names[1], _jpeg(large)), None
+    return _Copies(out.write(names[0], _jpeg(thumb)), out.write(names[1], _jpeg(large)), None, None)
 
 
 def _jpeg(image: Any) -> bytes:
@@ -403,18 +463,18 @@ def _face_view(
         100 * face.w / width,
         100 * face.h / height,
     )
-    crop_file = out.write(f"faces/{face.id}.png", face.crop)
+    crop_file = out.write(_crop_name(face), face.crop)
     probs = face.probabilities
-    if probs is None:
+    emotion = predicted_emotion(face)
+    if probs is None or emotion is None:
         error = face.classify_error or "not classified yet"
         return FaceView(face.id, box, None, [], crop_file, error=error), False
-    emotion = EMOTIONS[int(np.argmax(probs))]
     view = FaceView(face.id, box, emotion, list(zip(EMOTIONS, probs, strict=True)), crop_file)
     explanation, cached = explanation_for(
         session, face, model, emotion, samples=samples, segments=segments, seed=seed
     )
     heat = heatmap_image(decode_crop(face.crop), explanation)
-    view.heatmap = out.write(f"faces/{face.id}-{emotion}-lime.png", png_bytes(heat))
+    view.heatmap = out.write(_heatmap_name(face, emotion), png_bytes(heat))
     view.fit = explanation.fit
     view.deletion_support = explanation.deletion_support
     view.deletion_random = explanation.deletion_random
@@ -434,9 +494,8 @@ def explain_photo_face(
     seed: int = 0,
 ) -> tuple[Explanation, Any]:
     """Explain one face of one photo (1-based), for its predicted emotion unless one is given."""
-    real = os.path.realpath(photo_path)
     with Session(engine, expire_on_commit=False) as session:
-        photo = session.scalars(select(Photo).where(Photo.path == real)).first()
+        photo = find_photo(session, photo_path)
         if photo is None:
             raise ReportError(f"{photo_path} is not in the library: run `photosort scan` first")
         if not 1 <= face_number <= len(photo.faces):
@@ -444,10 +503,9 @@ def explain_photo_face(
                 f"{photo_path} has {len(photo.faces)} faces; there is no face {face_number}"
             )
         face = photo.faces[face_number - 1]
+        emotion = emotion or predicted_emotion(face)
         if emotion is None:
-            if face.probabilities is None:
-                raise ReportError(f"face {face_number} of {photo_path} is not classified yet")
-            emotion = EMOTIONS[int(np.argmax(face.probabilities))]
+            raise ReportError(f"face {face_number} of {photo_path} is not classified yet")
         explanation, _ = explanation_for(
             session, face, model, emotion, samples=samples, segments=segments, seed=seed
         )

@@ -69,7 +69,9 @@ def check_root(path: str) -> str:
     """Return the canonical absolute form of a folder to scan, or raise WalkError."""
     real = os.path.realpath(path)
     if not os.path.exists(real):
-        raise WalkError(f"{path}: no such file or folder (is the drive mounted?)")
+        raise WalkError(f"{printable(path)}: no such file or folder (is the drive mounted?)")
+    if not storable(real):
+        raise WalkError(f"{printable(real)}: {NOT_UTF8}")
     if os.path.isdir(real):
         try:
             with os.scandir(real):
@@ -83,13 +85,33 @@ def _hidden(name: str) -> bool:
     return name.startswith(".")
 
 
+NOT_UTF8 = "file name is not valid UTF-8"
+
+
+def storable(name: str) -> bool:
+    """Whether a name can go into the library: undecodable bytes in a file name reach Python
+    as lone surrogates, which no database driver accepts."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def printable(path: str) -> str:
+    """A path fit to show, its undecodable bytes as U+FFFD."""
+    return os.fsencode(path).decode("utf-8", "replace")
+
+
 def walk(
-    roots: Iterable[str], on_error: Callable[[str, str], None] | None = None
+    roots: Iterable[str], on_error: Callable[[str, str, str], None] | None = None
 ) -> Iterator[Folder]:
     """Yield every folder under ``roots`` with its files, depth first, in a stable order.
 
     A folder reached twice (through a symlink, or a loop) is listed once. A subfolder that
-    cannot be listed is reported through ``on_error`` and skipped.
+    cannot be listed, and a file or subfolder whose name is not valid UTF-8 (it could not be
+    stored), are skipped and reported as ``on_error(folder, path, reason)``: ``folder`` was
+    not fully listed, so photos recorded under it must not be taken for deleted.
     """
     seen: set[tuple[int, int]] = set()
     for root in roots:
@@ -111,7 +133,7 @@ def walk(
                     names = sorted(it, key=lambda e: e.name)
             except OSError as exc:
                 if on_error is not None:
-                    on_error(folder, f"cannot list folder: {exc.strerror or exc}")
+                    on_error(folder, folder, f"cannot list folder: {exc.strerror or exc}")
                 continue
             files: list[FileEntry] = []
             subfolders: list[str] = []
@@ -123,10 +145,17 @@ def walk(
                 except OSError:
                     continue
                 if is_dir:
+                    fe = None
+                else:
+                    fe = _file_entry(entry.path, folder)
+                    if fe is None:
+                        continue  # not a regular file, whatever its name
+                if not storable(entry.name):
+                    if on_error is not None:
+                        on_error(folder, printable(entry.path), NOT_UTF8)
+                elif fe is None:
                     subfolders.append(entry.path)
-                    continue
-                fe = _file_entry(entry.path, folder)
-                if fe is not None:
+                else:
                     files.append(fe)
             if files:
                 yield Folder(folder, files)

@@ -13,12 +13,12 @@ import os
 import re
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     BigInteger,
@@ -48,7 +48,7 @@ from sqlalchemy.pool import NullPool
 from sqlalchemy.sql.expression import FunctionElement
 
 from photosort.defaults import EMOTIONS
-from photosort.errors import PhotosortError
+from photosort.errors import PhotosortError, first_line
 from photosort.resources import resource_dir
 
 PHOTO_STATUSES = ("ok", "unreadable", "missing")
@@ -62,6 +62,11 @@ LOCK_WAIT_SECONDS = 3.0
 CONNECT_TIMEOUT_SECONDS = 10
 EMOTION_COLUMNS = tuple(f"p_{emotion}" for emotion in EMOTIONS)
 """One column per emotion, in ``photosort.emotions.EMOTIONS`` order, so SQL can rank by any."""
+SQL_CHUNK = 900
+"""Values per ``IN (...)``: SQLite builds before 3.32 allow only 999 bound variables in a
+statement, and every other limit (32766, PostgreSQL's 65535) is higher."""
+
+T = TypeVar("T")
 
 
 class StoreError(PhotosortError):
@@ -233,6 +238,32 @@ def path_under(column: Any, folder: str) -> Any:
     return or_(column == folder, and_(ordered >= prefix, ordered < upper))
 
 
+def chunked(items: Sequence[T], size: int = SQL_CHUNK) -> Iterator[Sequence[T]]:
+    """``items`` in slices small enough to bind in one ``IN (...)``, whatever the library's size."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def stored_paths(path: str) -> list[str]:
+    """Every path a scan may have stored for the user's ``path``, their spelling first.
+
+    A scan stores the real path of the folder it was given and, below it, the names it
+    walked, symlinked subfolders included. So any ancestor of ``path`` may be the resolved
+    one: ``show``, ``explain`` and ``top --under`` try each. Nothing needs to exist (a photo
+    on an unmounted drive is still in the library).
+    """
+    absolute = os.path.abspath(path)
+    found = [absolute]
+    head, tail = absolute, ""
+    while True:
+        found.append(os.path.join(os.path.realpath(head), tail) if tail else os.path.realpath(head))
+        parent, name = os.path.split(head)
+        if not name:
+            break
+        head, tail = parent, os.path.join(name, tail) if tail else name
+    return list(dict.fromkeys(found))
+
+
 def utcnow() -> datetime:
     """Naive UTC, the form SQLite stores; all timestamps in the library use it."""
     return datetime.now(timezone.utc).replace(tzinfo=None)
@@ -246,31 +277,34 @@ def default_db_path() -> Path:
     return Path(base) / "photosort" / "library.db"
 
 
-def database_url(value: str | None) -> str:
+def database_url(value: str | URL | None) -> URL:
     """Turn ``--db``'s value (a URL or a file path) into an SQLAlchemy URL.
 
     None means the default file, whose folder is created; a path the user names must be in
     an existing folder, so a typo is an error rather than a new empty library somewhere.
+    A path becomes a URL object, never URL text: "?" or "%20" in a folder name would be
+    read as a query or an escape.
     """
+    if isinstance(value, URL):
+        return value
     if value is None:
         path = default_db_path()
         path.parent.mkdir(parents=True, exist_ok=True)
-        return f"sqlite:///{path}"
+        return URL.create("sqlite", database=str(path))
     if "://" in value:
         try:
-            make_url(value)
+            return make_url(value)
         except ArgumentError as exc:
             raise StoreError(f"not a database URL: {value}") from exc
-        return value
     path = Path(value).expanduser().absolute()
     if path.is_dir():
         raise StoreError(f"cannot open database {value}: it is a folder")
     if not path.parent.is_dir():
         raise StoreError(f"cannot open database {value}: folder {path.parent} does not exist")
-    return f"sqlite:///{path}"
+    return URL.create("sqlite", database=str(path))
 
 
-def driver_url(url: str) -> URL:
+def driver_url(url: str | URL) -> URL:
     """The URL to connect with: plain ``postgresql://`` means psycopg 3, which the
     ``postgresql`` extra installs, not SQLAlchemy's default psycopg2."""
     parsed = make_url(url)
@@ -280,7 +314,11 @@ def driver_url(url: str) -> URL:
 
 
 def shown_url(url: str | URL) -> str:
-    """A URL for messages: the password hidden, and the driver photosort picks left out."""
+    """The library for messages: an SQLite file's plain path, else its URL with the password
+    hidden and the driver photosort picks left out."""
+    db_file = sqlite_file(url)
+    if db_file is not None:
+        return str(db_file)
     parsed = make_url(url)
     if parsed.drivername == "postgresql+psycopg":
         parsed = parsed.set(drivername="postgresql")
@@ -299,13 +337,7 @@ def _connect_args(url: URL, application_name: str = "photosort") -> dict[str, An
     return {k: v for k, v in args.items() if k not in url.query}
 
 
-def _first_line(exc: BaseException) -> str:
-    """Drivers explain over several lines (libpq adds hints); errors here are one line."""
-    lines = str(exc).strip().splitlines()
-    return lines[0].strip() if lines else type(exc).__name__
-
-
-def sqlite_file(url: str) -> Path | None:
+def sqlite_file(url: str | URL) -> Path | None:
     """The database file behind an SQLite URL, or None for in-memory and server databases."""
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
@@ -383,7 +415,7 @@ def upgrade(engine: Engine) -> bool:
     return True
 
 
-def open_engine(url: str, *, migrate: bool = True) -> Engine:
+def open_engine(url: str | URL, *, migrate: bool = True) -> Engine:
     """Open (creating if needed) a library database and bring its schema up to date."""
     shown = shown_url(url)
     try:
@@ -408,10 +440,10 @@ def open_engine(url: str, *, migrate: bool = True) -> Engine:
         ) from exc
     except ImportError as exc:
         raise StoreError(
-            f"cannot open database {shown}: driver cannot be loaded ({_first_line(exc)})"
+            f"cannot open database {shown}: driver cannot be loaded ({first_line(exc)})"
         ) from exc
     except (OperationalError, DatabaseError) as exc:
-        raise StoreError(f"cannot open database {shown}: {_first_line(exc.orig or exc)}") from exc
+        raise StoreError(f"cannot open database {shown}: {first_line(exc.orig or exc)}") from exc
     except Exception as exc:
         from alembic.util import CommandError
 
@@ -439,14 +471,14 @@ def _flock(fd: int) -> bool:
     return True
 
 
-def describe_db_error(exc: BaseException, url: str | None = None) -> str:
+def describe_db_error(exc: BaseException, url: str | URL | None = None) -> str:
     """One line for a database failure in the middle of work (disk full, locked, gone).
 
     Committed batches are safe: SQLite and PostgreSQL roll the failed transaction back, so
     the library stays readable at its previous state.
     """
     orig = getattr(exc, "orig", exc)
-    text = str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
+    text = first_line(orig)
     if "locked" in text or "lock timeout" in text:  # SQLite, PostgreSQL
         holder = _lock_holder(url) if url else None
         who = f" (photosort pid {holder} holds it)" if holder else ""
@@ -456,7 +488,7 @@ def describe_db_error(exc: BaseException, url: str | None = None) -> str:
     return f"database error: {text}"
 
 
-def _lock_holder(url: str) -> str | None:
+def _lock_holder(url: str | URL) -> str | None:
     db_file = sqlite_file(url)
     if db_file is None:
         return None
@@ -467,7 +499,7 @@ def _lock_holder(url: str) -> str | None:
 
 
 @contextmanager
-def scan_lock(url: str, *, wait: float = LOCK_WAIT_SECONDS) -> Iterator[None]:
+def scan_lock(url: str | URL, *, wait: float = LOCK_WAIT_SECONDS) -> Iterator[None]:
     """Hold the library's writer lock, so two scans never write the same database at once.
 
     A second writer waits up to ``wait`` seconds (a scan that is just finishing), then is
@@ -515,7 +547,7 @@ _SCAN_NAME = re.compile(r"photosort scan (\d+)@(.*)")
 
 
 @contextmanager
-def _pg_scan_lock(url: str, wait: float) -> Iterator[None]:
+def _pg_scan_lock(url: str | URL, wait: float) -> Iterator[None]:
     """The writer lock on PostgreSQL: a session-level advisory lock on a connection of its own.
 
     Machines that share the library see the same lock. The connection's
@@ -541,7 +573,7 @@ def _pg_scan_lock(url: str, wait: float) -> Iterator[None]:
             acquired = _try_for(wait, lambda: bool(conn.scalar(lock)))
             holder = "" if acquired else _pg_lock_holder(conn)
         except (OperationalError, DatabaseError) as exc:
-            reason = _first_line(exc.orig or exc)
+            reason = first_line(exc.orig or exc)
             raise StoreError(f"cannot lock database {shown}: {reason}") from exc
         if holder:
             raise StoreError(
@@ -595,10 +627,8 @@ def library_status(engine: Engine) -> LibraryStatus:
         for status, n in session.execute(select(Photo.status, func.count()).group_by(Photo.status)):
             counts[status] = n
         last = session.scalars(select(Scan).order_by(Scan.id.desc()).limit(1)).first()
-    db_file = sqlite_file(engine.url.render_as_string(hide_password=False))
-    shown = str(db_file) if db_file else shown_url(engine.url)
     return LibraryStatus(
-        database=shown,
+        database=shown_url(engine.url),
         photos=sum(counts.values()),
         by_status=counts,
         last_scan=(last.finished_at or last.started_at) if last else None,
@@ -649,18 +679,13 @@ def relocate(engine: Engine, old: str, new: str, *, dry_run: bool = False) -> li
             select(Photo).where(path_under(Photo.path, old)).order_by(Photo.path)
         )
         photos = list(rows)
-        targets = {p.path: new + p.path[len(old) :] for p in photos}
-        existing = (
-            {
-                p.path: p
-                for p in session.scalars(
-                    select(Photo).where(Photo.path.in_(list(targets.values())))
-                )
-                if p.path not in targets
-            }
-            if targets
-            else {}
-        )
+        targets = {p.path: _moved(p.path, old, new) for p in photos}
+        existing = {
+            p.path: p
+            for chunk in chunked(list(targets.values()))
+            for p in session.scalars(select(Photo).where(Photo.path.in_(chunk)))
+            if p.path not in targets
+        }
         for photo in photos:
             clash = existing.get(targets[photo.path])
             if clash is not None and clash.content_hash != photo.content_hash:
@@ -677,8 +702,17 @@ def relocate(engine: Engine, old: str, new: str, *, dry_run: bool = False) -> li
             if clash is not None:
                 session.delete(clash)
                 session.flush()
-            photo.folder = new + photo.folder[len(old) :]
+            photo.folder = _moved(photo.folder, old, new)
             photo.path = target
         if dry_run:
             session.rollback()
     return moves
+
+
+def _moved(path: str, old: str, new: str) -> str:
+    """``path``, which is folder ``old`` or inside it, placed the same way in ``new``.
+
+    Joined rather than concatenated, so that either folder may be "/".
+    """
+    rest = path[len(old) :].lstrip(os.sep)
+    return os.path.join(new, rest) if rest else new

@@ -15,6 +15,7 @@ import os
 import platform
 import tempfile
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -36,13 +37,15 @@ from photosort.emotions import (
     read_metadata,
     softmax,
 )
-from photosort.errors import PhotosortError
+from photosort.errors import PhotosortError, first_line
 from photosort.images import ImageError, read_array
 
 USAGES = ("Training", "PublicTest", "PrivateTest")
 FOLDER_SPLITS = (("Training", "train"), ("PublicTest", "test"))
 FERPLUS_COLUMNS = ("anger", "disgust", "fear", "happiness", "sadness", "surprise", "neutral")
-"""The FER+ vote columns in :data:`EMOTIONS` order (contempt, unknown and NF are dropped)."""
+"""The FER+ vote columns in :data:`EMOTIONS` order."""
+FERPLUS_OTHER_COLUMNS = ("contempt", "unknown", "NF")
+"""Votes for no FER-2013 class: not targets, but they count against a majority."""
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
 WIDTHS = (32, 64, 128, 256)
@@ -75,6 +78,8 @@ class FaceData:
     source: str
     votes: np.ndarray | None = None
     """FER+ vote counts ``(N, 7)`` in :data:`EMOTIONS` order; all zero where none are valid."""
+    ferplus_labels: np.ndarray | None = None
+    """The FER+ majority label of each face (:func:`ferplus_majority`), -1 where there is none."""
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -87,8 +92,14 @@ class FaceData:
             else [f for f, keep in zip(self.faces, mask, strict=True) if keep]
         )
         votes = None if self.votes is None else self.votes[mask]
+        majority = None if self.ferplus_labels is None else self.ferplus_labels[mask]
         return replace(
-            self, faces=faces, labels=self.labels[mask], usage=self.usage[mask], votes=votes
+            self,
+            faces=faces,
+            labels=self.labels[mask],
+            usage=self.usage[mask],
+            votes=votes,
+            ferplus_labels=majority,
         )
 
 
@@ -98,15 +109,16 @@ class FaceData:
 def _open_text(path: Path) -> Any:
     with open(path, "rb") as fh:
         gzipped = fh.read(2) == b"\x1f\x8b"
+    # utf-8-sig: a CSV saved by a spreadsheet starts with a byte-order mark.
     if gzipped:
-        return gzip.open(path, "rt", encoding="utf-8", newline="")
-    return open(path, encoding="utf-8", newline="")
+        return gzip.open(path, "rt", encoding="utf-8-sig", newline="")
+    return open(path, encoding="utf-8-sig", newline="")
 
 
 def _parse_pixels(text: str, where: str) -> np.ndarray:
     try:
         values = np.array(text.split(), dtype=np.int64)
-    except ValueError:
+    except (ValueError, OverflowError):
         raise DataError(f"{where}: malformed pixels: not a list of integers") from None
     side = math.isqrt(values.size)
     if values.size == 0 or side * side != values.size:
@@ -153,6 +165,8 @@ def load_csv(path: str | os.PathLike[str]) -> FaceData:
             needed = max(i_label, i_pixels, -1 if i_usage is None else i_usage) + 1
             for row_no, row in enumerate(reader, start=1):
                 where = f"{path}, row {row_no} (line {reader.line_num})"
+                if not row:
+                    continue
                 if len(row) < needed:
                     raise DataError(f"{where}: {len(row)} fields, expected {len(header)}")
                 face = _parse_pixels(row[i_pixels], where)
@@ -167,18 +181,19 @@ def load_csv(path: str | os.PathLike[str]) -> FaceData:
                 faces.append(face)
                 labels.append(_parse_label(row[i_label], where))
                 usage.append(split)
-    except (OSError, EOFError, UnicodeDecodeError, csv.Error) as exc:
+    except (OSError, EOFError, UnicodeDecodeError, csv.Error, zlib.error) as exc:
         raise DataError(f"{path}: cannot read CSV: {exc}") from exc
     if not faces:
         raise DataError(f"{path}: no data rows")
     return FaceData(np.stack(faces), np.array(labels), np.array(usage), str(path))
 
 
-def load_votes(path: str | os.PathLike[str], rows: int) -> np.ndarray:
+def load_votes(path: str | os.PathLike[str], rows: int) -> tuple[np.ndarray, np.ndarray]:
     """Read FER+ votes (``fer2013new.csv``), row-aligned with data of ``rows`` rows.
 
-    Returns vote counts ``(rows, 7)`` float32 in :data:`EMOTIONS` order; the contempt,
-    unknown and not-a-face votes are dropped.
+    Returns vote counts ``(rows, 7)`` float32 in :data:`EMOTIONS` order, and each face's
+    FER+ majority label (:func:`ferplus_majority`, -1 where there is none). The contempt,
+    unknown and not-a-face votes are not targets, but they count against a majority.
     """
     path = Path(path)
     votes: list[list[float]] = []
@@ -189,9 +204,12 @@ def load_votes(path: str | os.PathLike[str], rows: int) -> np.ndarray:
             missing = [c for c in FERPLUS_COLUMNS if c not in header]
             if missing:
                 raise DataError(f"{path}: missing FER+ vote column(s) {', '.join(missing)}")
-            columns = [header.index(c) for c in FERPLUS_COLUMNS]
+            names = FERPLUS_COLUMNS + tuple(c for c in FERPLUS_OTHER_COLUMNS if c in header)
+            columns = [header.index(c) for c in names]
             for row_no, row in enumerate(reader, start=1):
                 where = f"{path}, row {row_no} (line {reader.line_num})"
+                if not row:
+                    continue
                 try:
                     counts = [float(row[i] or 0) for i in columns]
                 except (ValueError, IndexError):
@@ -199,14 +217,31 @@ def load_votes(path: str | os.PathLike[str], rows: int) -> np.ndarray:
                 if min(counts) < 0 or not all(math.isfinite(c) for c in counts):
                     raise DataError(f"{where}: vote counts must be non-negative numbers")
                 votes.append(counts)
-    except (OSError, EOFError, UnicodeDecodeError, csv.Error) as exc:
+    except (OSError, EOFError, UnicodeDecodeError, csv.Error, zlib.error) as exc:
         raise DataError(f"{path}: cannot read CSV: {exc}") from exc
     if len(votes) != rows:
         raise DataError(
             f"{path}: {len(votes)} vote rows but the data has {rows}; "
             "FER+ votes must be row-aligned with fer2013.csv"
         )
-    return np.array(votes, np.float32).reshape(rows, len(EMOTIONS))
+    counts = np.array(votes, np.float32).reshape(rows, len(names))
+    return counts[:, : len(EMOTIONS)].copy(), ferplus_majority(counts)
+
+
+def ferplus_majority(counts: np.ndarray) -> np.ndarray:
+    """Each face's FER+ majority label (an :data:`EMOTIONS` index), or -1 where it has none.
+
+    The rule of the FER+ paper (Barsoum et al. 2016) and of Microsoft's FERPlus code: a
+    class with a single vote is dropped as an outlier, then a class holding more than half
+    of the remaining votes is the face's label. ``counts`` holds the seven emotions in
+    :data:`EMOTIONS` order, then optionally contempt, unknown and not-a-face: a face whose
+    majority is one of those, or which has no majority, gets no label and is left out of
+    the FER+ accuracy, as in the paper's test set.
+    """
+    kept = np.where(counts > 1, counts, 0)
+    top = kept.argmax(axis=1)
+    clear = kept.max(axis=1) > kept.sum(axis=1) / 2
+    return np.where(clear & (top < len(EMOTIONS)), top, -1)
 
 
 def _load_class_folders(folder: Path, usage: str) -> tuple[list[np.ndarray], list[int]]:
@@ -267,7 +302,10 @@ def load_data(
             raise DataError(f"{votes}: FER+ votes are row-aligned with fer2013.csv, not a folder")
         return load_folder(path)
     data = load_csv(path)
-    return data if votes is None else replace(data, votes=load_votes(votes, len(data)))
+    if votes is None:
+        return data
+    counts, majority = load_votes(votes, len(data))
+    return replace(data, votes=counts, ferplus_labels=majority)
 
 
 def split_usage(data: FaceData, usage: str) -> FaceData:
@@ -366,13 +404,25 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
     return round(math.exp((lo + hi) / 2), 4)
 
 
+def ferplus_hits(pred: np.ndarray, majority: np.ndarray) -> np.ndarray:
+    """Whether each prediction matches the FER+ majority, over the faces that have one."""
+    return pred[majority >= 0] == majority[majority >= 0]
+
+
 def classification_report(
     logits: np.ndarray,
     labels: np.ndarray,
     temperature: float = 1.0,
     votes: np.ndarray | None = None,
+    ferplus_labels: np.ndarray | None = None,
 ) -> dict[str, Any]:
-    """Accuracy, per-class precision/recall, confusion matrix, FER+ accuracy and ECE."""
+    """Accuracy, per-class precision/recall, confusion matrix, FER+ accuracy and ECE.
+
+    With votes: ``ferplus_accuracy`` against the FER+ majority label over the ``ferplus_n``
+    faces that have one (``ferplus_labels``, by default derived from ``votes``), and
+    ``ferplus_plurality_accuracy`` over every face with a vote, where a prediction counts
+    when no class has more votes than the predicted one.
+    """
     probs = softmax(logits, temperature)
     pred = probs.argmax(axis=1)
     k = len(EMOTIONS)
@@ -392,10 +442,15 @@ def classification_report(
         "confusion_matrix": matrix.tolist(),
     }
     if votes is not None:
-        dist, valid = vote_distribution(votes)
-        majority = dist.argmax(axis=1)
-        report["ferplus_accuracy"] = round(float((pred == majority)[valid].mean()), 4)
-        report["ferplus_n"] = int(valid.sum())
+        majority = ferplus_majority(votes) if ferplus_labels is None else ferplus_labels
+        hits = ferplus_hits(pred, majority)
+        if len(hits):
+            report["ferplus_accuracy"] = round(float(hits.mean()), 4)
+        report["ferplus_n"] = len(hits)
+        valid = votes.sum(axis=1) > 0
+        if valid.any():
+            top = votes[np.arange(len(pred)), pred] >= votes.max(axis=1)
+            report["ferplus_plurality_accuracy"] = round(float(top[valid].mean()), 4)
     report["ece"] = round(expected_calibration_error(probs, labels), 4)
     report["ece_uncalibrated"] = round(expected_calibration_error(softmax(logits), labels), 4)
     report["temperature"] = temperature
@@ -603,9 +658,10 @@ def _validation_scores(model: Any, val: dict[str, Any]) -> dict[str, float]:
         "val_accuracy": round(float((pred == val["targets"].argmax(1)).mean()), 5),
         "val_fer2013_accuracy": round(float((pred == val["labels"]).mean()), 5),
     }
-    if val["votes"] is not None:
-        dist, valid = vote_distribution(val["votes"])
-        scores["val_ferplus_accuracy"] = round(float((pred == dist.argmax(1))[valid].mean()), 5)
+    if val["ferplus_labels"] is not None:
+        hits = ferplus_hits(pred, val["ferplus_labels"])
+        if len(hits):
+            scores["val_ferplus_accuracy"] = round(float(hits.mean()), 5)
     scores["val_score"] = selection_score(scores)
     return scores
 
@@ -622,7 +678,12 @@ def selection_score(scores: dict[str, float]) -> float:
 
 
 def _average_last_epochs(
-    keras: Any, best: Any, ckpt: Path, state: dict[str, Any], val: dict[str, Any]
+    keras: Any,
+    best: Any,
+    ckpt: Path,
+    state: dict[str, Any],
+    val: dict[str, Any],
+    progress: Progress | None = None,
 ) -> Any:
     """The weight average of the last epochs' checkpoints if it validates better than ``best``.
 
@@ -632,7 +693,14 @@ def _average_last_epochs(
     last = state["epoch"]
     epochs = [e for e in range(last - state["config"]["average"] + 1, last + 1) if e > 0]
     paths = [ckpt / f"epoch{e}.keras" for e in epochs]
-    if len(paths) < 2 or not all(path.exists() for path in paths):
+    if len(paths) < 2:
+        return best
+    if not all(path.exists() for path in paths):
+        if progress:
+            progress(
+                f"not averaging: {ckpt} lacks the checkpoints of epochs {epochs[0]}-{epochs[-1]}"
+                " (they are kept only while a run has --average)"
+            )
         return best
     weights = [keras.models.load_model(path, compile=False).get_weights() for path in paths]
     averaged = keras.models.clone_model(best)
@@ -716,7 +784,8 @@ def train(
     ckpt = checkpoint_dir(out)
     # Read before _start_state clears the checkpoints, which the starting model may be one of.
     start_weights = _weights_of(keras, Path(config.init)) if config.init and not resume else None
-    state = _start_state(ckpt, config, data_path, votes, resume)
+    rows = [len(train_data), len(val_data)]
+    state = _start_state(ckpt, config, data_path, votes, resume, rows)
     keras.utils.set_random_seed(config.seed + state["epoch"])
     x_train = preprocess_faces(train_data.faces)
     weights = class_weights(train_targets)
@@ -727,16 +796,20 @@ def train(
         "x": preprocess_faces(val_data.faces),
         "targets": val_targets,
         "labels": val_data.labels,
-        "votes": val_data.votes,
+        "ferplus_labels": val_data.ferplus_labels,
     }
     steps = math.ceil(len(x_train) / config.batch_size)
     model = _compiled_model(keras, steps, config.epochs, config.lr)
     if resume:
-        _restore_checkpoint(keras, model, ckpt / "last.keras")
-    elif start_weights is not None:
-        if [w.shape for w in start_weights] != [w.shape for w in model.get_weights()]:
-            raise TrainingError(f"{config.init}: its network differs from the one being trained")
-        model.set_weights(start_weights)
+        _restore_checkpoint(keras, model, ckpt / "last.keras", state["epoch"] * steps)
+    else:
+        if start_weights is not None:
+            if [w.shape for w in start_weights] != [w.shape for w in model.get_weights()]:
+                raise TrainingError(
+                    f"{config.init}: its network differs from the one being trained"
+                )
+            model.set_weights(start_weights)
+        _clear_checkpoints(ckpt)
     if progress:
         progress(
             f"training on {len(x_train)} faces, validating on {len(val['x'])} ({val_name}); "
@@ -760,7 +833,7 @@ def train(
             verbose=0,
         )
     best = keras.models.load_model(ckpt / "best.keras", compile=False)
-    best = _average_last_epochs(keras, best, ckpt, state, val)
+    best = _average_last_epochs(keras, best, ckpt, state, val, progress)
     return _calibrate_and_save(best, out, val_data, val["x"], state, config.labels, val_name)
 
 
@@ -776,7 +849,9 @@ def _calibrate_and_save(
     """Fit the temperature on the validation split, measure, and save model and metadata."""
     logits = EmotionModel(model, {"tta": False}, None).logits_from_input(x_val)
     temperature = fit_temperature(logits, reference_labels(val_data, labels))
-    report = classification_report(logits, val_data.labels, temperature, val_data.votes)
+    report = classification_report(
+        logits, val_data.labels, temperature, val_data.votes, val_data.ferplus_labels
+    )
     figures = {
         key: report[key]
         for key in ("n", "accuracy", "ferplus_accuracy", "ece", "ece_uncalibrated")
@@ -836,25 +911,39 @@ def _compiled_model(keras: Any, steps: int, epochs: int, peak_lr: float = PEAK_L
     return model
 
 
-def _restore_checkpoint(keras: Any, model: Any, path: Path) -> None:
+def _restore_checkpoint(keras: Any, model: Any, path: Path, step: int) -> None:
     """Copy weights and optimizer state (step count, moments) from a checkpoint.
 
     Loading into a freshly compiled model, rather than using the loaded one, keeps settings
-    that Keras does not save, such as which variables are exempt from weight decay.
+    that Keras does not save, such as which variables are exempt from weight decay. The
+    checkpoint's step count must be where the log says the run stopped: otherwise an epoch
+    would be trained twice, and every later one at the wrong learning rate.
     """
-    saved = keras.models.load_model(path)
-    model.set_weights(saved.get_weights())
-    model.optimizer.build(model.trainable_variables)
-    for variable, value in zip(model.optimizer.variables, saved.optimizer.variables, strict=True):
-        variable.assign(value)
+    try:
+        saved = keras.models.load_model(path)
+        model.set_weights(saved.get_weights())
+        model.optimizer.build(model.trainable_variables)
+        pairs = zip(model.optimizer.variables, saved.optimizer.variables, strict=True)
+        for variable, value in pairs:
+            variable.assign(value)
+    except Exception as exc:  # noqa: BLE001 - Keras raises many types for a bad file
+        reason = first_line(exc)
+        raise TrainingError(f"{path}: cannot resume from this checkpoint: {reason}") from exc
+    saved_step = int(model.optimizer.iterations.numpy())
+    if saved_step != step:
+        raise TrainingError(
+            f"{path}: the checkpoint is at step {saved_step} but its log at step {step} "
+            f"(the run stopped while saving); delete {path.parent} to start over"
+        )
 
 
 def _weights_of(keras: Any, path: Path) -> list[np.ndarray]:
     """An earlier model's weights, without its optimizer state: the start of a new cycle."""
     try:
         return keras.models.load_model(path, compile=False).get_weights()
-    except (OSError, ValueError) as exc:
-        raise TrainingError(f"{path}: cannot load the model to start from: {exc}") from exc
+    except Exception as exc:  # noqa: BLE001 - Keras raises many types for a bad file
+        reason = first_line(exc)
+        raise TrainingError(f"{path}: cannot load the model to start from: {reason}") from exc
 
 
 def _init_record(init: str) -> dict[str, Any]:
@@ -879,8 +968,13 @@ def _start_state(
     data_path: str | os.PathLike[str],
     votes: str | os.PathLike[str] | None,
     resume: bool,
+    rows: list[int],
 ) -> dict[str, Any]:
-    """The run's state: fresh, or read back from the checkpoint when resuming."""
+    """The run's state: fresh, or read back from the checkpoint when resuming.
+
+    A fresh run refuses to start over an unfinished one, which ``--resume`` would continue:
+    forgetting that option must not throw away hours of training.
+    """
     fresh = {
         "config": {**vars(config)},
         "data": str(data_path),
@@ -889,31 +983,60 @@ def _start_state(
         "best_score": -1.0,
         "best_epoch": 0,
         "wait": 0,
+        "rows": rows,
         "history": [],
     }
     if config.init:
         fresh["init"] = _init_record(config.init)
-    if not resume:
-        ckpt.mkdir(parents=True, exist_ok=True)
-        stale = [ckpt / name for name in ("last.keras", "best.keras", "log.json", "log.csv")]
-        for path in [*stale, *ckpt.glob("epoch*.keras")]:
-            path.unlink(missing_ok=True)
-        return fresh
     log = ckpt / "log.json"
-    if not log.exists() or not (ckpt / "last.keras").exists():
+    resumable = log.exists() and (ckpt / "last.keras").exists()
+    if not resume:
+        if resumable:
+            done = _read_log(log)
+            if done["epoch"] < done["config"]["epochs"] and not done.get("stopped_early"):
+                raise TrainingError(
+                    f"{ckpt} holds an unfinished run (epoch {done['epoch']} of "
+                    f"{done['config']['epochs']}): continue it with --resume, "
+                    "or delete that folder to start over"
+                )
+        return fresh
+    if not resumable:
         raise TrainingError(f"{ckpt}: no checkpoint to resume from; train without --resume")
-    try:
-        state = json.loads(log.read_text())
-    except ValueError as exc:
-        raise TrainingError(f"{log}: unreadable training log: {exc}") from exc
-    fixed = ("epochs", "batch_size", "labels", "lr", "init", "augment")
+    state = _read_log(log)
+    fixed = ("epochs", "batch_size", "seed", "labels", "lr", "init", "augment")
     if any(state["config"].get(k, fresh["config"][k]) != fresh["config"][k] for k in fixed):
         made = {k: state["config"].get(k) for k in fixed}
         was = ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in made.items() if v is not None)
         raise TrainingError(f"{ckpt}: the checkpoint was made with {was}; resume with those")
+    if state.get("rows", rows) != rows:
+        raise TrainingError(
+            f"{ckpt}: the checkpoint was trained on {state['rows'][0]} faces and validated on "
+            f"{state['rows'][1]}, but this data gives {rows[0]} and {rows[1]}; "
+            "resume with the same DATA and --votes"
+        )
+    if state.get("stopped_early") and config.patience > state["wait"]:
+        state["stopped_early"] = False  # more patience than ran out: carry on
     state["config"]["patience"] = config.patience
     state["config"]["average"] = config.average
     return state
+
+
+def _read_log(log: Path) -> dict[str, Any]:
+    try:
+        state = json.loads(log.read_text())
+    except (OSError, ValueError) as exc:
+        raise TrainingError(f"{log}: unreadable training log: {first_line(exc)}") from exc
+    if not isinstance(state, dict) or "epochs" not in state.get("config", {}):
+        raise TrainingError(f"{log}: not a photosort training log")
+    return state
+
+
+def _clear_checkpoints(ckpt: Path) -> None:
+    """Remove a finished run's checkpoints before a new run writes its own."""
+    ckpt.mkdir(parents=True, exist_ok=True)
+    stale = [ckpt / name for name in ("last.keras", "best.keras", "log.json", "log.csv")]
+    for path in [*stale, *ckpt.glob("epoch*.keras")]:
+        path.unlink(missing_ok=True)
 
 
 # --- evaluation ---------------------------------------------------------------------------
@@ -930,20 +1053,32 @@ def evaluate(
     data = split_usage(load_data(data_path, votes), usage)
     model = load_model(model_path)
     logits = model.logits(data.faces)
-    report = classification_report(logits, data.labels, model.temperature, data.votes)
+    report = classification_report(
+        logits, data.labels, model.temperature, data.votes, data.ferplus_labels
+    )
     return {"usage": usage, "model_id": model.model_id, **report}, model
+
+
+def _format_ferplus(report: dict[str, Any]) -> str:
+    if "ferplus_n" not in report:
+        return ""
+    majority = (
+        f"FER+ majority accuracy {report['ferplus_accuracy']:.4f} "
+        f"({report['ferplus_n']} faces with a clear majority)"
+        if "ferplus_accuracy" in report
+        else "no face has a clear FER+ majority"
+    )
+    plurality = report.get("ferplus_plurality_accuracy")
+    return f"   {majority}" + (
+        "" if plurality is None else f"; most-voted class {plurality:.4f} (every voted face)"
+    )
 
 
 def format_report(report: dict[str, Any]) -> str:
     """The evaluation report as a human-readable text table."""
     lines = [
         f"{report['usage']}: {report['n']} faces, model {report['model_id']}",
-        f"accuracy {report['accuracy']:.4f}"
-        + (
-            f"   FER+ majority accuracy {report['ferplus_accuracy']:.4f}"
-            if "ferplus_accuracy" in report
-            else ""
-        ),
+        f"accuracy {report['accuracy']:.4f}" + _format_ferplus(report),
         f"ECE {report['ece']:.4f} (uncalibrated {report['ece_uncalibrated']:.4f}, "
         f"temperature {report['temperature']:g})",
         "",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +12,13 @@ import click
 import pytest
 from click.testing import CliRunner
 
+from photosort import cli as cli_module
 from photosort.cli import cli
+from photosort.indexing import FaceOptions, scan_library
+from photosort.reporting import explain_photo_face
+from photosort.sample import save_jpeg, skimage_photo
+from photosort.store import open_engine
+from tests.test_report import RegionModel
 
 
 def all_commands(group: click.Group, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
@@ -74,11 +81,82 @@ def test_quiet_scan_prints_nothing_and_no_bar_off_a_terminal(
     assert "Scanning" not in loud.stderr  # CliRunner's stderr is no terminal
 
 
-def test_demo_builds_and_scans_the_sample_album(runner: CliRunner, tmp_path: Path) -> None:
+def test_demo_builds_and_scans_the_sample_album(
+    runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     result = runner.invoke(cli, ["demo", str(tmp_path / "demo")])
     assert result.exit_code == 0, result.output
     assert "Scanned 7 photos: 7 new" in result.output
+    assert "Scanning" not in result.stderr and "Explaining" not in result.stderr  # no terminal
+    monkeypatch.setattr(cli_module, "show_progress", lambda quiet: not quiet)  # a terminal
     again = runner.invoke(cli, ["demo", str(tmp_path / "demo")])
-    assert "7 unchanged" in again.output
+    assert "7 unchanged" in again.stdout
+    assert "Scanning" in again.stderr and "Explaining" in again.stderr
+    quiet = runner.invoke(cli, ["demo", str(tmp_path / "demo"), "--quiet"])
+    assert quiet.exit_code == 0 and quiet.output == ""
     status = runner.invoke(cli, ["status", "--db", str(tmp_path / "demo" / "library.db"), "--json"])
     assert json.loads(status.stdout)["by_status"]["ok"] == 7
+
+
+@pytest.fixture
+def linked(tmp_path: Path, db_url: str) -> Path:
+    """An album whose trip/ is a symlink to a folder elsewhere, scanned with faces; the
+    album is also reachable through the symlink alias/."""
+    save_jpeg(tmp_path / "disk" / "trip" / "astronaut.jpg", skimage_photo("astronaut"))
+    album = tmp_path / "album"
+    album.mkdir()
+    os.symlink(tmp_path / "disk" / "trip", album / "trip")
+    os.symlink(album, tmp_path / "alias")
+    faces = FaceOptions(classifier=RegionModel())
+    scan_library(open_engine(db_url), [str(album)], workers=1, faces=faces)
+    return album
+
+
+def stored_path(linked: Path) -> str:
+    """Where the scan recorded the photo: the album's real path, then the names it walked."""
+    return os.path.join(os.path.realpath(linked), "trip", "astronaut.jpg")
+
+
+def top_paths(runner: CliRunner, db_url: str, *args: str) -> list[str]:
+    result = runner.invoke(
+        cli, ["top", "happy", "--min-probability", "0", "--db", db_url, "--json", *args]
+    )
+    assert result.exit_code == 0, result.output
+    return [pick["path"] for pick in json.loads(result.stdout)]
+
+
+def test_photos_under_a_symlinked_folder_are_found_however_spelled(
+    runner: CliRunner, linked: Path, db_url: str, tmp_path: Path
+) -> None:
+    engine = open_engine(db_url)
+    for trip in (linked / "trip", tmp_path / "alias" / "trip"):
+        shown = runner.invoke(cli, ["show", str(trip / "astronaut.jpg"), "--db", db_url])
+        assert shown.exit_code == 0, shown.output
+        assert shown.stdout.startswith(f"{stored_path(linked)} (ok, 1 face)\n")
+        assert top_paths(runner, db_url, "--under", str(trip)) == [stored_path(linked)]
+        found, _ = explain_photo_face(
+            engine, str(trip / "astronaut.jpg"), RegionModel(), samples=60
+        )
+        assert found.emotion == "happy"
+    assert top_paths(runner, db_url, "--under", str(tmp_path / "alias")) == [stored_path(linked)]
+
+
+def test_top_under_a_folder_that_is_not_there_now(
+    runner: CliRunner, linked: Path, db_url: str, tmp_path: Path
+) -> None:
+    """A drive that is not mounted: its photos stay in the library until a scan says so."""
+    linked.rename(tmp_path / "unmounted")
+    assert top_paths(runner, db_url, "--under", str(linked)) == [stored_path(linked)]
+    assert top_paths(runner, db_url, "--under", str(linked / "trip")) == [stored_path(linked)]
+    nowhere = runner.invoke(cli, ["top", "happy", "--under", "never/there", "--db", db_url])
+    assert nowhere.exit_code == 0
+    assert nowhere.stdout.startswith("No photo shows happy") and "--under)" in nowhere.stdout
+
+
+def test_show_says_faces_were_not_looked_for(runner: CliRunner, album: Path, db_url: str) -> None:
+    scanned = runner.invoke(cli, ["scan", str(album), "--db", db_url, "--no-faces"])
+    assert scanned.exit_code == 0, scanned.output
+    shown = runner.invoke(cli, ["show", str(album / "people" / "astronaut.jpg"), "--db", db_url])
+    assert shown.exit_code == 0, shown.output
+    first = shown.stdout.splitlines()[0]
+    assert first.endswith("(ok, faces not looked for yet: scan it without --no-faces)"), first

@@ -109,3 +109,29 @@ def test_importing_the_api_does_not_import_tensorflow() -> None:
     code = "import sys, photosort.emotions; print('tensorflow' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_one_image_where_a_batch_belongs_is_an_error(model: emotions.EmotionModel) -> None:
+    for single in (faces(1)[0], np.zeros((48, 48, 3), np.uint8)):
+        with pytest.raises(ValueError, match=r"got one image of shape .*pass \[crop\]"):
+            model.predict(single)
+    assert model.predict([np.zeros((48, 48, 3), np.uint8)]).shape == (1, 7)
+
+
+@pytest.mark.parametrize(
+    ("metadata", "message"),
+    [
+        ('{"temperature": -1}', "temperature must be positive"),
+        ('{"temperature": 0}', "temperature must be positive"),
+        ('{"temperature": "warm"}', "temperature must be a number"),
+        ('{"input_size": 0}', "input_size must be a positive integer"),
+    ],
+)
+def test_bad_metadata_is_a_model_error(
+    model_path: Path, tmp_path: Path, metadata: str, message: str
+) -> None:
+    copy = tmp_path / "copy.keras"
+    copy.write_bytes(model_path.read_bytes())
+    copy.with_suffix(".json").write_text(metadata)
+    with pytest.raises(ModelError, match=f"copy.json: {message}"):
+        emotions.model_id_of(copy)

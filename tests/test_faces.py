@@ -242,7 +242,8 @@ def test_min_face_rejects_and_records_done(sample: Path, db_url: str) -> None:
     assert report.faces == 0
     with Session(open_engine(db_url)) as session:
         assert set(session.scalars(select(Photo.faces_state))) == {"done"}
-    assert scan(db_url, sample, BrightnessModel()).faces == 0  # not re-processed
+    assert scan(db_url, sample, BrightnessModel(), min_face=2000).faces == 0
+    assert scan(db_url, sample, BrightnessModel()).faces > 0  # other settings: searched again
 
 
 def test_top_ranks_dedupes_and_filters(sample: Path, db_url: str) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,9 +21,10 @@ from photosort.defaults import EMOTIONS
 from photosort.emotions import preprocess_faces
 from photosort.explaining import explain_face
 from photosort.indexing import FaceOptions, scan_library
+from photosort.ranking import top_photos
 from photosort.reporting import MANIFEST, ReportError, build_report
 from photosort.sample import build_sample_album, save_jpeg, skimage_photo
-from photosort.store import ExplanationRow, open_engine
+from photosort.store import ExplanationRow, FaceRow, open_engine
 from tests.browser import Browser, find_chromium
 from tests.test_faces import BrightnessModel
 
@@ -308,3 +311,103 @@ def test_disk_full_while_writing_keeps_the_previous_report(
         build_report(open_engine(db_url), out, RegionModel(), n=2, samples=60)
     assert (out / "index.html").read_text() == before
     assert not list(out.rglob(".tmp-*")), "no half-written files left behind"
+
+
+def test_explanation_works_at_the_models_input_size() -> None:
+    class SmallModel(RegionModel):
+        input_size = 32
+
+    found = explain_face(face_crop(), SmallModel(), "happy", samples=60, seed=0)
+    assert found.segments.shape == (32, 32)
+
+
+def files_in(out: Path) -> set[str]:
+    return {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
+
+
+def listed_in(out: Path) -> set[str]:
+    return set(json.loads((out / MANIFEST).read_text())["files"])
+
+
+def test_report_never_overwrites_the_users_files_in_its_subfolders(
+    library: Path, db_url: str, tmp_path: Path
+) -> None:
+    engine = open_engine(db_url)
+    pick = top_photos(engine, "happy", 1, min_probability=0)[0]
+    with Session(engine) as session:
+        face_id = session.scalar(select(FaceRow.id).where(FaceRow.photo_id == pick.photo_id))
+    out = tmp_path / "site"
+    (out / "faces").mkdir(parents=True)
+    mine = out / "faces" / f"{face_id}.png"
+    mine.write_bytes(b"my own picture")
+    options = dict(n=1, emotions=["happy"], min_probability=0, samples=60)
+    with pytest.raises(ReportError, match=rf"faces/{face_id}.png was not written by photosort"):
+        build_report(engine, out, RegionModel(), **options)
+    assert mine.read_bytes() == b"my own picture"
+    assert files_in(out) == {f"faces/{face_id}.png"}, "refused before writing anything"
+    # A file of the user's that the album does not need stays, run after run.
+    mine.rename(out / "faces" / "mine.png")
+    for _ in range(2):
+        build_report(engine, out, RegionModel(), **options)
+    assert (out / "faces" / "mine.png").read_bytes() == b"my own picture"
+    assert "faces/mine.png" not in listed_in(out)
+
+
+def test_a_report_killed_outright_leaves_nothing_unlisted(
+    library: Path, db_url: str, tmp_path: Path
+) -> None:
+    """What a run will write is listed before it is written, so SIGKILL leaves no file
+    that the next run would take for the user's and refuse to replace."""
+    out = tmp_path / "report"
+    code = (
+        "import os, sys\n"
+        "from pathlib import Path\n"
+        "from photosort.reporting import build_report\n"
+        "from photosort.store import open_engine\n"
+        "from tests.test_report import RegionModel\n"
+        "class Killed(RegionModel):\n"
+        "    def predict(self, faces):\n"
+        "        if self.calls:\n"
+        "            os._exit(9)  # like SIGKILL: no except, no finally\n"
+        "        return super().predict(faces)\n"
+        "build_report(open_engine(sys.argv[1]), Path(sys.argv[2]), Killed(), n=3,\n"
+        "             min_probability=0, samples=60)\n"
+    )
+    root = Path(__file__).parent.parent
+    killed = subprocess.run([sys.executable, "-c", code, db_url, str(out)], cwd=root)
+    assert killed.returncode == 9
+    assert files_in(out) - {MANIFEST}, "the run got some way before it was killed"
+    assert files_in(out) - {MANIFEST} <= listed_in(out)
+    engine = open_engine(db_url)
+    build_report(engine, out, RegionModel(), n=1, emotions=["happy"], min_probability=0, samples=60)
+    assert files_in(out) - {MANIFEST} == listed_in(out)
+
+
+def test_index_says_why_a_photo_is_not_shown(library: Path, db_url: str, tmp_path: Path) -> None:
+    shutil.move(library / "people" / "cameraman.png", tmp_path / "elsewhere.png")
+    (library / "people" / WEIRD_NAME).write_text("no longer a photo")
+    out = tmp_path / "report"
+    build_report(
+        open_engine(db_url), out, RegionModel(), n=10, emotions=["happy"], min_probability=0,
+        samples=60,
+    )  # fmt: skip
+    index = (out / "index.html").read_text()
+    assert index.count("missing since the scan") == 1
+    assert index.count("unreadable since the scan") == 1
+    pages = [p.read_text() for p in out.glob("happy-*.html")]
+    assert sum("Unreadable: " in page for page in pages) == 1
+
+
+def test_an_emotion_asked_for_twice_gets_one_section(
+    library: Path, db_url: str, tmp_path: Path
+) -> None:
+    out = tmp_path / "report"
+    emotions = ["happy", "sad", "happy"]
+    summary = build_report(
+        open_engine(db_url), out, RegionModel(), n=1, emotions=emotions, min_probability=0,
+        samples=60,
+    )  # fmt: skip
+    index = (out / "index.html").read_text()
+    assert index.count('id="happy"') == 1 and index.count('id="sad"') == 1
+    assert index.index('id="happy"') < index.index('id="sad"'), "in the order asked"
+    assert summary.picks == 2

@@ -12,18 +12,21 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
-from sqlalchemy import select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from photosort import indexing, scanning
+from photosort import emotions, indexing, scanning
 from photosort.cli import cli
-from photosort.indexing import scan_library
+from photosort.faces import FaceScan, FaceSettings
+from photosort.indexing import FaceOptions, ScanReport, scan_library
 from photosort.sample import save_jpeg, skimage_photo
 from photosort.scanning import WalkError
-from photosort.store import Photo, Scan, open_engine
+from photosort.store import ExplanationRow, FaceRow, Photo, Scan, open_engine, utcnow
 from tests.conftest import ALBUM_BROKEN, ALBUM_PHOTOS, sqlite_only
+from tests.test_faces import BrightnessModel
 
 KEYS = {"scanned", "new", "changed", "moved", "missing", "unchanged", "errors", "seconds"}
 
@@ -37,6 +40,17 @@ def scan_json(runner: CliRunner, db_url: str, *paths: Path | str) -> dict:
 def photos(db_url: str) -> dict[str, Photo]:
     with Session(open_engine(db_url), expire_on_commit=False) as session:
         return {p.path: p for p in session.scalars(select(Photo))}
+
+
+def face_scan(db_url: str, folder: Path, model: BrightnessModel, **options: object) -> ScanReport:
+    """Scan with faces, in this process so that tests can watch detection."""
+    faces = FaceOptions(classifier=model, **options)  # type: ignore[arg-type]
+    return scan_library(open_engine(db_url), [str(folder)], workers=1, faces=faces)
+
+
+def stored_faces(db_url: str) -> list[FaceRow]:
+    with Session(open_engine(db_url), expire_on_commit=False) as session:
+        return list(session.scalars(select(FaceRow).order_by(FaceRow.id)))
 
 
 def tree_fingerprint(root: Path) -> dict[str, tuple[str, int]]:
@@ -107,10 +121,9 @@ def test_bad_files_are_recorded_with_reasons(runner: CliRunner, album: Path, db_
     assert data["last_scan_state"] == "done"
 
 
-def test_unreadable_permission_is_recorded(
-    album: Path, db_url: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    locked = str(album / "people" / "astronaut.jpg")
+def deny_reading(monkeypatch: pytest.MonkeyPatch, locked: str) -> None:
+    """Make the scanner's ``open`` of one file fail as a file without read permission does
+    (tests run as root, whom chmod does not stop)."""
     real_open = open
 
     def fake_open(path, *args, **kwargs):  # type: ignore[no-untyped-def]
@@ -119,6 +132,13 @@ def test_unreadable_permission_is_recorded(
         return real_open(path, *args, **kwargs)
 
     monkeypatch.setattr(scanning, "open", fake_open, raising=False)
+
+
+def test_unreadable_permission_is_recorded(
+    album: Path, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    locked = str(album / "people" / "astronaut.jpg")
+    deny_reading(monkeypatch, locked)
     report = scan_library(open_engine(db_url), [str(album)], workers=1)
     assert report.errors == ALBUM_BROKEN + 1
     assert photos(db_url)[locked].error == "permission denied"
@@ -135,18 +155,31 @@ def test_unreadable_permission_for_real(album: Path, db_url: str) -> None:
     assert photos(db_url)[str(locked)].error == "permission denied"
 
 
-def test_rescan_of_unchanged_album_opens_no_file(
+def test_rescan_of_unchanged_album_opens_no_photo(
     runner: CliRunner, album: Path, db_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     scan_json(runner, db_url, album)
     first_seen = {p: r.last_seen for p, r in photos(db_url).items()}
     opened: list[str] = []
-    monkeypatch.setattr(indexing, "examine", lambda path, *args: opened.append(path))
+    real_examine = indexing.examine
+
+    def counting_examine(path: str, *args: object) -> scanning.FileFacts | None:
+        opened.append(path)
+        return real_examine(path, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(indexing, "examine", counting_examine)
     report = scan_json(runner, db_url, album, "--workers", "1")
-    # Only files that are not photos (and so have no row) are sniffed again.
-    assert [Path(p).name for p in opened] == ["README.txt"], "photos must not be reopened"
+    # Only files that are not photos (no row) and unreadable ones are read again.
+    assert sorted(Path(p).name for p in opened) == [
+        "README.txt",
+        "bomb.png",
+        "notes.jpg",
+        "truncated.jpg",
+        "zero.jpg",
+    ], "good photos must not be reopened"
     assert report["unchanged"] == report["scanned"] == ALBUM_PHOTOS
     assert report["new"] == report["changed"] == report["missing"] == 0
+    assert report["errors"] == ALBUM_BROKEN, "still broken, and still reported"
     assert all(r.last_seen > first_seen[p] for p, r in photos(db_url).items())
 
 
@@ -284,7 +317,7 @@ def test_folder_that_cannot_be_listed_keeps_its_photos(
 
     monkeypatch.setattr(scanning.os, "scandir", fake_scandir)
     report = scan_library(engine, [str(album)])
-    assert report.errors == 1 + ALBUM_BROKEN - ALBUM_BROKEN  # only the folder (broken unchanged)
+    assert report.errors == 1 + ALBUM_BROKEN  # the folder, and the broken files read again
     assert report.missing == 0
     assert (blocked, "cannot list folder: Permission denied") in report.problems
 
@@ -410,7 +443,7 @@ def test_files_given_directly_and_nested_roots(runner: CliRunner, album: Path, d
     assert "1 unchanged, 1 error;" in named.stdout
     inside = album / "people" / "notes.txt"
     inside.write_text("not named: ignored like any sidecar")
-    assert scan_json(runner, db_url, album)["errors"] == 0
+    assert scan_json(runner, db_url, album)["errors"] == ALBUM_BROKEN
 
 
 @sqlite_only  # fills the disk with PRAGMA max_page_count
@@ -457,3 +490,199 @@ def test_library_on_a_read_only_disk_scans_fine(album: Path, tmp_path: Path) -> 
         assert scan_library(open_engine(url), [str(mount)]).unchanged == ALBUM_PHOTOS
     finally:
         subprocess.run(["umount", str(mount)], check=True)
+
+
+def test_names_that_are_not_utf8_are_reported_and_skipped(
+    runner: CliRunner, tmp_path: Path, db_url: str
+) -> None:
+    """Bytes that are not UTF-8 in a name cannot be stored: such a file or folder is reported
+    and skipped, the photos beside it are kept, and its folder counts as not fully listed."""
+    root = tmp_path / "library"
+    sub = root / "sub"
+    kept = save_jpeg(sub / "kept.jpg", skimage_photo("coffee"))
+    deleted_here = save_jpeg(sub / "deleted.jpg", skimage_photo("rocket"))
+    deleted_there = save_jpeg(root / "other" / "deleted.jpg", skimage_photo("chelsea"))
+    scan_json(runner, db_url, root)
+    deleted_here.unlink()
+    deleted_there.unlink()
+    fresh = save_jpeg(sub / "fresh.jpg", skimage_photo("astronaut"))
+    raw = os.fsencode(sub)
+    try:
+        os.mkdir(raw + b"/\xff")
+    except OSError:
+        pytest.skip("this file system takes only UTF-8 names")
+    for name in (b"/caf\xe9.jpg", b"/\xff/inside.jpg"):
+        with open(raw + name, "wb") as fh:
+            fh.write(kept.read_bytes())
+
+    for _ in range(2):  # and every rescan goes through too
+        result = runner.invoke(cli, ["scan", str(root), "--db", db_url, "--no-faces"])
+        assert result.exit_code == 0, result.output
+        assert "2 errors" in result.stdout
+        assert f"{sub}/caf\ufffd.jpg: file name is not valid UTF-8" in result.stderr
+        assert f"{sub}/\ufffd: file name is not valid UTF-8" in result.stderr
+        statuses = {p: r.status for p, r in photos(db_url).items()}
+        assert statuses == {
+            str(kept): "ok",
+            str(fresh): "ok",  # read in the same batch as the bad name, and kept
+            str(deleted_here): "ok",  # its folder was not fully listed: not known to be gone
+            str(deleted_there): "missing",
+        }
+    with pytest.raises(WalkError, match="not valid UTF-8"):
+        scan_library(open_engine(db_url), [os.fsdecode(raw + b"/\xff")])
+
+
+def test_failed_classification_is_tried_again(album: Path, db_url: str) -> None:
+    people = album / "people"
+    first = face_scan(db_url, people, BrightnessModel(fail=True))
+    assert (first.faces, first.classified) == (3, 0)
+    failed = stored_faces(db_url)
+    assert all(f.model_id is None and f.p_happy is None and f.classify_error for f in failed)
+    with Session(open_engine(db_url)) as session:  # as libraries written before the fix have it
+        session.execute(update(FaceRow).values(model_id="test-model-1"))
+        session.commit()
+
+    again = face_scan(db_url, people, BrightnessModel())
+    assert (again.faces, again.classified) == (0, 3)  # from the stored crops, no detection
+    faces = stored_faces(db_url)
+    assert [f.id for f in faces] == [f.id for f in failed]
+    assert all(f.model_id == "test-model-1" and f.classify_error is None for f in faces)
+    assert all(f.p_happy is not None for f in faces)
+
+    assert face_scan(db_url, people, BrightnessModel("model-b", fail=True)).classified == 0
+    kept = stored_faces(db_url)
+    assert [(f.model_id, f.p_happy) for f in kept] == [(f.model_id, f.p_happy) for f in faces]
+    assert {f.classify_error for f in kept} == {"classification failed: model exploded"}
+    assert face_scan(db_url, people, BrightnessModel("model-b")).classified == 3
+
+
+def test_model_that_cannot_be_loaded_fails_the_scan_and_keeps_its_work(
+    runner: CliRunner, album: Path, db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    broken = tmp_path / "broken.keras"
+    broken.write_bytes(b"not a model")
+
+    def cannot_load(path: object = None) -> object:
+        raise emotions.ModelError(f"{path}: not a loadable Keras model: bad zip file")
+
+    monkeypatch.setattr(emotions, "load_model", cannot_load)
+    args = ["scan", str(album / "people"), "--db", db_url, "--workers", "1", "--model", str(broken)]
+    result = runner.invoke(cli, args)
+    assert result.exit_code == 1
+    assert result.stderr == f"Error: {broken}: not a loadable Keras model: bad zip file\n"
+    assert len(photos(db_url)) == 3  # the photos and faces found so far are kept
+    faces = stored_faces(db_url)
+    assert len(faces) == 3 and all(f.p_happy is None and f.model_id is None for f in faces)
+
+    monkeypatch.setattr(emotions, "load_model", lambda path=None: BrightnessModel())
+    fixed = runner.invoke(cli, [*args, "--json"])
+    assert fixed.exit_code == 0, fixed.output
+    assert json.loads(fixed.stdout)["classified"] == 3
+
+
+def test_model_that_failed_to_load_is_not_loaded_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[str] = []
+
+    def failing_load(path: object = None) -> object:
+        calls.append("load")
+        raise RuntimeError("no TensorFlow here")
+
+    def model_id_of(path: object = None) -> str:
+        calls.append("hash")
+        return "abc"
+
+    monkeypatch.setattr(emotions, "load_model", failing_load)
+    monkeypatch.setattr(emotions, "model_id_of", model_id_of)
+    lazy = indexing.LazyClassifier("model.keras")
+    for _ in range(3):
+        with pytest.raises(RuntimeError, match="no TensorFlow here"):
+            lazy.predict(np.zeros((1, 96, 96), np.uint8))
+        assert lazy.model_id == "abc"
+    assert calls == ["load", "hash"]
+
+
+def test_unreadable_files_are_read_again(
+    album: Path, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fixed permission or a higher --max-megapixels cures a file that did not change."""
+    engine = open_engine(db_url)
+    locked = str(album / "people" / "astronaut.jpg")
+    deny_reading(monkeypatch, locked)
+    scan_library(engine, [str(album)], workers=1)
+    assert photos(db_url)[locked].error == "permission denied"
+    monkeypatch.undo()
+    report = scan_library(engine, [str(album)], workers=1, max_megapixels=2000)
+    assert (report.changed, report.unchanged) == (2, ALBUM_PHOTOS - 2)
+    assert report.errors == ALBUM_BROKEN - 1  # the other broken files, still broken
+    rows = photos(db_url)
+    assert (rows[locked].status, rows[locked].error, rows[locked].format) == ("ok", None, "JPEG")
+    bomb = rows[str(album / "broken" / "bomb.png")]
+    assert (bomb.status, bomb.error, bomb.width) == ("ok", None, 40000)
+
+
+def test_other_detector_settings_find_faces_again(
+    album: Path, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    people = album / "people"
+    face_scan(db_url, people, BrightnessModel())
+    before = photos(db_url)
+    face_id = stored_faces(db_url)[0].id
+    with Session(open_engine(db_url)) as session:  # a cached LIME explanation of one face
+        session.add(
+            ExplanationRow(
+                face_id=face_id,
+                model_id="test-model-1",
+                emotion="happy",
+                samples=10,
+                segments=4,
+                seed=0,
+                probability=0.5,
+                fit=0.5,
+                deletion_support=0.1,
+                deletion_random=0.0,
+                segment_map=b"",
+                weights="[]",
+                created_at=utcnow(),
+            )
+        )
+        session.commit()
+    detected: list[str] = []
+    real = indexing.find_faces_with
+    monkeypatch.setattr(
+        indexing, "find_faces_with", lambda p, *a: detected.append(p) or real(p, *a)
+    )
+
+    report = face_scan(db_url, people, BrightnessModel(), min_face=2000)
+    assert (len(detected), report.faces, report.unchanged) == (3, 0, 3)
+    assert stored_faces(db_url) == []
+    with Session(open_engine(db_url)) as session:
+        assert session.scalar(select(func.count()).select_from(ExplanationRow)) == 0
+    after = photos(db_url)
+    assert {p.detector for p in after.values()} == {FaceSettings(min_face=2000).key}
+    assert {p: (r.id, r.content_hash, r.phash) for p, r in after.items()} == {
+        p: (r.id, r.content_hash, r.phash) for p, r in before.items()
+    }
+
+    report = face_scan(db_url, people, BrightnessModel())  # back to the defaults
+    assert (len(detected), report.faces, report.classified) == (6, 3, 3)
+    face_scan(db_url, people, BrightnessModel())
+    assert len(detected) == 6, "same settings: not searched again"
+
+
+def test_failed_face_detection_is_tried_again(
+    album: Path, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    people = album / "people"
+    failing = FaceScan([], None, error="cannot decode: out of memory")
+    monkeypatch.setattr(indexing, "find_faces_with", lambda *a: failing)
+    first = face_scan(db_url, people, BrightnessModel())
+    assert (first.errors, first.faces) == (3, 0)
+    assert {r.faces_state for r in photos(db_url).values()} == {"error"}
+    monkeypatch.undo()
+    again = face_scan(db_url, people, BrightnessModel())
+    assert (again.errors, again.faces, again.classified) == (0, 3, 3)
+    assert {r.faces_state for r in photos(db_url).values()} == {"done"}
+
+    monkeypatch.setattr(indexing, "find_faces_with", lambda *a: failing)
+    face_scan(db_url, people, BrightnessModel(), min_face=1)
+    assert len(stored_faces(db_url)) == 3, "faces found before stay until a retry succeeds"

@@ -151,6 +151,51 @@ def test_interrupted_training_resumes_from_its_checkpoint(fer_csv: Path, tmp_pat
     assert not any(line.startswith("epoch 1/") for line in lines)
 
 
+def _crashed_run(fer_csv: Path, out: Path, config: TrainConfig) -> Path:
+    """Train ``config`` into ``out`` and stop it after its first epoch, as Ctrl-C would."""
+
+    def crash(line: str) -> None:
+        if line.startswith("epoch 1/"):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        training.train(fer_csv, out, config=config, progress=crash)
+    return training.checkpoint_dir(out)
+
+
+def test_resuming_checks_seed_data_and_step(fer_csv: Path, tmp_path: Path) -> None:
+    out = tmp_path / "emotion.keras"
+    config = TrainConfig(epochs=2, batch_size=16, seed=5)
+    ckpt = _crashed_run(fer_csv, out, config)
+    kept = sorted(p.name for p in ckpt.iterdir())
+    # Forgetting --resume does not throw the unfinished run away.
+    with pytest.raises(TrainingError, match=r"unfinished run \(epoch 1 of 2\).*--resume"):
+        training.train(fer_csv, out, config=config)
+    assert sorted(p.name for p in ckpt.iterdir()) == kept
+    # The seed drives the shuffle, the augmentation and a held-out split: it must not change.
+    with pytest.raises(TrainingError, match="--seed 5"):
+        training.train(fer_csv, out, config=replace(config, seed=1), resume=True)
+    other = write_fer_csv(tmp_path / "other.csv", per_class=(12, 6))
+    with pytest.raises(TrainingError, match="trained on 32 faces .* this data gives 24"):
+        training.train(other, out, config=config, resume=True)
+    # A log that lags its checkpoint (a crash between the two writes) is caught.
+    log = json.loads((ckpt / "log.json").read_text())
+    (ckpt / "log.json").write_text(json.dumps({**log, "epoch": 0}))
+    with pytest.raises(TrainingError, match="checkpoint is at step 2 but its log at step 0"):
+        training.train(fer_csv, out, config=config, resume=True)
+
+
+def test_more_patience_continues_a_run_that_stopped_early(fer_csv: Path, tmp_path: Path) -> None:
+    out = tmp_path / "emotion.keras"
+    config = TrainConfig(epochs=2, batch_size=16, seed=1, patience=1)
+    ckpt = _crashed_run(fer_csv, out, config)
+    log = json.loads((ckpt / "log.json").read_text())
+    (ckpt / "log.json").write_text(json.dumps({**log, "wait": 1, "stopped_early": True}))
+    assert len(training.train(fer_csv, out, config=config, resume=True)["history"]) == 1
+    meta = training.train(fer_csv, out, config=replace(config, patience=3), resume=True)
+    assert [row["epoch"] for row in meta["history"]] == [1, 2]
+
+
 def test_a_run_can_start_from_an_earlier_model(
     fer_csv: Path, csv_model: Path, tmp_path: Path
 ) -> None:
@@ -193,8 +238,16 @@ def test_the_last_epochs_can_be_averaged(fer_csv: Path, tmp_path: Path) -> None:
 def test_starting_from_a_different_network_is_an_error(fer_csv: Path, tmp_path: Path) -> None:
     other = tmp_path / "other.keras"
     training.build_model(widths=(8, 16, 32)).save(other)
+    training.train(fer_csv, tmp_path / "m.keras", config=FAST)
+    ckpt = training.checkpoint_dir(tmp_path / "m.keras")
+    kept = sorted(p.name for p in ckpt.iterdir())
     with pytest.raises(TrainingError, match="other.keras: its network differs"):
         training.train(fer_csv, tmp_path / "m.keras", config=replace(FAST, init=str(other)))
+    assert sorted(p.name for p in ckpt.iterdir()) == kept, "the refused run deleted nothing"
+    broken = tmp_path / "broken.keras"
+    broken.write_bytes(b"PK\x03\x04 truncated")
+    with pytest.raises(TrainingError, match="broken.keras: cannot load the model to start from"):
+        training.train(fer_csv, tmp_path / "n.keras", config=replace(FAST, init=str(broken)))
 
 
 def test_augmentation_modes() -> None:
@@ -285,6 +338,7 @@ GOOD = " ".join(["7"] * 2304)
         ("emotion,pixels,Usage", "3,1 2 x,Training", "row 2 (line 3): malformed pixels"),
         ("emotion,pixels,Usage", "3,1 2 3,Training", "row 2 (line 3): malformed pixels"),
         ("emotion,pixels,Usage", f"3,{GOOD[:-1]}300,Training", "row 2 (line 3): malformed"),
+        ("emotion,pixels,Usage", f"3,{GOOD} 1{'0' * 20},Training", "row 2 (line 3): malformed"),
         ("emotion,pixels,Usage", f"7,{GOOD},Training", "row 2 (line 3): emotion label 7 out"),
         ("emotion,pixels,Usage", f"-1,{GOOD},Training", "row 2 (line 3): emotion label -1"),
         ("emotion,pixels,Usage", f"sad,{GOOD},Training", "row 2 (line 3): emotion label 'sad'"),
@@ -311,11 +365,20 @@ def test_empty_csv_and_gzip_csv(tmp_path: Path) -> None:
         training.load_csv(_csv(tmp_path / "empty.csv", "emotion,pixels,Usage"))
     import gzip
 
+    corrupt = tmp_path / "corrupt.csv.gz"
+    corrupt.write_bytes(gzip.compress(b"emotion,pixels,Usage\n" * 50)[:30] + b"\x00" * 40)
+    with pytest.raises(DataError, match="corrupt.csv.gz: cannot read CSV"):
+        training.load_csv(corrupt)
+
     gz = tmp_path / "fer.csv.gz"
     with gzip.open(gz, "wt") as fh:
         fh.write(f"emotion,pixels,Usage\n3,{GOOD},PrivateTest\n5,{GOOD},Training\n")
     data = training.load_data(gz)
     assert data.faces.shape == (2, 48, 48) and list(data.usage) == ["PrivateTest", "Training"]
+    # A spreadsheet's byte-order mark and a blank line are not errors.
+    saved = tmp_path / "excel.csv"
+    saved.write_bytes(f"\ufeffemotion,pixels,Usage\n3,{GOOD},Training\n\n".encode())
+    assert len(training.load_csv(saved)) == 1
 
 
 def test_votes_must_be_row_aligned_and_well_formed(fer_csv: Path, tmp_path: Path) -> None:
@@ -410,13 +473,51 @@ def test_classification_report_counts() -> None:
     labels = np.array([3, 3, 4, 4])
     logits = np.eye(7)[[3, 4, 4, 4]] * 5
     votes = np.zeros((4, 7))
-    votes[:, 4] = 1
+    votes[:, 4] = 3
     report = training.classification_report(logits, labels, votes=votes)
     assert report["accuracy"] == 0.75 and report["ferplus_accuracy"] == 0.75
     assert report["per_class"]["happy"] == {"precision": 1.0, "recall": 0.5, "support": 2}
     assert report["per_class"]["sad"]["precision"] == pytest.approx(0.6667)
     assert report["confusion_matrix"][3][4] == 1
     assert report["per_class"]["angry"] == {"precision": 0.0, "recall": 0.0, "support": 0}
+
+
+def test_ferplus_majority_follows_the_ferplus_papers_rule() -> None:
+    #                   an  di fe ha sa su ne  contempt unknown NF
+    counts = np.array(
+        [
+            [0, 0, 0, 6, 0, 0, 4, 0, 0, 0],  # 6 of 10: happy
+            [0, 0, 0, 0, 4, 0, 4, 0, 2, 0],  # a tie, no class above half: none
+            [1, 1, 1, 1, 1, 0, 5, 0, 0, 0],  # single votes are outliers: 5 of 5 neutral
+            [0, 0, 0, 2, 0, 0, 0, 0, 8, 0],  # the majority says unknown: none
+            [0, 0, 0, 0, 0, 0, 0, 0, 0, 0],  # no votes: none
+        ],
+        np.float32,
+    )
+    assert training.ferplus_majority(counts).tolist() == [3, -1, 6, -1, -1]
+    # Scored over the faces with a majority; the most-voted-class score credits ties.
+    logits = np.eye(7)[[3, 6, 6, 3, 0]]
+    report = training.classification_report(
+        logits,
+        np.array([3, 4, 6, 3, 0]),
+        votes=counts[:, :7],
+        ferplus_labels=training.ferplus_majority(counts),
+    )
+    assert report["ferplus_n"] == 2 and report["ferplus_accuracy"] == 1.0
+    assert report["ferplus_plurality_accuracy"] == 1.0  # 4 voted faces, the tie counts
+    assert "FER+ majority accuracy 1.0000 (2 faces with a clear majority)" in (
+        training.format_report({"usage": "PublicTest", "model_id": "m", **report})
+    )
+
+
+def test_votes_file_gives_the_majority_with_contempt_unknown_and_nf(
+    fer_csv: Path, tmp_path: Path
+) -> None:
+    header = "neutral,happiness,surprise,sadness,anger,disgust,fear,contempt,unknown,NF"
+    votes = _csv(tmp_path / "v.csv", header, "2,8,0,0,0,0,0,0,0,0", "0,3,0,0,0,0,0,0,7,0")
+    counts, majority = training.load_votes(votes, 2)
+    assert counts.shape == (2, 7) and counts[1, 3] == 3
+    assert majority.tolist() == [3, -1]
 
 
 def test_targets_mix_labels_and_votes_and_skip_rows_without_votes() -> None:
