@@ -886,6 +886,14 @@ def demo(folder: Path, quiet: bool) -> None:
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="FER+ votes (fer2013new.csv), row-aligned with a DATA CSV.",
 )
+@click.option(
+    "--mix-weight",
+    type=click.FloatRange(0, 1),
+    default=0.5,
+    show_default=True,
+    help="With --labels mix: the original label's share of each target, the rest going to "
+    "the FER+ vote distribution.",
+)
 @click.option("--resume", is_flag=True, help="Continue from the last checkpoint in NAME.ckpt/.")
 @click.option(
     "--init",
@@ -931,6 +939,7 @@ def train_command(
     seed: int,
     labels: str | None,
     votes: Path | None,
+    mix_weight: float,
     resume: bool,
     init: Path | None,
     lr: float,
@@ -965,6 +974,7 @@ def train_command(
         batch_size=batch_size,
         seed=seed,
         labels=labels or ("mix" if votes else "fer2013"),
+        mix_weight=mix_weight,
         patience=patience,
         lr=lr,
         init=None if init is None else str(init),

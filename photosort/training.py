@@ -325,12 +325,15 @@ def vote_distribution(votes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return votes / np.maximum(total, 1e-9)[:, None], total > 0
 
 
-def make_targets(data: FaceData, mode: str) -> tuple[np.ndarray, np.ndarray]:
+def make_targets(
+    data: FaceData, mode: str, mix_weight: float = 0.5
+) -> tuple[np.ndarray, np.ndarray]:
     """Training targets ``(N, 7)`` for a label mode, and the mask of rows to train on.
 
     ``fer2013`` is the original one-hot label, ``ferplus`` the FER+ vote distribution and
-    ``mix`` their average, which helps accuracy against both label sets. Rows without a
-    valid FER+ vote are skipped whenever votes are used.
+    ``mix`` their weighted average (``mix_weight`` on the original label), which helps
+    accuracy against both label sets. Rows without a valid FER+ vote are skipped whenever
+    votes are used.
     """
     onehot = np.eye(len(EMOTIONS), dtype=np.float32)[data.labels]
     if mode == "fer2013":
@@ -338,7 +341,7 @@ def make_targets(data: FaceData, mode: str) -> tuple[np.ndarray, np.ndarray]:
     if data.votes is None:
         raise DataError(f"--labels {mode} needs FER+ votes (--votes fer2013new.csv)")
     dist, valid = vote_distribution(data.votes)
-    target = dist if mode == "ferplus" else (onehot + dist) / 2
+    target = dist if mode == "ferplus" else mix_weight * onehot + (1 - mix_weight) * dist
     return target.astype(np.float32), valid
 
 
@@ -595,6 +598,8 @@ class TrainConfig:
     """Average the weights of the last ``average`` epochs; kept if it validates better."""
     augment: str = AUGMENT_MODES[0]
     """Training-time augmentation, one of :data:`AUGMENT_MODES`."""
+    mix_weight: float = 0.5
+    """With ``labels="mix"``: the original label's share of the target, the rest FER+ votes."""
 
 
 def _make_callback(
@@ -769,11 +774,13 @@ def train(
         raise DataError(f"unknown label mode {config.labels!r}, expected one of {LABEL_MODES}")
     if config.augment not in AUGMENT_MODES:
         raise DataError(f"unknown augmentation {config.augment!r}, expected one of {AUGMENT_MODES}")
+    if not 0 <= config.mix_weight <= 1:
+        raise DataError(f"mix weight {config.mix_weight} is not between 0 and 1")
     data = load_data(data_path, votes)
     train_data, val_data, val_name = _validation_split(data, config.seed)
-    train_targets, keep = make_targets(train_data, config.labels)
+    train_targets, keep = make_targets(train_data, config.labels, config.mix_weight)
     train_data, train_targets = train_data.select(keep), train_targets[keep]
-    val_targets, keep = make_targets(val_data, config.labels)
+    val_targets, keep = make_targets(val_data, config.labels, config.mix_weight)
     val_data, val_targets = val_data.select(keep), val_targets[keep]
     if not len(train_data) or not len(val_data):
         raise DataError(f"{data_path}: no rows with valid FER+ votes")
@@ -1003,7 +1010,7 @@ def _start_state(
     if not resumable:
         raise TrainingError(f"{ckpt}: no checkpoint to resume from; train without --resume")
     state = _read_log(log)
-    fixed = ("epochs", "batch_size", "seed", "labels", "lr", "init", "augment")
+    fixed = ("epochs", "batch_size", "seed", "labels", "mix_weight", "lr", "init", "augment")
     if any(state["config"].get(k, fresh["config"][k]) != fresh["config"][k] for k in fixed):
         made = {k: state["config"].get(k) for k in fixed}
         was = ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in made.items() if v is not None)

@@ -175,6 +175,8 @@ def test_resuming_checks_seed_data_and_step(fer_csv: Path, tmp_path: Path) -> No
     # The seed drives the shuffle, the augmentation and a held-out split: it must not change.
     with pytest.raises(TrainingError, match="--seed 5"):
         training.train(fer_csv, out, config=replace(config, seed=1), resume=True)
+    with pytest.raises(TrainingError, match="--mix-weight 0.5"):
+        training.train(fer_csv, out, config=replace(config, mix_weight=0.7), resume=True)
     other = write_fer_csv(tmp_path / "other.csv", per_class=(12, 6))
     with pytest.raises(TrainingError, match="trained on 32 faces .* this data gives 24"):
         training.train(other, out, config=config, resume=True)
@@ -529,6 +531,8 @@ def test_targets_mix_labels_and_votes_and_skip_rows_without_votes() -> None:
     mix, keep = training.make_targets(data, "mix")
     assert keep.tolist() == [True, False]
     assert mix[0].tolist() == pytest.approx([0, 0, 0, 0.875, 0, 0, 0.125])
+    mostly_original, _ = training.make_targets(data, "mix", mix_weight=0.8)
+    assert mostly_original[0].tolist() == pytest.approx([0, 0, 0, 0.95, 0, 0, 0.05])
     ferplus, _ = training.make_targets(data, "ferplus")
     assert ferplus[0, 3] == pytest.approx(0.75)
     weights = training.class_weights(np.eye(7)[[3, 3, 3, 1]])
