@@ -28,6 +28,17 @@ DEFAULT_MAX_MEGAPIXELS = MAX_MEGAPIXELS
 
 FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF")
 
+# Pillow names a JPEG carrying a multi-picture segment (an embedded preview or HDR gain map,
+# common in camera and phone photos) "MPO"; its first picture is an ordinary JPEG.
+_FORMAT_ALIASES = {"MPO": "JPEG"}
+
+_TIFF_NEW_SUBFILE_TYPE = 254
+_TIFF_STRIP_OFFSETS = 273
+_TIFF_STRIP_BYTE_COUNTS = 279
+_TIFF_TILE_OFFSETS = 324
+_TIFF_TILE_BYTE_COUNTS = 325
+_TIFF_DNG_VERSION = 50706
+
 _EXIF_ORIENTATION = 0x0112
 _EXIF_IFD = 0x8769
 _EXIF_DATETIME_ORIGINAL = 0x9003
@@ -67,19 +78,32 @@ def sniff_format(head: bytes) -> str | None:
     return None
 
 
-def check_complete(fmt: str, tail: bytes) -> None:
-    """Reject files cut short, judged from their last bytes (cheap: no decoding).
+def check_complete(fmt: str, tail: bytes, path: str | os.PathLike[str]) -> None:
+    """Reject files cut short, judged from their last bytes (cheap: mostly no decoding).
 
     A JPEG ends with an EOI marker (FF D9) that cannot occur inside entropy-coded data, a
     PNG with its IEND chunk and a GIF with a trailer byte; camera files may append data after
-    the image, hence a search in the tail rather than a test of the very last bytes.
+    the image, hence a search in the tail rather than a test of the very last bytes. Motion
+    Photos append megabytes of video, which pushes the EOI out of any tail, so a JPEG whose
+    tail lacks it is decoded (at 1/8 scale, which is cheap) before being called truncated.
     """
-    if fmt == "JPEG" and b"\xff\xd9" not in tail:
+    if fmt == "JPEG" and b"\xff\xd9" not in tail and not _jpeg_decodes(path):
         raise ImageError("truncated JPEG: no end-of-image marker")
     if fmt == "PNG" and b"IEND" not in tail:
         raise ImageError("truncated PNG: no IEND chunk")
     if fmt == "GIF" and b"\x3b" not in tail[-16:]:
         raise ImageError("truncated GIF: no trailer")
+
+
+def _jpeg_decodes(path: str | os.PathLike[str]) -> bool:
+    """Whether a JPEG's image data is all there, by a reduced (draft-mode) decode."""
+    try:
+        with Image.open(path) as img:
+            img.draft("L", (max(1, img.width // 8), max(1, img.height // 8)))
+            img.load()  # raises on data cut short: Pillow's LOAD_TRUNCATED_IMAGES is off
+    except (OSError, SyntaxError, ValueError, EOFError):
+        return False
+    return True
 
 
 def _check_bomb(width: int, height: int, max_megapixels: float) -> None:
@@ -134,6 +158,56 @@ def _exif_facts(img: Image.Image) -> tuple[int, datetime | None]:
     return (orientation if 1 <= orientation <= 8 else 1), taken
 
 
+def _check_tiff(img: Image.Image, file_size: int) -> None:
+    """Refuse camera RAW files and TIFFs cut short, from the first image's tags alone.
+
+    DNG and NEF are TIFFs whose first image is a small preview: indexed as photos they would
+    stand for the picture at thumbnail size. A TIFF's strips or tiles say where its pixel
+    data ends, which a truncated file no longer reaches.
+    """
+    tags = img.tag_v2  # type: ignore[attr-defined]
+    if _TIFF_DNG_VERSION in tags or int(tags.get(_TIFF_NEW_SUBFILE_TYPE, 0) or 0) & 1:
+        raise ImageError("camera RAW file: not supported")
+    for offsets_tag, counts_tag in (
+        (_TIFF_STRIP_OFFSETS, _TIFF_STRIP_BYTE_COUNTS),
+        (_TIFF_TILE_OFFSETS, _TIFF_TILE_BYTE_COUNTS),
+    ):
+        offsets, counts = tags.get(offsets_tag), tags.get(counts_tag)
+        if offsets is None or counts is None:
+            continue
+        if isinstance(offsets, int):
+            offsets, counts = (offsets,), (counts,)
+        end = max((o + c for o, c in zip(offsets, counts, strict=False)), default=0)
+        if end > file_size:
+            raise ImageError(f"truncated TIFF: pixel data ends at byte {end} of {file_size}")
+
+
+def _check_bmp(img: Image.Image, file_size: int) -> None:
+    """Refuse a BMP cut short: its header says how large the file is, or its rows tell."""
+    if img.tile and img.tile[0][0] == "raw":
+        offset, stride = img.tile[0][2], img.tile[0][3][1]
+        end = offset + abs(stride) * img.height
+    else:  # compressed (RLE) pixel data: only the header's file size (bfSize) can tell
+        img.fp.seek(2)  # type: ignore[union-attr]
+        end = int.from_bytes(img.fp.read(4), "little")  # type: ignore[union-attr]
+    if end > file_size:
+        raise ImageError(f"truncated BMP: pixel data ends at byte {end} of {file_size}")
+
+
+def _check_header(img: Image.Image, path: str | os.PathLike[str], max_megapixels: float) -> str:
+    """Refuse what no later stage can use, from the header alone; returns the format."""
+    fmt = _FORMAT_ALIASES.get(img.format or "", img.format or "unknown")
+    if fmt not in FORMATS:
+        raise ImageError(f"unsupported format {fmt}")
+    if img.width < 1 or img.height < 1:
+        raise ImageError("image has no pixels")
+    _check_bomb(img.width, img.height, max_megapixels)
+    if fmt in ("TIFF", "BMP"):
+        file_size = os.stat(path).st_size
+        (_check_tiff if fmt == "TIFF" else _check_bmp)(img, file_size)
+    return fmt
+
+
 def probe_image(
     path: str | os.PathLike[str], *, max_megapixels: float = DEFAULT_MAX_MEGAPIXELS
 ) -> ImageInfo:
@@ -142,13 +216,8 @@ def probe_image(
     Raises ImageError with the reason when the file is not a usable photo.
     """
     with _open(path) as img:
-        fmt = img.format or "unknown"
-        if fmt not in FORMATS:
-            raise ImageError(f"unsupported format {fmt}")
+        fmt = _check_header(img, path, max_megapixels)
         width, height = img.size
-        if width < 1 or height < 1:
-            raise ImageError("image has no pixels")
-        _check_bomb(width, height, max_megapixels)
         orientation, taken = _exif_facts(img)
     if orientation in (5, 6, 7, 8):
         width, height = height, width
@@ -169,10 +238,13 @@ def _scale_to_uint8(arr: np.ndarray) -> np.ndarray:
 
 def to_rgb(img: Image.Image) -> Image.Image:
     """Convert any Pillow mode to 8-bit RGB; transparency is flattened onto white."""
-    if img.mode == "RGB":
+    transparent = "transparency" in img.info  # a palette entry or a tRNS colour (RGB, L)
+    if img.mode == "RGB" and not transparent:
         return img
-    if img.mode == "P":
-        img = img.convert("RGBA") if "transparency" in img.info else img.convert("RGB")
+    if transparent and img.mode in ("P", "L", "1", "RGB"):
+        img = img.convert("RGBA")
+    elif img.mode == "P":
+        img = img.convert("RGB")
     if img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
         img = Image.fromarray(_scale_to_uint8(np.asarray(img)), "L")
     if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
@@ -198,10 +270,7 @@ def read_image(
     src = _open(path)
     img = src
     try:
-        fmt = img.format
-        if fmt not in FORMATS:
-            raise ImageError(f"unsupported format {fmt}")
-        _check_bomb(img.width, img.height, max_megapixels)
+        fmt = _check_header(img, path, max_megapixels)
         orientation, _ = _exif_facts(img)
         if max_side is not None:
             if fmt == "JPEG" and img.mode in ("RGB", "L", "CMYK", "YCbCr"):

@@ -37,7 +37,7 @@ from photosort.explaining import (
     heatmap_image,
     png_bytes,
 )
-from photosort.images import ImageError, read_image
+from photosort.images import DEFAULT_MAX_MEGAPIXELS, ImageError, read_image
 from photosort.indexing import decode_crop
 from photosort.ranking import RankedPhoto, RankingError, find_photo, top_photos
 from photosort.resources import resource_dir
@@ -428,7 +428,10 @@ def _photo_images(out: _Output, photo: Photo) -> _Copies:
     if os.path.exists(photo.path) and all(out.reuse(name) for name in names):
         return _Copies(names[0], names[1], None, None)
     try:
-        large = read_image(photo.path, max_side=LARGE_SIDE)
+        # The scan accepted the photo at its size, maybe under a higher --max-megapixels.
+        stored = (photo.width or 0) * (photo.height or 0) / 1e6
+        limit = max(DEFAULT_MAX_MEGAPIXELS, stored)
+        large = read_image(photo.path, max_side=LARGE_SIDE, max_megapixels=limit)
     except ImageError as exc:
         gone = not os.path.exists(photo.path)
         note = "The photo has gone missing since it was scanned" if gone else f"Unreadable: {exc}"

@@ -212,7 +212,7 @@ def examine(path: str, max_megapixels: float = DEFAULT_MAX_MEGAPIXELS) -> FileFa
         return FileFacts(None, None, f"cannot read file: {exc.strerror or exc}")
     content_hash = digest.hexdigest()
     try:
-        check_complete(fmt, tail)
+        check_complete(fmt, tail, path)
         info = probe_image(path, max_megapixels=max_megapixels)
     except ImageError as exc:
         return FileFacts(content_hash, None, str(exc))

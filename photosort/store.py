@@ -434,7 +434,7 @@ def open_engine(url: str | URL, *, migrate: bool = True) -> Engine:
     except (NoSuchModuleError, ArgumentError) as exc:
         raise StoreError(f"cannot open database {shown}: unsupported URL ({exc})") from exc
     except ModuleNotFoundError as exc:
-        hint = " (pip install 'photosort[postgresql]')" if exc.name == "psycopg" else ""
+        hint = " (pip install 'psycopg[binary]')" if exc.name == "psycopg" else ""
         raise StoreError(
             f"cannot open database {shown}: driver {exc.name} is not installed{hint}"
         ) from exc

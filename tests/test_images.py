@@ -10,6 +10,7 @@ from PIL import Image
 
 from photosort.images import ImageError, probe_image, read_array, read_image, sniff_format
 from photosort.sample import save_jpeg, skimage_photo, stored_sideways
+from photosort.scanning import examine
 from tests.conftest import add_broken_files, write_bomb_png
 
 
@@ -70,6 +71,21 @@ def test_transparency_is_flattened_on_white(tmp_path: Path) -> None:
     assert tuple(pixels[31, 31]) == (255, 255, 255)
 
 
+@pytest.mark.parametrize(("mode", "key"), [("RGB", (0, 0, 0)), ("L", 0)])
+def test_trns_transparency_is_flattened_on_white(
+    tmp_path: Path, mode: str, key: tuple[int, int, int] | int
+) -> None:
+    """RGB and L PNGs can be transparent without an alpha channel, through a tRNS colour."""
+    pixels = np.full((32, 32), 128, np.uint8)
+    pixels[16:, :] = 0  # the transparent colour
+    img = Image.fromarray(pixels, "L").convert(mode)
+    path = tmp_path / "a.png"
+    img.save(path, transparency=key)
+    out = read_array(path)
+    assert tuple(out[0, 0]) == (128, 128, 128)
+    assert tuple(out[31, 31]) == (255, 255, 255)
+
+
 def test_gif_gives_first_frame(tmp_path: Path) -> None:
     black, white = Image.new("L", (20, 20), 0), Image.new("L", (20, 20), 255)
     path = tmp_path / "a.gif"
@@ -96,6 +112,79 @@ def test_broken_files_raise_image_error_not_crash(tmp_path: Path) -> None:
             read_image(broken[kind])
     with pytest.raises(ImageError, match="file not found"):
         read_image(tmp_path / "nope.jpg")
+
+
+def test_mpo_is_read_as_jpeg(tmp_path: Path) -> None:
+    """Phone JPEGs with an embedded preview or gain map open as MPO in Pillow."""
+    photo = Image.fromarray(skimage_photo("astronaut")[:, :400])
+    path = tmp_path / "phone.jpg"
+    photo.save(path, "MPO", save_all=True, append_images=[photo.resize((100, 128))])
+    with Image.open(path) as img:
+        assert img.format == "MPO"  # what made it "unsupported" before
+    info = probe_image(path)
+    assert (info.format, info.width, info.height) == ("JPEG", 400, 512)
+    assert read_image(path).size == (400, 512)
+    assert max(read_image(path, max_side=100).size) == 100  # the draft-mode path
+    facts = examine(str(path))
+    assert facts is not None and facts.error is None
+
+
+def test_motion_photo_with_trailing_video_is_complete(tmp_path: Path) -> None:
+    """Motion Photos append an MP4 after the JPEG, pushing its end marker out of the tail."""
+    jpeg = save_jpeg(tmp_path / "source.jpg", skimage_photo("chelsea")).read_bytes()
+    video = np.random.default_rng(0).integers(0, 255, 300_000, dtype=np.uint8)  # no FF byte
+    motion = tmp_path / "PXL_motion.jpg"
+    motion.write_bytes(jpeg + video.tobytes())
+    facts = examine(str(motion))
+    assert facts is not None and facts.error is None
+    assert facts.info is not None and facts.info.format == "JPEG"
+
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes(jpeg[: len(jpeg) // 2])
+    facts = examine(str(cut))
+    assert facts is not None and facts.error == "truncated JPEG: no end-of-image marker"
+
+
+def _tiff(path: Path, **params: object) -> Path:
+    Image.fromarray(skimage_photo("coffee")).save(path, "TIFF", **params)
+    return path
+
+
+def _tiled_tiff(path: Path) -> None:
+    """Pillow writes only striped TIFFs; scikit-image's own TIFF writer can tile."""
+    tifffile = pytest.importorskip("tifffile")
+    tifffile.imwrite(path, skimage_photo("coffee"), tile=(64, 64), photometric="rgb")
+
+
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [("a.bmp", "truncated BMP"), ("a.tif", "truncated TIFF"), ("tiled.tif", "truncated TIFF")],
+)
+def test_truncated_bmp_and_tiff_are_refused(tmp_path: Path, name: str, reason: str) -> None:
+    """Probing reads only headers, so the file size must show a cut, not the decoder."""
+    path = tmp_path / name
+    if name == "tiled.tif":
+        _tiled_tiff(path)
+    else:
+        Image.fromarray(skimage_photo("coffee")).save(path)
+    assert probe_image(path).width == 600  # complete: fine
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) * 6 // 10])
+    with pytest.raises(ImageError, match=reason):
+        probe_image(path)
+    with pytest.raises(ImageError, match=reason):
+        read_image(path)
+
+
+@pytest.mark.parametrize("tags", [{254: 1}, {50706: (1, 4, 0, 0)}])
+def test_camera_raw_is_refused_not_indexed_as_its_preview(
+    tmp_path: Path, tags: dict[int, object]
+) -> None:
+    """DNG and NEF are TIFFs whose first image is a small preview of the real picture."""
+    path = _tiff(tmp_path / "raw.dng", tiffinfo=tags)
+    with pytest.raises(ImageError, match="camera RAW file: not supported"):
+        probe_image(path)
+    assert probe_image(_tiff(tmp_path / "plain.tif")).format == "TIFF"
 
 
 def test_draft_mode_decodes_large_jpeg_at_working_size(tmp_path: Path) -> None:

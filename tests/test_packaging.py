@@ -83,3 +83,35 @@ def test_installed_wheel_works_in_a_fresh_venv(tmp_path: Path) -> None:
         check=True,
     ).stdout
     assert "site-packages/photosort/_migrations" in located
+
+
+def test_every_library_the_package_imports_is_declared() -> None:
+    """A library that only arrives as another one's dependency may vanish in its next
+    release; whatever photosort imports itself, pyproject.toml names."""
+    import ast
+    import re
+    from importlib.metadata import packages_distributions
+
+    tomllib = pytest.importorskip("tomllib", reason="tomllib is new in Python 3.11")
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = project["dependencies"] + sum(project["optional-dependencies"].values(), [])
+
+    def canonical(name: str) -> str:
+        return re.sub(r"[-_.]+", "-", name).lower()
+
+    declared = {canonical(re.split(r"[\s\[<>=!~;]", spec, maxsplit=1)[0]) for spec in wanted}
+    imported: set[str] = set()
+    for source in (ROOT / "photosort").glob("*.py"):
+        for node in ast.walk(ast.parse(source.read_text())):
+            if isinstance(node, ast.Import):
+                imported |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                imported.add(node.module.split(".")[0])
+    third_party = imported - set(sys.stdlib_module_names) - {"photosort", "__future__"}
+    dists = packages_distributions()
+    undeclared = {
+        name: dists.get(name)
+        for name in third_party
+        if not declared & {canonical(d) for d in dists.get(name, [name])}
+    }
+    assert not undeclared, f"imported but not declared in pyproject.toml: {undeclared}"

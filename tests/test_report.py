@@ -411,3 +411,23 @@ def test_an_emotion_asked_for_twice_gets_one_section(
     assert index.count('id="happy"') == 1 and index.count('id="sad"') == 1
     assert index.index('id="happy"') < index.index('id="sad"'), "in the order asked"
     assert summary.picks == 2
+
+
+def test_a_photo_the_scan_accepted_is_not_refused_by_the_report(
+    library: Path, db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A panorama scanned under a higher --max-megapixels is shown, not called a bomb."""
+    from photosort import reporting
+
+    real = reporting.read_image
+
+    def strict(path: str, *, max_side: int | None = None, max_megapixels: float = 0.01) -> object:
+        return real(path, max_side=max_side, max_megapixels=max_megapixels)
+
+    # A library scanned with a limit far above the one the report would apply by default.
+    monkeypatch.setattr(reporting, "read_image", strict)
+    monkeypatch.setattr(reporting, "DEFAULT_MAX_MEGAPIXELS", 0.01)
+    out = tmp_path / "report"
+    build_report(open_engine(db_url), out, RegionModel(), n=10, min_probability=0, samples=60)
+    assert "unreadable since the scan" not in (out / "index.html").read_text()
+    assert any((out / "photos").iterdir())
