@@ -78,6 +78,28 @@ def sniff_format(head: bytes) -> str | None:
     return None
 
 
+# ISO media "ftyp" brands of still-image formats photosort does not decode: HEIF/HEIC
+# (phones' default), AVIF and Canon's CR3 RAW. Videos carry other brands and stay ignored.
+_UNSUPPORTED_BRANDS = {
+    b"heic": "HEIC",
+    b"heix": "HEIC",
+    b"heim": "HEIC",
+    b"heis": "HEIC",
+    b"mif1": "HEIF",
+    b"msf1": "HEIF",
+    b"avif": "AVIF",
+    b"avis": "AVIF",
+    b"crx ": "camera RAW (CR3)",
+}
+
+
+def sniff_unsupported(head: bytes) -> str | None:
+    """Name a photo format photosort cannot read, so the user hears why it was skipped."""
+    if head[4:8] == b"ftyp":
+        return _UNSUPPORTED_BRANDS.get(head[8:12])
+    return None
+
+
 def check_complete(fmt: str, tail: bytes, path: str | os.PathLike[str]) -> None:
     """Reject files cut short, judged from their last bytes (cheap: mostly no decoding).
 

@@ -25,11 +25,13 @@ from photosort.images import (
     check_complete,
     probe_image,
     sniff_format,
+    sniff_unsupported,
 )
 
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".bmp", ".dib", ".tif", ".tiff", ".gif"}
 )
+UNSUPPORTED_HINT = "not a format photosort reads (JPEG, PNG, WebP, BMP, TIFF, GIF); convert it"
 CHUNK = 1 << 20
 TAIL = 1 << 16
 
@@ -193,6 +195,9 @@ def examine(path: str, max_megapixels: float = DEFAULT_MAX_MEGAPIXELS) -> FileFa
             head = fh.read(32)
             fmt = sniff_format(head)
             if fmt is None:
+                unsupported = sniff_unsupported(head)
+                if unsupported is not None:
+                    return FileFacts(None, None, f"{unsupported} photo: {UNSUPPORTED_HINT}")
                 if not named_like_image:
                     return None
                 reason = "empty file" if not head else "not an image (unrecognised content)"

@@ -686,3 +686,17 @@ def test_failed_face_detection_is_tried_again(
     monkeypatch.setattr(indexing, "find_faces_with", lambda *a: failing)
     face_scan(db_url, people, BrightnessModel(), min_face=1)
     assert len(stored_faces(db_url)) == 3, "faces found before stay until a retry succeeds"
+
+
+def test_photos_in_formats_photosort_cannot_read_are_named(album: Path, db_url: str) -> None:
+    """An iPhone library of HEIC files must not scan as if empty without a word."""
+    heic = album / "pets" / "IMG_0001.HEIC"
+    heic.write_bytes(b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + bytes(64))
+    video = album / "pets" / "clip.mp4"
+    video.write_bytes(b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isomiso2" + bytes(64))
+    report = scan_library(open_engine(db_url), [str(album)], workers=1)
+    assert report.errors == ALBUM_BROKEN + 1
+    stored = photos(db_url)
+    assert stored[str(heic)].status == "unreadable"
+    assert stored[str(heic)].error.startswith("HEIC photo: not a format photosort reads")
+    assert str(video) not in stored, "videos stay ignored"
