@@ -205,13 +205,16 @@ def _check_tiff(img: Image.Image, file_size: int) -> None:
 
 
 def _check_bmp(img: Image.Image, file_size: int) -> None:
-    """Refuse a BMP cut short: its header says how large the file is, or its rows tell."""
-    if img.tile and img.tile[0][0] == "raw":
-        offset, stride = img.tile[0][2], img.tile[0][3][1]
-        end = offset + abs(stride) * img.height
-    else:  # compressed (RLE) pixel data: only the header's file size (bfSize) can tell
-        img.fp.seek(2)  # type: ignore[union-attr]
-        end = int.from_bytes(img.fp.read(4), "little")  # type: ignore[union-attr]
+    """Refuse an uncompressed BMP cut short: its rows say where its pixel data ends.
+
+    Only the start of the last row must be there (some writers drop its padding); the
+    header's file-size field is too often wrong to judge by, so compressed (RLE) BMPs are
+    left to the decoder.
+    """
+    if not img.tile or img.tile[0][0] != "raw":
+        return
+    offset, stride = img.tile[0][2], img.tile[0][3][1]
+    end = offset + abs(stride) * (img.height - 1) + 1
     if end > file_size:
         raise ImageError(f"truncated BMP: pixel data ends at byte {end} of {file_size}")
 

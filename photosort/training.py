@@ -637,6 +637,10 @@ def _make_callback(
                 _write_atomically(ckpt / "best.keras", self.model.save)
             else:
                 state["wait"] += 1
+            # Recorded before the log is written: a finished run must not look resumable.
+            stop = state["wait"] >= config["patience"]
+            if stop:
+                state["stopped_early"] = True
             _write_atomically(ckpt / "last.keras", self.model.save)
             if config["average"] > 1:
                 _write_atomically(ckpt / f"epoch{epoch + 1}.keras", self.model.save)
@@ -645,10 +649,9 @@ def _make_callback(
             _write_csv_log(ckpt / "log.csv", state["history"])
             if progress:
                 progress(_format_epoch(row, config["epochs"], improved))
-            if state["wait"] >= config["patience"]:
+            if stop:
                 if progress:
                     progress(f"early stop: no better val_score for {config['patience']} epochs")
-                state["stopped_early"] = True
                 self.model.stop_training = True
 
     return EpochEnd()
@@ -1010,7 +1013,9 @@ def _start_state(
     if not resumable:
         raise TrainingError(f"{ckpt}: no checkpoint to resume from; train without --resume")
     state = _read_log(log)
-    fixed = ("epochs", "batch_size", "seed", "labels", "mix_weight", "lr", "init", "augment")
+    fixed = ("epochs", "batch_size", "seed", "labels", "lr", "init", "augment")
+    if config.labels == "mix":
+        fixed += ("mix_weight",)
     if any(state["config"].get(k, fresh["config"][k]) != fresh["config"][k] for k in fixed):
         made = {k: state["config"].get(k) for k in fixed}
         was = ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in made.items() if v is not None)
