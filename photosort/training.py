@@ -957,15 +957,38 @@ def _weights_of(keras: Any, path: Path) -> list[np.ndarray]:
 
 
 def _init_record(init: str) -> dict[str, Any]:
-    """What a run started from: its id and training time count towards the new model's."""
+    """What a run started from: its id and training time count towards the new model's.
+
+    A checkpoint (``run.ckpt/best.keras``) has no metadata of its own; the run's log beside it
+    says what produced it.
+    """
     meta = read_metadata(Path(init))
-    training = meta.get("training", {})
-    return {
+    if meta:
+        training = meta.get("training", {})
+        return {
+            "path": init,
+            "model_id": meta.get("model_id"),
+            "command": training.get("command"),
+            "seconds": training.get("seconds"),
+        }
+    record: dict[str, Any] = {
         "path": init,
-        "model_id": meta.get("model_id"),
-        "command": training.get("command"),
-        "seconds": training.get("seconds"),
+        "model_id": compute_model_id(init, 1.0, False),
+        "command": None,
+        "seconds": None,
     }
+    try:
+        log = json.loads((Path(init).parent / "log.json").read_text(encoding="utf-8"))
+        history = log["history"]
+        record.update(
+            command=log.get("command"),
+            seconds=round(sum(row["seconds"] for row in history), 1),
+            epochs_run=log["epoch"],
+            best_epoch=log["best_epoch"],
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return record
 
 
 def _hardware() -> str:

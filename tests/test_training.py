@@ -213,8 +213,13 @@ def test_a_run_can_start_from_an_earlier_model(
     assert meta["training"]["init"]["model_id"] == load_model(csv_model).model_id
     assert meta["training"]["lr"] == 1e-9
     # The run's own checkpoint can be the start of the next run with the same --out.
+    # A checkpoint has no metadata; the log beside it says which run made it.
     again = replace(config, init=str(tmp_path / "next.ckpt" / "best.keras"))
-    assert training.train(fer_csv, tmp_path / "next.keras", config=again)["history"]
+    init = training.train(fer_csv, tmp_path / "next.keras", config=again)["training"]["init"]
+    assert init["model_id"] and init["model_id"] != meta["model_id"]
+    assert init["command"] == meta["training"]["command"]
+    assert init["seconds"] == meta["training"]["seconds"]
+    assert (init["epochs_run"], init["best_epoch"]) == (1, meta["training"]["best_epoch"])
 
 
 def test_the_last_epochs_can_be_averaged(fer_csv: Path, tmp_path: Path) -> None:
