@@ -33,6 +33,7 @@ from photosort.emotions import (
     import_tensorflow,
     load_model,
     metadata_path,
+    model_id_of,
     preprocess_faces,
     read_metadata,
     softmax,
@@ -885,7 +886,7 @@ def _calibrate_and_save(
             **state["config"],
             "epochs_run": state["epoch"],
             "best_epoch": state["best_epoch"],
-            "seconds": round(sum(row["seconds"] for row in history), 1),
+            "seconds": _run_seconds(history),
             "hardware": _hardware(),
             "class_weights": state.get("class_weights"),
             **{key: state[key] for key in ("init", "averaged") if key in state},
@@ -963,32 +964,30 @@ def _init_record(init: str) -> dict[str, Any]:
     says what produced it.
     """
     meta = read_metadata(Path(init))
-    if meta:
-        training = meta.get("training", {})
-        return {
-            "path": init,
-            "model_id": meta.get("model_id"),
-            "command": training.get("command"),
-            "seconds": training.get("seconds"),
-        }
+    training = meta.get("training", {})
     record: dict[str, Any] = {
         "path": init,
-        "model_id": compute_model_id(init, 1.0, False),
-        "command": None,
-        "seconds": None,
+        "model_id": meta.get("model_id") if meta else model_id_of(init),
+        "command": training.get("command"),
+        "seconds": training.get("seconds"),
     }
-    try:
-        log = json.loads((Path(init).parent / "log.json").read_text(encoding="utf-8"))
-        history = log["history"]
-        record.update(
-            command=log.get("command"),
-            seconds=round(sum(row["seconds"] for row in history), 1),
-            epochs_run=log["epoch"],
-            best_epoch=log["best_epoch"],
-        )
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
+    if not meta:
+        try:
+            log = _read_log(Path(init).parent / "log.json")
+            record.update(
+                command=log.get("command"),
+                seconds=_run_seconds(log["history"]),
+                epochs_run=log["epoch"],
+                best_epoch=log["best_epoch"],
+            )
+        except (TrainingError, KeyError, TypeError):
+            pass
     return record
+
+
+def _run_seconds(history: list[dict[str, Any]]) -> float:
+    """A run's training time: the sum of its epochs' times, pauses between stops left out."""
+    return round(sum(row["seconds"] for row in history), 1)
 
 
 def _hardware() -> str:
