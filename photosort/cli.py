@@ -21,6 +21,7 @@ from click.core import ParameterSource
 from photosort import __version__
 from photosort.defaults import (
     AUGMENT_MODES,
+    DEFAULT_BALANCE,
     DEFAULT_MIN_FACE,
     DEFAULT_MIN_PROBABILITY,
     DEFAULT_MIN_SCORE,
@@ -31,6 +32,7 @@ from photosort.defaults import (
     LABEL_MODES,
     MAX_MEGAPIXELS,
     PEAK_LR,
+    QUANTIZE_MODES,
 )
 from photosort.errors import PhotosortError
 
@@ -930,6 +932,12 @@ def demo(folder: Path, quiet: bool) -> None:
     help="Stop after this many epochs without a better validation score (with --votes: the "
     "mean of original-label and FER+ accuracy).",
 )
+@click.option(
+    "--export/--no-export",
+    default=True,
+    show_default=True,
+    help="Also write NAME.tflite with `photosort export`'s defaults (int8, --tta, --balance 1).",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress on stderr.")
 def train_command(
     data: Path,
@@ -946,6 +954,7 @@ def train_command(
     average: int,
     augment: str,
     patience: int,
+    export: bool,
     quiet: bool,
 ) -> None:
     """Train the emotion model on FER-2013 or on folders of labelled faces.
@@ -996,6 +1005,99 @@ def train_command(
     if "ferplus_accuracy" in figures:
         summary += f", FER+ accuracy {figures['ferplus_accuracy']:.4f}"
     click.echo(f"{summary}, temperature {meta['temperature']:g}, model {meta['model_id']}")
+    if export:
+        _export(out, data, votes, QUANTIZE_MODES[0], True, DEFAULT_BALANCE, quiet=quiet)
+
+
+def _export(
+    model: Path,
+    data: Path,
+    votes: Path | None,
+    quantize: str,
+    tta: bool,
+    balance: float | None,
+    *,
+    quiet: bool = False,
+) -> dict[str, Any]:
+    from photosort import exporting
+
+    if not quiet:
+        click.echo(f"exporting {model.with_suffix('.tflite')} ({quantize})", err=True)
+    with user_errors():
+        meta = exporting.export_model(
+            model, data, votes=votes, quantize=quantize, tta=tta, balance=balance
+        )
+    lite = meta["litert"]
+    figures = lite["figures"]
+    summary = (
+        f"saved {model.with_suffix('.tflite')}: {figures['validation']} accuracy "
+        f"{figures['accuracy']:.4f}"
+    )
+    if "ferplus_accuracy" in figures:
+        summary += f", FER+ accuracy {figures['ferplus_accuracy']:.4f}"
+    lowest = min(figures["recall"], key=figures["recall"].get)
+    click.echo(
+        f"{summary}, lowest recall {lowest} {figures['recall'][lowest]:.4f}, "
+        f"model {lite['model_id']}"
+    )
+    return meta
+
+
+@cli.command("export")
+@click.argument(
+    "model",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    callback=suffix_check(".keras", "the model"),
+)
+@click.argument("data", type=click.Path(exists=True, path_type=Path))
+@click.option(
+    "--votes",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="FER+ votes: also report the exported model's FER+ accuracy.",
+)
+@click.option(
+    "--quantize",
+    type=click.Choice(QUANTIZE_MODES),
+    default=QUANTIZE_MODES[0],
+    show_default=True,
+    help="int8: weights and activations in 8 bits, about 3x faster; float: exact.",
+)
+@click.option(
+    "--tta/--no-tta",
+    default=True,
+    show_default=True,
+    help="Average each face's logits with its mirror image's.",
+)
+@click.option(
+    "--balance",
+    type=click.FloatRange(min=0),
+    default=DEFAULT_BALANCE,
+    show_default=True,
+    help="Per-class logit offsets fitted on the validation split with class weights "
+    "(1/frequency)**BALANCE: 1 treats every emotion alike, 0 only refits class frequencies.",
+)
+@click.option("--no-offsets", is_flag=True, help="Fit no per-class offsets at all.")
+def export_command(
+    model: Path,
+    data: Path,
+    votes: Path | None,
+    quantize: str,
+    tta: bool,
+    balance: float,
+    no_offsets: bool,
+) -> None:
+    """Write MODEL.tflite, the form scan, report and explain run, and calibrate it.
+
+    The network is converted to LiteRT; its mirrored-face averaging, per-class offsets and
+    temperature are fitted on DATA's validation split (PublicTest) from the exported
+    network's own logits, and written to the metadata MODEL.json. `train` runs this itself.
+
+    \b
+    Example:
+        photosort export emotion.keras fer2013.csv.gz --votes fer2013new.csv
+        photosort export emotion.keras fer2013.csv.gz --quantize float --no-tta
+    """
+    _export(model, data, votes, quantize, tta, None if no_offsets else balance)
 
 
 @cli.command("evaluate")
@@ -1004,14 +1106,20 @@ def train_command(
     "--model",
     "model_path",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Model file [default: the shipped model].",
+    help="Model file (.tflite or .keras) [default: the shipped model].",
+)
+@click.option(
+    "--labels",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="With a folder of photos: a CSV of path,emotion (paths relative to DATA).",
 )
 @click.option(
     "--usage",
     type=click.Choice(["Training", "PublicTest", "PrivateTest"]),
     default="PublicTest",
     show_default=True,
-    help="Which split to evaluate (a folder's test/ is PublicTest, train/ is Training).",
+    help="Which split of a face data set to evaluate (a folder's test/ is PublicTest, "
+    "train/ is Training).",
 )
 @click.option(
     "--votes",
@@ -1028,27 +1136,43 @@ def train_command(
 def evaluate_command(
     data: Path,
     model_path: Path | None,
+    labels: Path | None,
     usage: str,
     votes: Path | None,
     as_json: bool,
     plots: Path | None,
 ) -> None:
-    """Report a model's accuracy, per-class precision and recall, confusion matrix and ECE.
+    """Report a model's accuracy, per-class precision and recall and confusion matrix.
+
+    DATA is a face data set (fer2013.csv, or a folder with train/ and test/ of face crops),
+    or a folder of photos labelled by emotion sub-folders (angry/, happy/, ...) or by
+    --labels. Photos are read, their faces detected and cropped as `scan` does, and the
+    largest face of each is classified; the report adds the photos without a face and the
+    precision of each emotion's first 10 photos, as `top EMOTION` would rank them.
 
     \b
     Example:
         photosort evaluate fer2013.csv.gz --votes fer2013new.csv
         photosort evaluate fer2013.csv.gz --model emotion.keras --json --plots plots/
+        photosort evaluate ~/labelled-photos/
+        photosort evaluate wild/images --labels wild/labels.csv --json
     """
-    from photosort import training
+    from photosort import evaluating, plotting
 
     with user_errors():
-        report, model = training.evaluate(data, model_path, usage=usage, votes=votes)
-        written = training.write_plots(report, model, plots) if plots else []
+        if evaluating.is_photo_folder(data, labels):
+            if votes is not None:
+                raise click.UsageError("--votes goes with fer2013.csv, not with photos")
+            report, model = evaluating.evaluate_photos(data, model_path, labels=labels)
+        elif labels is not None:
+            raise click.UsageError("--labels goes with a folder of photos")
+        else:
+            report, model = evaluating.evaluate(data, model_path, usage=usage, votes=votes)
+        written = plotting.write_plots(report, model, plots) if plots else []
     if as_json:
         emit_json(report)
     else:
-        click.echo(training.format_report(report))
+        click.echo(evaluating.format_report(report))
     for path in written:
         click.echo(f"wrote {path}", err=True)
 

@@ -37,5 +37,13 @@ PEAK_LR = 2e-3
 LABEL_MODES = ("fer2013", "ferplus", "mix")
 """Training targets ``train --labels`` offers: original labels, FER+ votes, or their mean."""
 
-AUGMENT_MODES = ("full", "flip", "none")
+AUGMENT_MODES = ("full", "flip", "photo", "none")
 """Training augmentations ``train --augment`` offers; the first is the default."""
+
+QUANTIZE_MODES = ("int8", "float")
+"""How ``export`` writes the LiteRT model: int8 weights and activations (about 3x faster on a
+CPU, measured in MODEL_CARD.md), or float (the Keras network's logits exactly)."""
+
+DEFAULT_BALANCE = 1.0
+"""``export --balance``: class weights (1/frequency)**1 for the per-class logit offsets, so
+that every emotion counts alike and neutral stops absorbing angry, fear and sad."""

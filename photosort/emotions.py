@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,9 @@ __all__ = ["EMOTIONS", "EmotionModel", "ModelError", "load_model", "preprocess_f
 INPUT_SIZE = 48
 BATCH_SIZE = 256
 MODELS_DIR = Path(__file__).resolve().parent / "models"
-DEFAULT_MODEL = MODELS_DIR / "emotion.keras"
+DEFAULT_MODEL = MODELS_DIR / "emotion.tflite"
+KERAS_MODEL = MODELS_DIR / "emotion.keras"
+"""The shipped network's Keras weights: the start of a fine-tune (``train --init``)."""
 
 Faces = np.ndarray | Sequence[np.ndarray]
 """An ``(N, H, W)`` uint8 array, or a list of ``(H, W)`` (or ``(H, W, 3)``) crops of any size."""
@@ -110,57 +113,118 @@ def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
 
 
 def metadata_path(model_path: str | os.PathLike[str]) -> Path:
-    """The JSON metadata that travels beside a ``.keras`` model file."""
+    """The JSON metadata beside a model file, shared by its ``.keras`` and ``.tflite`` forms."""
     return Path(model_path).with_suffix(".json")
 
 
-def compute_model_id(model_path: str | os.PathLike[str], temperature: float, tta: bool) -> str:
+def compute_model_id(
+    model_path: str | os.PathLike[str],
+    temperature: float,
+    tta: bool,
+    offsets: Sequence[float] | None = None,
+) -> str:
     """A short hash of the weights and of everything that changes the output probabilities."""
     digest = hashlib.sha256(Path(model_path).read_bytes())
-    digest.update(json.dumps({"temperature": round(temperature, 6), "tta": tta}).encode())
+    settings: dict[str, Any] = {"temperature": round(temperature, 6), "tta": tta}
+    if offsets is not None:
+        settings["offsets"] = [round(float(v), 6) for v in offsets]
+    digest.update(json.dumps(settings).encode())
     return digest.hexdigest()[:16]
 
 
-class EmotionModel:
-    """A loaded emotion model: calibrated probabilities for batches of face crops."""
+Forward = Callable[[np.ndarray], np.ndarray]
+"""The network itself: model input ``(N, size, size, 1)`` to raw logits ``(N, 7)``."""
 
-    def __init__(self, keras_model: Any, metadata: dict[str, Any], path: Path | None) -> None:
+
+class EmotionModel:
+    """A loaded emotion model: calibrated probabilities for batches of face crops.
+
+    The network runs through LiteRT (a ``.tflite`` file: no TensorFlow import) or Keras;
+    both get the same calibration from the metadata: mirrored-face averaging (``tta``),
+    per-class logit offsets (``logit_offsets``) and the temperature.
+    """
+
+    def __init__(
+        self,
+        forward: Forward,
+        metadata: dict[str, Any],
+        path: Path | None,
+        input_size: int,
+        keras_model: Any = None,
+    ) -> None:
+        self._forward = forward
         self.keras_model = keras_model
         self.metadata = metadata
         self.path = path
-        self.input_size = int(keras_model.input_shape[1])
-        self.temperature, self.tta = calibration(metadata)
-        self.model_id = compute_model_id(path, self.temperature, self.tta) if path else None
-        self._forward = None
+        self.input_size = input_size
+        self.temperature, self.tta, self.offsets = calibration(metadata)
+        self.model_id = (
+            compute_model_id(path, self.temperature, self.tta, self.offsets) if path else None
+        )
+
+    @property
+    def backend(self) -> str:
+        return "keras" if self.keras_model is not None else "litert"
 
     def logits(self, faces: Faces, batch_size: int = BATCH_SIZE) -> np.ndarray:
-        """Uncalibrated logits ``(N, 7)``; averaged with the mirrored face when ``tta`` is on."""
+        """Calibration-ready logits ``(N, 7)``: mirrored and offset as the metadata says."""
         x = preprocess_faces(faces, self.input_size)
         return self.logits_from_input(x, batch_size)
 
-    def logits_from_input(self, x: np.ndarray, batch_size: int = BATCH_SIZE) -> np.ndarray:
-        """Logits for input already made by :func:`preprocess_faces`, in batches."""
-        if self._forward is None:
-            tf = import_tensorflow()
-            model, tta = self.keras_model, self.tta
-            spec = tf.TensorSpec([None, self.input_size, self.input_size, 1], tf.float32)
-
-            @tf.function(input_signature=[spec])
-            def forward(batch: Any) -> Any:
-                out = model(batch, training=False)
-                if tta:
-                    out = (out + model(tf.reverse(batch, axis=[2]), training=False)) / 2
-                return out
-
-            self._forward = forward
+    def raw_logits(self, x: np.ndarray, batch_size: int = BATCH_SIZE) -> np.ndarray:
+        """The network's own logits for model input, in batches, without any calibration."""
         out = np.empty((len(x), len(EMOTIONS)), np.float32)
         for start in range(0, len(x), batch_size):
-            out[start : start + batch_size] = self._forward(x[start : start + batch_size]).numpy()
+            out[start : start + batch_size] = self._forward(x[start : start + batch_size])
+        return out
+
+    def network_logits(self, x: np.ndarray, tta: bool, batch_size: int = BATCH_SIZE) -> np.ndarray:
+        """The network's logits, averaged with the mirrored faces' when ``tta``; no offsets."""
+        out = self.raw_logits(x, batch_size)
+        if tta:
+            out = (out + self.raw_logits(np.ascontiguousarray(x[:, :, ::-1]), batch_size)) / 2
+        return out
+
+    def logits_from_input(self, x: np.ndarray, batch_size: int = BATCH_SIZE) -> np.ndarray:
+        """Logits for input already made by :func:`preprocess_faces`, in batches."""
+        out = self.network_logits(x, self.tta, batch_size)
+        if self.offsets is not None:
+            out = out + np.asarray(self.offsets, np.float32)
         return out
 
     def predict(self, faces: Faces, batch_size: int = BATCH_SIZE) -> np.ndarray:
         """Calibrated probabilities ``(N, 7)`` float32 in :data:`EMOTIONS` order."""
         return softmax(self.logits(faces, batch_size), self.temperature)
+
+
+def _keras_forward(tf: Any, model: Any, input_size: int) -> Forward:
+    spec = tf.TensorSpec([None, input_size, input_size, 1], tf.float32)
+    run = tf.function(lambda batch: model(batch, training=False), input_signature=[spec])
+    return lambda x: run(x).numpy()
+
+
+class _LiteRT:
+    """A LiteRT interpreter resized to each batch: it serves one thread only."""
+
+    def __init__(self, path: Path, threads: int) -> None:
+        with quiet_stderr():
+            from ai_edge_litert.interpreter import Interpreter
+
+            self.interpreter = Interpreter(model_path=str(path), num_threads=threads)
+        details = self.interpreter.get_input_details()[0]
+        self.input, self.shape = details["index"], tuple(details["shape"])
+        self.output = self.interpreter.get_output_details()[0]["index"]
+        self.batch = 0
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        if len(x) != self.batch:
+            self.interpreter.resize_tensor_input(self.input, [len(x), *self.shape[1:]])
+            with quiet_stderr():
+                self.interpreter.allocate_tensors()
+            self.batch = len(x)
+        self.interpreter.set_tensor(self.input, np.ascontiguousarray(x, np.float32))
+        self.interpreter.invoke()
+        return self.interpreter.get_tensor(self.output).copy()
 
 
 def read_metadata(model_path: Path) -> dict[str, Any]:
@@ -180,6 +244,18 @@ def read_metadata(model_path: Path) -> dict[str, Any]:
     if not 0 < temperature < float("inf"):
         # A temperature of 0 divides by zero; a negative one would reverse every ranking.
         raise ModelError(f"{meta_file}: temperature must be positive, got {temperature!r}")
+    offsets = meta.get("logit_offsets")
+    if offsets is not None and (
+        not isinstance(offsets, list)
+        or len(offsets) != len(EMOTIONS)
+        or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+            for v in offsets
+        )
+    ):
+        raise ModelError(
+            f"{meta_file}: logit_offsets must be {len(EMOTIONS)} finite numbers, got {offsets!r}"
+        )
     size = meta.get("input_size", INPUT_SIZE)
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
         raise ModelError(f"{meta_file}: input_size must be a positive integer, got {size!r}")
@@ -207,19 +283,31 @@ def model_id_of(path: str | os.PathLike[str] | None = None) -> str:
     A rescan with nothing new asks only this, to see whether stored faces need the model.
     """
     model_path = resolve_model_path(path)
-    temperature, tta = calibration(read_metadata(model_path))
-    return compute_model_id(model_path, temperature, tta)
+    return compute_model_id(model_path, *calibration(read_metadata(model_path)))
 
 
-def calibration(metadata: dict[str, Any]) -> tuple[float, bool]:
-    """The temperature and test-time flip averaging a model's metadata asks for."""
-    return float(metadata.get("temperature", 1.0)), bool(metadata.get("tta", False))
+def calibration(metadata: dict[str, Any]) -> tuple[float, bool, list[float] | None]:
+    """The temperature, test-time flip averaging and class offsets the metadata asks for."""
+    offsets = metadata.get("logit_offsets")
+    return (
+        float(metadata.get("temperature", 1.0)),
+        bool(metadata.get("tta", False)),
+        None if offsets is None else [float(v) for v in offsets],
+    )
 
 
-def load_model(path: str | os.PathLike[str] | None = None) -> EmotionModel:
-    """Load an emotion model (default: the one shipped with photosort) and check its shape."""
+def load_model(
+    path: str | os.PathLike[str] | None = None, *, threads: int | None = None
+) -> EmotionModel:
+    """Load an emotion model (default: the shipped LiteRT one) and check its shape.
+
+    A ``.tflite`` file runs through LiteRT and never imports TensorFlow; anything else is
+    loaded as a Keras model (training and ``evaluate --model x.keras`` use that path).
+    """
     model_path = resolve_model_path(path)
     meta = read_metadata(model_path)
+    if model_path.suffix == ".tflite":
+        return _load_litert(model_path, meta, threads or min(2, os.cpu_count() or 1))
     import_tensorflow()
     import keras
 
@@ -230,9 +318,34 @@ def load_model(path: str | os.PathLike[str] | None = None) -> EmotionModel:
     in_shape = tuple(model.input_shape) if not isinstance(model.input_shape, list) else None
     out_shape = tuple(model.output_shape) if not isinstance(model.output_shape, list) else None
     size = int(meta.get("input_size", in_shape[1] if in_shape and len(in_shape) == 4 else 0))
+    _check_shape(model_path, size, in_shape, out_shape)
+    return keras_emotion_model(model, meta, model_path)
+
+
+def keras_emotion_model(
+    keras_model: Any, metadata: dict[str, Any] | None = None, path: Path | None = None
+) -> EmotionModel:
+    """An :class:`EmotionModel` around a Keras network in memory (training's own)."""
+    size = int(keras_model.input_shape[1])
+    forward = _keras_forward(import_tensorflow(), keras_model, size)
+    return EmotionModel(forward, metadata or {}, path, size, keras_model)
+
+
+def _check_shape(path: Path, size: int, in_shape: Any, out_shape: Any) -> None:
     if in_shape != (None, size, size, 1) or out_shape != (None, len(EMOTIONS)):
         raise ModelError(
-            f"{model_path}: wrong model shape: expected input (None, {size}, {size}, 1) and "
-            f"output (None, {len(EMOTIONS)}), got {model.input_shape} -> {model.output_shape}"
+            f"{path}: wrong model shape: expected input (None, {size}, {size}, 1) and "
+            f"output (None, {len(EMOTIONS)}), got {in_shape} -> {out_shape}"
         )
-    return EmotionModel(model, meta, model_path)
+
+
+def _load_litert(model_path: Path, meta: dict[str, Any], threads: int) -> EmotionModel:
+    try:
+        forward = _LiteRT(model_path, threads)
+        out_shape = tuple(forward.interpreter.get_output_details()[0]["shape"])
+    except Exception as exc:  # noqa: BLE001 - the runtime raises ValueError/RuntimeError
+        raise ModelError(f"{model_path}: not a loadable LiteRT model: {first_line(exc)}") from exc
+    size = int(meta.get("input_size", forward.shape[1] if len(forward.shape) == 4 else 0))
+    in_shape = (None, *forward.shape[1:])
+    _check_shape(model_path, size, in_shape, (None, *out_shape[1:]))
+    return EmotionModel(forward, meta, model_path, size)

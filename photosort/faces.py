@@ -36,6 +36,16 @@ TILE = 512
 """Tile side: at 192 px of model input, a 30 px face in a tile this size still measures 11 px."""
 CROP_SIZE = 96
 CROP_MARGIN = 0.25
+FER_EYES = (0.495, 0.396)
+"""Median midpoint of the eyes in FER-2013's 48x48 frame (23.8, 19.0 px), as a share of it."""
+FER_EYE_DISTANCE = 0.353
+"""Median distance between the eyes in that frame (16.9 px), as a share of its side."""
+FER_EYE_MOUTH = 0.398
+"""Median distance from the eyes' midpoint to the mouth (19.1 px), as a share of the side."""
+FRAME_SCALE = 1.0
+"""Frame side over the FER-measured one: 1 cuts exactly the training faces' framing."""
+CROP_FRAMING = "fer-eyes-1"
+"""Names the way crops are cut; part of :attr:`FaceSettings.key`."""
 
 
 class DetectorError(PhotosortError):
@@ -51,9 +61,30 @@ class Face:
     w: float
     h: float
     score: float
+    keypoints: tuple[tuple[float, float], ...] = ()
+    """BlazeFace's six landmarks in the same pixels: the eyes (the subject's right, then
+    left), nose tip, mouth centre and the two ear tragions; empty when unknown."""
 
     def scaled(self, factor: float) -> Face:
-        return Face(self.x * factor, self.y * factor, self.w * factor, self.h * factor, self.score)
+        return Face(
+            self.x * factor,
+            self.y * factor,
+            self.w * factor,
+            self.h * factor,
+            self.score,
+            tuple((kx * factor, ky * factor) for kx, ky in self.keypoints),
+        )
+
+    def shifted(self, dx: float, dy: float) -> Face:
+        """The same face in a larger image whose window started at ``(dx, dy)``."""
+        return Face(
+            self.x + dx,
+            self.y + dy,
+            self.w,
+            self.h,
+            self.score,
+            tuple((kx + dx, ky + dy) for kx, ky in self.keypoints),
+        )
 
     @property
     def box(self) -> tuple[float, float, float, float]:
@@ -149,13 +180,21 @@ class BlazeFace:
         if not keep.any():
             return []
         raw, scores, anchors = raw[keep], scores[keep], self._anchors[keep]
-        cx = anchors[:, 0] + raw[:, 0] / INPUT
-        cy = anchors[:, 1] + raw[:, 1] / INPUT
-        bw, bh = raw[:, 2] / INPUT, raw[:, 3] / INPUT
         to_px = side  # normalised letterbox units back to window pixels
+        centre = anchors + raw[:, :2] / INPUT
+        size = raw[:, 2:4] / INPUT
+        points = (anchors[:, None, :] + raw[:, 4:16].reshape(-1, 6, 2) / INPUT) * to_px
+        corner = (centre - size / 2) * to_px
         return [
-            Face((x - fw / 2) * to_px, (y - fh / 2) * to_px, fw * to_px, fh * to_px, float(s))
-            for x, y, fw, fh, s in zip(cx, cy, bw, bh, scores, strict=True)
+            Face(
+                float(x),
+                float(y),
+                float(fw),
+                float(fh),
+                float(s),
+                tuple((float(px), float(py)) for px, py in kp),
+            )
+            for (x, y), (fw, fh), s, kp in zip(corner, size * to_px, scores, points, strict=True)
         ]
 
     def detect(self, image: np.ndarray) -> list[Face]:
@@ -164,7 +203,7 @@ class BlazeFace:
         found: list[Face] = []
         for x, y, w, h in self.windows(width, height):
             for face in self._run(image[y : y + h, x : x + w]):
-                found.append(Face(face.x + x, face.y + y, face.w, face.h, face.score))
+                found.append(face.shifted(x, y))
         return weighted_nms(found, iou_threshold=0.3)
 
 
@@ -198,9 +237,16 @@ def weighted_nms(faces: list[Face], *, iou_threshold: float) -> list[Face]:
         ]
         remaining = [f for f in remaining if f not in group]
         weights = np.array([f.score for f in group])
+        weights /= weights.sum()
         boxes = np.array([f.box for f in group])
-        x, y, w, h = (boxes * weights[:, None]).sum(axis=0) / weights.sum()
-        merged.append(Face(float(x), float(y), float(w), float(h), best.score))
+        x, y, w, h = (boxes * weights[:, None]).sum(axis=0)
+        marked = [(f, wt) for f, wt in zip(group, weights, strict=True) if f.keypoints]
+        keypoints: tuple[tuple[float, float], ...] = ()
+        if marked:
+            total = sum(wt for _, wt in marked)
+            points = sum(np.asarray(f.keypoints) * wt for f, wt in marked) / total
+            keypoints = tuple((float(px), float(py)) for px, py in points)
+        merged.append(Face(float(x), float(y), float(w), float(h), best.score, keypoints))
     return merged
 
 
@@ -236,11 +282,75 @@ def square_crop_box(
     return left, top, int(round(side))
 
 
-def crop_face(image: Image.Image, face: Face, size: int = CROP_SIZE) -> np.ndarray:
-    """Cut the face's square crop from ``image`` as ``size``x``size`` greyscale uint8."""
+def _box_crop(image: Image.Image, face: Face, size: int) -> np.ndarray:
     left, top, side = square_crop_box(face, image.width, image.height)
     crop = image.crop((left, top, left + side, top + side)).convert("L")
     return np.asarray(crop.resize((size, size), Image.Resampling.LANCZOS))
+
+
+def crop_frame(face: Face) -> tuple[float, float, float, float] | None:
+    """Where the training faces' frame falls on this face: centre x, y, side and angle.
+
+    FER-2013 centres the eyes' midpoint at FER_EYES of its frame, with the eyes
+    FER_EYE_DISTANCE and the mouth FER_EYE_MOUTH of a side apart (measured with this
+    detector on its faces: bench/bench_framing.py). The larger of the two scale estimates is
+    kept, since turning the head shortens the eye distance and tilting it the eye-mouth one.
+    The angle (radians) levels the eyes. None when the detector gave no landmarks.
+    """
+    if len(face.keypoints) < 4:
+        return None
+    (rx, ry), (lx, ly), _, (mx, my) = face.keypoints[:4]
+    ex, ey = (rx + lx) / 2, (ry + ly) / 2
+    angle = math.atan2(ly - ry, lx - rx)
+    eye_side = math.hypot(lx - rx, ly - ry) / FER_EYE_DISTANCE
+    mouth_side = math.hypot(mx - ex, my - ey) / FER_EYE_MOUTH
+    side = max(eye_side, mouth_side) * FRAME_SCALE
+    if side <= 0:
+        return None
+    cos, sin = math.cos(angle), math.sin(angle)
+    # The frame's centre sits this far from the eyes, in the frame's own (levelled) axes.
+    ox, oy = (0.5 - FER_EYES[0]) * side, (0.5 - FER_EYES[1]) * side
+    return ex + ox * cos - oy * sin, ey + ox * sin + oy * cos, side, angle
+
+
+def crop_side_of(face: Face) -> float:
+    """How many pixels of the image the face's crop spans, framed or boxed."""
+    frame = crop_frame(face)
+    return frame[2] if frame else max(face.w, face.h) * (1 + 2 * CROP_MARGIN)
+
+
+def crop_face(image: Image.Image, face: Face, size: int = CROP_SIZE) -> np.ndarray:
+    """Cut the face as ``size``x``size`` greyscale uint8, framed like the training faces.
+
+    With landmarks, the crop is rotated so the eyes are level and scaled and centred as
+    FER-2013 frames its faces (:func:`crop_frame`); without them, a square around the box.
+    The region is first shrunk with an antialiasing filter, then rotated at the output scale,
+    so a large face is not aliased by the affine warp.
+    """
+    frame = crop_frame(face)
+    if frame is None:
+        return _box_crop(image, face, size)
+    cx, cy, side, angle = frame
+    reach = side * (abs(math.cos(angle)) + abs(math.sin(angle))) / 2 + 1
+    box = [
+        math.floor(cx - reach),
+        math.floor(cy - reach),
+        math.ceil(cx + reach),
+        math.ceil(cy + reach),
+    ]
+    region = image.crop(tuple(box)).convert("L")  # outside the photo: black, as FER pads
+    factor = size / side
+    out_w = max(1, round(region.width * factor))
+    out_h = max(1, round(region.height * factor))
+    region = region.resize((out_w, out_h), Image.Resampling.LANCZOS)
+    fx, fy = out_w / (box[2] - box[0]), out_h / (box[3] - box[1])
+    ccx, ccy = (cx - box[0]) * fx, (cy - box[1]) * fy
+    cos, sin = math.cos(angle), math.sin(angle)
+    half = size / 2
+    # Output pixel (u, v) -> region pixel: rotate by the eyes' angle about the centre.
+    coeffs = (cos, -sin, ccx - half * cos + half * sin, sin, cos, ccy - half * sin - half * cos)
+    crop = region.transform((size, size), Image.Transform.AFFINE, coeffs, Image.Resampling.BILINEAR)
+    return np.asarray(crop)
 
 
 def sharpness(crop: np.ndarray) -> float:
@@ -298,7 +408,7 @@ def find_faces(
             rejected += 1
         else:
             kept.append(face)
-    crop_side = [max(f.w, f.h) * (1 + 2 * CROP_MARGIN) for f in kept]
+    crop_side = [crop_side_of(face) for face in kept]
     hires: Image.Image | None = None
     if kept and min(crop_side) < CROP_SIZE and factor > 1:
         wanted = max(image.width, image.height) * CROP_SIZE / min(crop_side)
@@ -328,8 +438,12 @@ class FaceSettings:
 
     @property
     def key(self) -> str:
-        """Recorded with each photo: which detector and thresholds found its faces."""
-        return f"{self.detector}:{self.min_score:g}:{self.min_face:g}"
+        """Recorded with each photo: which detector, thresholds and framing cut its faces.
+
+        A library scanned with another key has its faces found and cropped again by the
+        next scan, so a change of crops (CROP_FRAMING) reaches existing libraries.
+        """
+        return f"{self.detector}:{self.min_score:g}:{self.min_face:g}:{CROP_FRAMING}"
 
 
 _DETECTORS: dict[tuple[str, float], object] = {}

@@ -22,16 +22,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
 
 from photosort.defaults import AUGMENT_MODES, LABEL_MODES, PEAK_LR
 from photosort.emotions import (
     EMOTIONS,
     INPUT_SIZE,
-    EmotionModel,
+    calibration,
     compute_model_id,
     import_tensorflow,
-    load_model,
+    keras_emotion_model,
     metadata_path,
     model_id_of,
     preprocess_faces,
@@ -494,46 +493,87 @@ def build_model(input_size: int = INPUT_SIZE, widths: tuple[int, ...] = WIDTHS) 
     return keras.Model(inputs, outputs, name="photosort_emotion")
 
 
+def _warp(tf: Any, gen: Any, x: Any, turn: float, zoom: float, shift: float) -> Any:
+    """Rotate (radians), scale and shift each face by a random amount within the ranges."""
+    n, size = tf.shape(x)[0], x.shape[1]
+    angle = gen.uniform([n], -turn, turn)
+    scale = gen.uniform([n], 1 - zoom, 1 + zoom)
+    tx, ty = (gen.uniform([n], -shift, shift) * size for _ in range(2))
+    c = (size - 1) / 2
+    a0, a1 = tf.cos(angle) / scale, tf.sin(angle) / scale
+    b0, b1 = -a1, a0
+    a2 = c - a0 * (c + tx) - a1 * (c + ty)
+    b2 = c - b0 * (c + tx) - b1 * (c + ty)
+    zeros = tf.zeros_like(a0)
+    return tf.raw_ops.ImageProjectiveTransformV3(
+        images=x,
+        transforms=tf.stack([a0, a1, a2, b0, b1, b2, zeros, zeros], axis=1),
+        output_shape=[size, size],
+        fill_value=0.0,
+        interpolation="BILINEAR",
+        fill_mode="REFLECT",
+    )
+
+
+def _erase(tf: Any, gen: Any, x: Any) -> Any:
+    """Blank a random rectangle in half of the faces: no single region may decide alone."""
+    n, size = tf.shape(x)[0], x.shape[1]
+    side = gen.uniform([n, 2], 0.15, 0.4) * size
+    corner = gen.uniform([n, 2]) * (size - side)
+    grid = tf.range(size, dtype=tf.float32)
+    rows = (grid[None] >= corner[:, :1]) & (grid[None] < corner[:, :1] + side[:, :1])
+    cols = (grid[None] >= corner[:, 1:]) & (grid[None] < corner[:, 1:] + side[:, 1:])
+    erase = (rows[:, :, None] & cols[:, None, :]) & (gen.uniform([n, 1, 1]) < 0.5)
+    return tf.where(erase[..., None], tf.zeros_like(x), x)
+
+
+def _photographic(tf: Any, gen: Any, x: Any) -> Any:
+    """Make FER faces look like faces cut from photos: light curves, softness, low resolution.
+
+    Works on standardised input: each face is stretched to [0, 1], given a random gamma;
+    a third are blurred, and a third shrunk (to 50-100% of the side, as a small face in a photo
+    is) and enlarged back; then each face is standardised again as preprocessing does.
+    """
+    n, size = tf.shape(x)[0], x.shape[1]
+    lo = tf.reduce_min(x, axis=[1, 2, 3], keepdims=True)
+    hi = tf.reduce_max(x, axis=[1, 2, 3], keepdims=True)
+    x = (x - lo) / tf.maximum(hi - lo, 1e-6)
+    x = tf.pow(x, tf.exp(gen.uniform([n, 1, 1, 1], -0.4, 0.4)))
+    sigma = gen.uniform([], 0.4, 1.0)
+    taps = tf.exp(-(tf.range(-2.0, 3.0) ** 2) / (2 * sigma**2))
+    taps /= tf.reduce_sum(taps)
+    kernel = (taps[:, None] * taps[None, :])[:, :, None, None]
+    blurred = tf.nn.conv2d(
+        tf.pad(x, [[0, 0], [2, 2], [2, 2], [0, 0]], "SYMMETRIC"), kernel, 1, "VALID"
+    )
+    x = tf.where(gen.uniform([n, 1, 1, 1]) < 0.3, blurred, x)
+    small = tf.cast(tf.round(gen.uniform([], 0.5, 1.0) * size), tf.int32)
+    shrunk = tf.image.resize(tf.image.resize(x, [small, small], antialias=True), [size, size])
+    x = tf.where(gen.uniform([n, 1, 1, 1]) < 0.3, shrunk, x)
+    mean, var = tf.nn.moments(x, axes=[1, 2, 3], keepdims=True)
+    return (x - mean) / tf.maximum(tf.sqrt(var), 1.0 / 255)
+
+
 def _augmenter(tf: Any, seed: int, mode: str = "full") -> Callable[..., Any]:
     """A batched augmentation: mirror, then (``full``) rotate, scale, shift and erase a patch.
 
     ``flip`` (mirror only) suits a short fine-tune at the end: the heavy distortions that
     keep a long run from overfitting also keep a small network from fitting real faces.
+    ``photo`` mirrors, jitters the frame as the detector's landmarks do (a few degrees and
+    per cent) and degrades the face as a photo crop is degraded (:func:`_photographic`).
     """
     gen = tf.random.Generator.from_seed(seed)
 
     def augment(x: Any, y: Any, w: Any) -> tuple[Any, Any, Any]:
         if mode == "none":
             return x, y, w
-        n, size = tf.shape(x)[0], x.shape[1]
+        n = tf.shape(x)[0]
         x = tf.where(gen.uniform([n, 1, 1, 1]) < 0.5, tf.reverse(x, axis=[2]), x)
         if mode == "flip":
             return x, y, w
-        angle = gen.uniform([n], -0.2, 0.2)
-        scale = gen.uniform([n], 0.9, 1.1)
-        tx, ty = (gen.uniform([n], -0.1, 0.1) * size for _ in range(2))
-        c = (size - 1) / 2
-        a0, a1 = tf.cos(angle) / scale, tf.sin(angle) / scale
-        b0, b1 = -a1, a0
-        a2 = c - a0 * (c + tx) - a1 * (c + ty)
-        b2 = c - b0 * (c + tx) - b1 * (c + ty)
-        zeros = tf.zeros_like(a0)
-        x = tf.raw_ops.ImageProjectiveTransformV3(
-            images=x,
-            transforms=tf.stack([a0, a1, a2, b0, b1, b2, zeros, zeros], axis=1),
-            output_shape=[size, size],
-            fill_value=0.0,
-            interpolation="BILINEAR",
-            fill_mode="REFLECT",
-        )
-        side = gen.uniform([n, 2], 0.15, 0.4) * size
-        corner = gen.uniform([n, 2]) * (size - side)
-        grid = tf.range(size, dtype=tf.float32)
-        rows = (grid[None] >= corner[:, :1]) & (grid[None] < corner[:, :1] + side[:, :1])
-        cols = (grid[None] >= corner[:, 1:]) & (grid[None] < corner[:, 1:] + side[:, 1:])
-        erase = (rows[:, :, None] & cols[:, None, :]) & (gen.uniform([n, 1, 1]) < 0.5)
-        x = tf.where(erase[..., None], tf.zeros_like(x), x)
-        return x, y, w
+        if mode == "photo":
+            return _photographic(tf, gen, _warp(tf, gen, x, 0.1, 0.06, 0.04)), y, w
+        return _erase(tf, gen, _warp(tf, gen, x, 0.2, 0.1, 0.1)), y, w
 
     return augment
 
@@ -541,7 +581,7 @@ def _augmenter(tf: Any, seed: int, mode: str = "full") -> Callable[..., Any]:
 # --- training -----------------------------------------------------------------------------
 
 
-def _write_atomically(target: Path, write: Callable[[Path], None]) -> None:
+def write_atomically(target: Path, write: Callable[[Path], None]) -> None:
     """Write through a temporary file beside ``target`` so a crash never leaves half a file."""
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(
@@ -557,23 +597,23 @@ def _write_atomically(target: Path, write: Callable[[Path], None]) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def _write_json(target: Path, obj: Any) -> None:
-    _write_atomically(target, lambda p: p.write_text(json.dumps(obj, indent=1) + "\n"))
+def write_json(target: Path, obj: Any) -> None:
+    write_atomically(target, lambda p: p.write_text(json.dumps(obj, indent=1) + "\n"))
 
 
 def save_model(keras_model: Any, out: str | os.PathLike[str], metadata: dict[str, Any]) -> str:
     """Save a ``.keras`` model and its metadata JSON atomically; returns the model id."""
     out = Path(out)
-    temperature, tta = float(metadata.get("temperature", 1.0)), bool(metadata.get("tta"))
+    temperature, tta, offsets = calibration(metadata)
     model_id = ""
 
     def write_model(tmp: Path) -> None:
         nonlocal model_id
         keras_model.save(tmp)
-        model_id = compute_model_id(tmp, temperature, tta)
+        model_id = compute_model_id(tmp, temperature, tta, offsets)
 
-    _write_atomically(out, write_model)
-    _write_json(metadata_path(out), {**metadata, "model_id": model_id})
+    write_atomically(out, write_model)
+    write_json(metadata_path(out), {**metadata, "model_id": model_id})
     return model_id
 
 
@@ -635,18 +675,18 @@ def _make_callback(
                     epoch + 1,
                     0,
                 )
-                _write_atomically(ckpt / "best.keras", self.model.save)
+                write_atomically(ckpt / "best.keras", self.model.save)
             else:
                 state["wait"] += 1
             # Recorded before the log is written: a finished run must not look resumable.
             stop = state["wait"] >= config["patience"]
             if stop:
                 state["stopped_early"] = True
-            _write_atomically(ckpt / "last.keras", self.model.save)
+            write_atomically(ckpt / "last.keras", self.model.save)
             if config["average"] > 1:
-                _write_atomically(ckpt / f"epoch{epoch + 1}.keras", self.model.save)
+                write_atomically(ckpt / f"epoch{epoch + 1}.keras", self.model.save)
                 (ckpt / f"epoch{epoch + 1 - config['average']}.keras").unlink(missing_ok=True)
-            _write_json(ckpt / "log.json", state)
+            write_json(ckpt / "log.json", state)
             _write_csv_log(ckpt / "log.csv", state["history"])
             if progress:
                 progress(_format_epoch(row, config["epochs"], improved))
@@ -741,10 +781,10 @@ def _write_csv_log(target: Path, history: list[dict[str, Any]]) -> None:
             writer.writeheader()
             writer.writerows(history)
 
-    _write_atomically(target, write)
+    write_atomically(target, write)
 
 
-def _validation_split(data: FaceData, seed: int) -> tuple[FaceData, FaceData, str]:
+def validation_split(data: FaceData, seed: int) -> tuple[FaceData, FaceData, str]:
     """Training and validation rows: PublicTest when present, else a seeded 10% of Training."""
     train = split_usage(data, "Training")
     if (data.usage == "PublicTest").any():
@@ -781,7 +821,7 @@ def train(
     if not 0 <= config.mix_weight <= 1:
         raise DataError(f"mix weight {config.mix_weight} is not between 0 and 1")
     data = load_data(data_path, votes)
-    train_data, val_data, val_name = _validation_split(data, config.seed)
+    train_data, val_data, val_name = validation_split(data, config.seed)
     train_targets, keep = make_targets(train_data, config.labels, config.mix_weight)
     train_data, train_targets = train_data.select(keep), train_targets[keep]
     val_targets, keep = make_targets(val_data, config.labels, config.mix_weight)
@@ -858,7 +898,7 @@ def _calibrate_and_save(
     val_name: str,
 ) -> dict[str, Any]:
     """Fit the temperature on the validation split, measure, and save model and metadata."""
-    logits = EmotionModel(model, {"tta": False}, None).logits_from_input(x_val)
+    logits = keras_emotion_model(model).logits_from_input(x_val)
     temperature = fit_temperature(logits, reference_labels(val_data, labels))
     report = classification_report(
         logits, val_data.labels, temperature, val_data.votes, val_data.ferplus_labels
@@ -1071,192 +1111,3 @@ def _clear_checkpoints(ckpt: Path) -> None:
     stale = [ckpt / name for name in ("last.keras", "best.keras", "log.json", "log.csv")]
     for path in [*stale, *ckpt.glob("epoch*.keras")]:
         path.unlink(missing_ok=True)
-
-
-# --- evaluation ---------------------------------------------------------------------------
-
-
-def evaluate(
-    data_path: str | os.PathLike[str],
-    model_path: str | os.PathLike[str] | None = None,
-    *,
-    usage: str = "PublicTest",
-    votes: str | os.PathLike[str] | None = None,
-) -> tuple[dict[str, Any], EmotionModel]:
-    """Evaluate a model (default: the shipped one) on one split; returns the report and model."""
-    data = split_usage(load_data(data_path, votes), usage)
-    model = load_model(model_path)
-    logits = model.logits(data.faces)
-    report = classification_report(
-        logits, data.labels, model.temperature, data.votes, data.ferplus_labels
-    )
-    return {"usage": usage, "model_id": model.model_id, **report}, model
-
-
-def _format_ferplus(report: dict[str, Any]) -> str:
-    if "ferplus_n" not in report:
-        return ""
-    majority = (
-        f"FER+ majority accuracy {report['ferplus_accuracy']:.4f} "
-        f"({report['ferplus_n']} faces with a clear majority)"
-        if "ferplus_accuracy" in report
-        else "no face has a clear FER+ majority"
-    )
-    plurality = report.get("ferplus_plurality_accuracy")
-    return f"   {majority}" + (
-        "" if plurality is None else f"; most-voted class {plurality:.4f} (every voted face)"
-    )
-
-
-def format_report(report: dict[str, Any]) -> str:
-    """The evaluation report as a human-readable text table."""
-    lines = [
-        f"{report['usage']}: {report['n']} faces, model {report['model_id']}",
-        f"accuracy {report['accuracy']:.4f}" + _format_ferplus(report),
-        f"ECE {report['ece']:.4f} (uncalibrated {report['ece_uncalibrated']:.4f}, "
-        f"temperature {report['temperature']:g})",
-        "",
-        f"{'emotion':<10}{'precision':>10}{'recall':>10}{'support':>10}",
-    ]
-    for name, row in report["per_class"].items():
-        lines.append(
-            f"{name:<10}{row['precision']:>10.4f}{row['recall']:>10.4f}{row['support']:>10}"
-        )
-    lines += ["", "confusion matrix (rows: true, columns: predicted)"]
-    lines.append(" " * 10 + "".join(f"{name[:8]:>9}" for name in EMOTIONS))
-    for name, row in zip(EMOTIONS, report["confusion_matrix"], strict=True):
-        lines.append(f"{name:<10}" + "".join(f"{v:>9}" for v in row))
-    return "\n".join(lines)
-
-
-# --- plots --------------------------------------------------------------------------------
-
-
-def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
-    try:
-        return ImageFont.load_default(size=size)
-    except TypeError:  # Pillow built without FreeType
-        return ImageFont.load_default()
-
-
-def _save_png(image: Image.Image, target: Path) -> None:
-    _write_atomically(target, lambda p: image.save(p, format="PNG"))
-
-
-def plot_confusion(matrix: list[list[int]], target: str | os.PathLike[str]) -> Path:
-    """A confusion-matrix heat map (shaded by recall, labelled with counts) as PNG."""
-    target = Path(target)
-    cell, left, top = 72, 90, 60
-    k = len(EMOTIONS)
-    image = Image.new("RGB", (left + k * cell + 20, top + k * cell + 50), "white")
-    draw = ImageDraw.Draw(image)
-    font, small = _font(14), _font(12)
-    counts = np.asarray(matrix, dtype=float)
-    share = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
-    draw.text((left, 8), "Confusion matrix (rows: true, columns: predicted)", "black", font)
-    for i, name in enumerate(EMOTIONS):
-        draw.text((left + i * cell + cell // 2, top - 8), name, "black", small, anchor="md")
-        draw.text((left - 8, top + i * cell + cell // 2), name, "black", small, anchor="rm")
-        for j in range(k):
-            shade = int(255 * (1 - share[i, j]))
-            box = (left + j * cell, top + i * cell, left + (j + 1) * cell, top + (i + 1) * cell)
-            draw.rectangle(box, fill=(shade, shade, 255), outline="grey")
-            colour = "white" if share[i, j] > 0.5 else "black"
-            centre = (box[0] + cell // 2, box[1] + cell // 2)
-            draw.text(centre, f"{int(counts[i, j])}", colour, small, anchor="mm")
-    draw.text((left, top + k * cell + 16), "shade: share of the true class", "grey", small)
-    _save_png(image, target)
-    return target
-
-
-def _draw_panel(
-    draw: ImageDraw.ImageDraw,
-    box: tuple[int, int, int, int],
-    title: str,
-    history: list[dict[str, Any]],
-    series: list[tuple[str, str, tuple[int, int, int]]],
-) -> None:
-    """One line chart of per-epoch values: a framed box, min/max ticks and a legend."""
-    x0, y0, x1, y1 = box
-    font, small = _font(14), _font(11)
-    draw.rectangle(box, outline="black")
-    draw.text(((x0 + x1) // 2, y0 - 10), f"{title} per epoch", "black", font, anchor="md")
-    draw.text(((x0 + x1) // 2, y1 + 18), "epoch", "black", small, anchor="mt")
-    present = [s for s in series if all(s[0] in row for row in history)]
-    values = [row[key] for row in history for key, _, _ in present]
-    if not values:
-        return
-    lo, hi = min(values), max(values)
-    hi = hi if hi > lo else lo + 1
-    first = history[0]["epoch"]
-    last = max(history[-1]["epoch"], first + 1)
-
-    def point(epoch: float, value: float) -> tuple[float, float]:
-        return (
-            x0 + (epoch - first) / (last - first) * (x1 - x0),
-            y1 - (value - lo) / (hi - lo) * (y1 - y0),
-        )
-
-    for value in (lo, hi):
-        draw.text((x0 - 4, point(first, value)[1]), f"{value:.3g}", "black", small, anchor="rm")
-    for epoch in (first, history[-1]["epoch"]):
-        draw.text((point(epoch, lo)[0], y1 + 4), str(epoch), "black", small, anchor="mt")
-    for n, (key, name, colour) in enumerate(present):
-        points = [point(row["epoch"], row[key]) for row in history]
-        if len(points) > 1:
-            draw.line(points, fill=colour, width=2)
-        for px, py in points:
-            draw.ellipse((px - 2, py - 2, px + 2, py + 2), fill=colour)
-        draw.text((x0 + 8, y0 + 8 + 14 * n), name, colour, small)
-
-
-def plot_history(history: list[dict[str, Any]], target: str | os.PathLike[str]) -> Path:
-    """Loss and accuracy per epoch, training and validation, as PNG."""
-    target = Path(target)
-    width, height, pad = 900, 380, 50
-    image = Image.new("RGB", (width, height), "white")
-    draw = ImageDraw.Draw(image)
-    blue, orange, green = (31, 119, 180), (255, 127, 14), (44, 160, 44)
-    panel_w = (width - 3 * pad) // 2
-    panels = (
-        ("loss", [("loss", "train", blue), ("val_loss", "validation", orange)]),
-        (
-            "accuracy",
-            [
-                ("accuracy", "train", blue),
-                ("val_accuracy", "validation", orange),
-                ("val_ferplus_accuracy", "validation, FER+ majority", green),
-            ],
-        ),
-    )
-    for p, (title, series) in enumerate(panels):
-        x0 = pad + p * (panel_w + pad)
-        _draw_panel(draw, (x0, pad, x0 + panel_w, height - pad), title, history, series)
-    _save_png(image, target)
-    return target
-
-
-def training_history(model: EmotionModel) -> list[dict[str, Any]]:
-    """Per-epoch metrics: from the model's metadata, or the log of the checkpoint it came from."""
-    if model.metadata.get("history"):
-        return model.metadata["history"]
-    if model.path is None:
-        return []
-    for log in (model.path.parent / "log.json", checkpoint_dir(model.path) / "log.json"):
-        try:
-            return json.loads(log.read_text()).get("history", [])
-        except (OSError, ValueError, AttributeError):
-            continue
-    return []
-
-
-def write_plots(
-    report: dict[str, Any], model: EmotionModel, folder: str | os.PathLike[str]
-) -> list[Path]:
-    """The confusion matrix, and the training curves when the model has a training log."""
-    folder = Path(folder)
-    written = [plot_confusion(report["confusion_matrix"], folder / "confusion_matrix.png")]
-    history = training_history(model)
-    if history:
-        written.append(plot_history(history, folder / "training_curves.png"))
-    return written

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from PIL import Image
 from skimage.draw import disk, ellipse
 
-from photosort import training
+from photosort import evaluating, plotting, training
 from photosort.cli import cli
 from photosort.emotions import EMOTIONS, ModelError, load_model, preprocess_faces
 from photosort.training import DataError, TrainConfig, TrainingError
@@ -311,12 +311,12 @@ def test_evaluate_json_report_and_plots(
 
 
 def test_evaluate_function_and_text_report(csv_model: Path, fer_csv: Path) -> None:
-    report, model = training.evaluate(fer_csv, csv_model, usage="Training")
+    report, model = evaluating.evaluate(fer_csv, csv_model, usage="Training")
     assert report["n"] == 32 and report["model_id"] == model.model_id
     assert "ferplus_accuracy" not in report
     checkpoint = load_model(training.checkpoint_dir(csv_model) / "best.keras")
-    assert checkpoint.temperature == 1.0 and len(training.training_history(checkpoint)) == 1
-    text = training.format_report(report)
+    assert checkpoint.temperature == 1.0 and len(plotting.training_history(checkpoint)) == 1
+    text = evaluating.format_report(report)
     assert "accuracy" in text and "confusion matrix" in text and "happy" in text
 
 
@@ -515,7 +515,7 @@ def test_ferplus_majority_follows_the_ferplus_papers_rule() -> None:
     assert report["ferplus_n"] == 2 and report["ferplus_accuracy"] == 1.0
     assert report["ferplus_plurality_accuracy"] == 1.0  # 4 voted faces, the tie counts
     assert "FER+ majority accuracy 1.0000 (2 faces with a clear majority)" in (
-        training.format_report({"usage": "PublicTest", "model_id": "m", **report})
+        evaluating.format_report({"usage": "PublicTest", "model_id": "m", **report})
     )
 
 
@@ -555,7 +555,7 @@ def test_plot_history_without_validation_metrics(tmp_path: Path) -> None:
         {"epoch": 1, "loss": 2.0, "accuracy": 0.3},
         {"epoch": 2, "loss": 1.5, "accuracy": 0.5},
     ]
-    target = training.plot_history(history, tmp_path / "curves.png")
+    target = plotting.plot_history(history, tmp_path / "curves.png")
     with Image.open(target) as img:
         assert img.size == (900, 380)
 
