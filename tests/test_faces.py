@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from photosort import indexing
 from photosort.cli import cli
 from photosort.defaults import EMOTIONS, WORKING_SIDE
-from photosort.faces import Face, crop_face, iou, make_detector, sharpness
+from photosort.faces import crop_face, iou, make_detector, sharpness
 from photosort.images import read_array, read_image
 from photosort.indexing import FaceOptions, decode_crop, scan_library
 from photosort.ranking import RankingError, top_photos
