@@ -98,7 +98,8 @@ def model_option(func: Callable[..., Any]) -> Callable[..., Any]:
         "model_path",
         type=click.Path(exists=True, dir_okay=False),
         default=None,
-        help="Emotion model (.keras) [default: the one shipped with photosort].",
+        help="Emotion model (.tflite, or .keras through TensorFlow) [default: the one shipped "
+        "with photosort].",
     )(func)
 
 

@@ -414,7 +414,8 @@ def find_faces(
         wanted = max(image.width, image.height) * CROP_SIZE / min(crop_side)
         side = min(max(full_w, full_h), math.ceil(wanted))
         try:
-            hires = read_image(path, max_side=side, max_megapixels=max_megapixels)
+            # Only the crops are resized: the decode stays at its JPEG reduced scale.
+            hires = read_image(path, max_side=side, max_megapixels=max_megapixels, exact=False)
         except ImageError:
             hires = None  # the working image still gives a (softer) crop
     found = []

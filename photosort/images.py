@@ -284,13 +284,17 @@ def read_image(
     *,
     max_side: int | None = None,
     max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
+    exact: bool = True,
 ) -> Image.Image:
     """Decode a photo as an upright 8-bit RGB image.
 
     With ``max_side``, the longer side is reduced to at most that many pixels; a JPEG is then
     decoded straight at a reduced scale (Pillow's draft mode), which is several times faster
-    than decoding 12 MP and shrinking afterwards. GIFs give their first frame. Raises
-    ImageError for truncated, corrupt, oversized or unreadable files.
+    than decoding 12 MP and shrinking afterwards. ``exact=False`` keeps that decode as it
+    comes (at least ``max_side``, and less than twice it for a JPEG; other formats full
+    size) rather than shrinking the whole image: for a caller that cuts a few small regions
+    and resizes only those. GIFs give their first frame. Raises ImageError for truncated,
+    corrupt, oversized or unreadable files.
     """
     src = _open(path)
     img = src
@@ -303,7 +307,7 @@ def read_image(
                 wanted = (math.ceil(img.width * scale), math.ceil(img.height * scale))
                 img.draft("RGB" if img.mode != "L" else "L", wanted)
             img.load()
-            if max(img.size) > max_side:
+            if exact and max(img.size) > max_side:
                 img = to_rgb(img)
                 img.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
         img.load()

@@ -71,7 +71,7 @@ class Classifier(Protocol):
 
 
 class LazyClassifier:
-    """The emotion model, loaded on first use: a rescan with nothing new never starts TensorFlow."""
+    """The emotion model, loaded on first use: a rescan with nothing new never loads it."""
 
     def __init__(self, path: str | None = None) -> None:
         self.path = path
@@ -82,7 +82,7 @@ class LazyClassifier:
     @property
     def model(self) -> Classifier:
         """The loaded model. A load that failed is not tried again: it would fail the same
-        way, and starting TensorFlow for every batch of faces takes seconds."""
+        way (and a Keras model takes seconds to start)."""
         if self._model is None:
             if self._load_error is not None:
                 raise self._load_error

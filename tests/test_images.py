@@ -225,3 +225,15 @@ def test_draft_respects_orientation(tmp_path: Path) -> None:
 )
 def test_formats_are_recognised_by_content(head: bytes, fmt: str | None) -> None:
     assert sniff_format(head) == fmt
+
+
+def test_an_inexact_decode_keeps_the_jpeg_reduced_scale(tmp_path: Path) -> None:
+    """For cutting crops: no whole-image resampling, just the 1/2, 1/4 or 1/8 decode."""
+    photo = np.asarray(Image.fromarray(skimage_photo("astronaut")).resize((4000, 4000)))
+    path = save_jpeg(tmp_path / "big.jpg", photo)
+    exact = read_image(path, max_side=900)
+    loose = read_image(path, max_side=900, exact=False)
+    assert exact.size == (900, 900)
+    assert loose.size == (1000, 1000)  # 1/4 scale: the smallest at least 900 px
+    shrunk = np.asarray(loose.resize((900, 900), Image.Resampling.LANCZOS), float)
+    assert np.abs(shrunk - np.asarray(exact, float)).mean() < 2

@@ -15,6 +15,7 @@ LAYERS = [
     {"faces"},
     {"emotions"},
     {"training", "explaining"},
+    {"exporting", "evaluating", "plotting"},
     {"store"},
     {"indexing", "sample"},
     {"ranking"},
