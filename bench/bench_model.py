@@ -23,8 +23,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from photosort.datasets import load_data, split_usage
 from photosort.emotions import BATCH_SIZE, DEFAULT_MODEL, KERAS_MODEL, load_model
-from photosort.training import classification_report, load_data, split_usage
+from photosort.metrics import classification_report
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -25,13 +25,14 @@ from typing import Any
 import numpy as np
 
 import photosort.faces as faces_module
+from photosort.datasets import load_data, split_usage
 from photosort.defaults import EMOTIONS
 from photosort.emotions import DEFAULT_MODEL, KERAS_MODEL, load_model, preprocess_faces, softmax
 from photosort.evaluating import evaluate_photos, photo_report
 from photosort.exporting import fit_offsets
 from photosort.faces import CROP_SIZE, _box_crop, crop_face, make_detector
 from photosort.images import read_image
-from photosort.training import classification_report, fit_temperature, load_data, split_usage
+from photosort.metrics import classification_report, fit_temperature
 
 ROOT = Path(__file__).resolve().parent.parent
 

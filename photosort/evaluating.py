@@ -16,17 +16,12 @@ from typing import Any
 
 import numpy as np
 
+from photosort.datasets import IMAGE_SUFFIXES, DataError, load_data, split_usage
 from photosort.defaults import EMOTIONS
 from photosort.emotions import EmotionModel, load_model, softmax
 from photosort.faces import FaceSettings, find_faces_with
 from photosort.images import ImageError, probe_image
-from photosort.training import (
-    IMAGE_SUFFIXES,
-    DataError,
-    classification_report,
-    load_data,
-    split_usage,
-)
+from photosort.metrics import classification_report
 
 TOP_K = 10
 """How many photos of each emotion's ranking are judged: a ``top EMOTION`` page."""

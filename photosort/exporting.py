@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from photosort.datasets import load_data
 from photosort.defaults import DEFAULT_BALANCE, QUANTIZE_MODES
 from photosort.emotions import (
     EMOTIONS,
@@ -26,15 +27,9 @@ from photosort.emotions import (
     read_metadata,
 )
 from photosort.errors import PhotosortError
+from photosort.metrics import classification_report, fit_temperature
 from photosort.native import quiet_stderr
-from photosort.training import (
-    classification_report,
-    fit_temperature,
-    load_data,
-    validation_split,
-    write_atomically,
-    write_json,
-)
+from photosort.training import validation_split, write_atomically, write_json
 
 REPRESENTATIVE_FACES = 500
 """Training faces that set int8's activation ranges: a fixed, evenly spaced sample."""

@@ -1,28 +1,27 @@
-"""Training and evaluating the emotion model: data, network, calibration, reports and plots.
+"""Training the emotion model: targets, fitting with checkpoints, resuming, saving.
 
-Reads FER-2013 (the Kaggle ``emotion,pixels,Usage`` CSV, plain or gzipped) or a folder tree
-with one sub-folder per emotion, optionally with the row-aligned FER+ votes. TensorFlow and
-Keras are imported inside the functions that need them.
+The data comes from :mod:`photosort.datasets`, the network from :mod:`photosort.network`,
+the figures from :mod:`photosort.metrics`; export, evaluation and plots live in their own
+modules. TensorFlow and Keras are imported inside the functions that need them.
 """
 
 from __future__ import annotations
 
 import csv
-import gzip
 import json
 import math
 import os
 import platform
 import tempfile
 import time
-import zlib
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from photosort.datasets import DataError, FaceData, load_data, split_usage
 from photosort.defaults import AUGMENT_MODES, LABEL_MODES, PEAK_LR
 from photosort.emotions import (
     EMOTIONS,
@@ -35,285 +34,28 @@ from photosort.emotions import (
     model_id_of,
     preprocess_faces,
     read_metadata,
-    softmax,
 )
 from photosort.errors import PhotosortError, first_line
-from photosort.images import ImageError, read_array
+from photosort.metrics import (
+    classification_report,
+    ferplus_hits,
+    fit_temperature,
+    soft_cross_entropy,
+)
+from photosort.network import WIDTHS, augmenter, build_model
 
-USAGES = ("Training", "PublicTest", "PrivateTest")
-FOLDER_SPLITS = (("Training", "train"), ("PublicTest", "test"))
-FERPLUS_COLUMNS = ("anger", "disgust", "fear", "happiness", "sadness", "surprise", "neutral")
-"""The FER+ vote columns in :data:`EMOTIONS` order."""
-FERPLUS_OTHER_COLUMNS = ("contempt", "unknown", "NF")
-"""Votes for no FER-2013 class: not targets, but they count against a majority."""
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
-
-WIDTHS = (32, 64, 128, 256)
 WEIGHT_DECAY = 0.05
 LABEL_SMOOTHING = 0.05
 CLASS_WEIGHT_POWER = 0.5
 VALIDATION_FRACTION = 0.1
-ECE_BINS = 15
 
 Progress = Callable[[str], None]
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
-class DataError(PhotosortError, ValueError):
-    """Training or evaluation data that cannot be used; the message names the file and row."""
-
-
 class TrainingError(PhotosortError):
     """A checkpoint that cannot be resumed with the options given."""
-
-
-@dataclass(frozen=True)
-class FaceData:
-    """Labelled faces as read from a CSV or a folder tree, in file order."""
-
-    faces: np.ndarray | list[np.ndarray]
-    labels: np.ndarray
-    usage: np.ndarray
-    source: str
-    votes: np.ndarray | None = None
-    """FER+ vote counts ``(N, 7)`` in :data:`EMOTIONS` order; all zero where none are valid."""
-    ferplus_labels: np.ndarray | None = None
-    """The FER+ majority label of each face (:func:`ferplus_majority`), -1 where there is none."""
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def select(self, mask: np.ndarray) -> FaceData:
-        """The rows where ``mask`` is true."""
-        faces = (
-            self.faces[mask]
-            if isinstance(self.faces, np.ndarray)
-            else [f for f, keep in zip(self.faces, mask, strict=True) if keep]
-        )
-        votes = None if self.votes is None else self.votes[mask]
-        majority = None if self.ferplus_labels is None else self.ferplus_labels[mask]
-        return replace(
-            self,
-            faces=faces,
-            labels=self.labels[mask],
-            usage=self.usage[mask],
-            votes=votes,
-            ferplus_labels=majority,
-        )
-
-
-# --- reading data -------------------------------------------------------------------------
-
-
-def _open_text(path: Path) -> Any:
-    with open(path, "rb") as fh:
-        gzipped = fh.read(2) == b"\x1f\x8b"
-    # utf-8-sig: a CSV saved by a spreadsheet starts with a byte-order mark.
-    if gzipped:
-        return gzip.open(path, "rt", encoding="utf-8-sig", newline="")
-    return open(path, encoding="utf-8-sig", newline="")
-
-
-def _parse_pixels(text: str, where: str) -> np.ndarray:
-    try:
-        values = np.array(text.split(), dtype=np.int64)
-    except (ValueError, OverflowError):
-        raise DataError(f"{where}: malformed pixels: not a list of integers") from None
-    side = math.isqrt(values.size)
-    if values.size == 0 or side * side != values.size:
-        raise DataError(
-            f"{where}: malformed pixels: {values.size} values do not make a square face"
-        )
-    if values.min() < 0 or values.max() > 255:
-        raise DataError(f"{where}: malformed pixels: values must be 0-255")
-    return values.astype(np.uint8).reshape(side, side)
-
-
-def _parse_label(text: str, where: str) -> int:
-    try:
-        label = int(text)
-    except ValueError:
-        raise DataError(f"{where}: emotion label {text!r} is not a number 0-6") from None
-    if not 0 <= label < len(EMOTIONS):
-        raise DataError(f"{where}: emotion label {label} out of range 0-6")
-    return label
-
-
-def load_csv(path: str | os.PathLike[str]) -> FaceData:
-    """Read the Kaggle FER-2013 layout (``emotion,pixels[,Usage]``, plain or gzipped).
-
-    Without a ``Usage`` column every row counts as Training. Raises DataError naming the file
-    and row for missing columns, malformed pixels, labels out of range or unknown usages.
-    """
-    path = Path(path)
-    faces: list[np.ndarray] = []
-    labels: list[int] = []
-    usage: list[str] = []
-    try:
-        with _open_text(path) as fh:
-            reader = csv.reader(fh)
-            header = [name.strip() for name in next(reader, [])]
-            missing = [c for c in ("emotion", "pixels") if c not in header]
-            if missing:
-                raise DataError(
-                    f"{path}: missing column(s) {', '.join(missing)}; "
-                    "expected the header emotion,pixels,Usage"
-                )
-            i_label, i_pixels = header.index("emotion"), header.index("pixels")
-            i_usage = header.index("Usage") if "Usage" in header else None
-            needed = max(i_label, i_pixels, -1 if i_usage is None else i_usage) + 1
-            for row_no, row in enumerate(reader, start=1):
-                where = f"{path}, row {row_no} (line {reader.line_num})"
-                if not row:
-                    continue
-                if len(row) < needed:
-                    raise DataError(f"{where}: {len(row)} fields, expected {len(header)}")
-                face = _parse_pixels(row[i_pixels], where)
-                if faces and face.shape != faces[0].shape:
-                    raise DataError(
-                        f"{where}: face is {face.shape[0]}x{face.shape[1]} but earlier rows "
-                        f"are {faces[0].shape[0]}x{faces[0].shape[1]}"
-                    )
-                split = "Training" if i_usage is None else row[i_usage].strip()
-                if split not in USAGES:
-                    raise DataError(f"{where}: unknown Usage {split!r}, expected {USAGES}")
-                faces.append(face)
-                labels.append(_parse_label(row[i_label], where))
-                usage.append(split)
-    except (OSError, EOFError, UnicodeDecodeError, csv.Error, zlib.error) as exc:
-        raise DataError(f"{path}: cannot read CSV: {exc}") from exc
-    if not faces:
-        raise DataError(f"{path}: no data rows")
-    return FaceData(np.stack(faces), np.array(labels), np.array(usage), str(path))
-
-
-def load_votes(path: str | os.PathLike[str], rows: int) -> tuple[np.ndarray, np.ndarray]:
-    """Read FER+ votes (``fer2013new.csv``), row-aligned with data of ``rows`` rows.
-
-    Returns vote counts ``(rows, 7)`` float32 in :data:`EMOTIONS` order, and each face's
-    FER+ majority label (:func:`ferplus_majority`, -1 where there is none). The contempt,
-    unknown and not-a-face votes are not targets, but they count against a majority.
-    """
-    path = Path(path)
-    votes: list[list[float]] = []
-    try:
-        with _open_text(path) as fh:
-            reader = csv.reader(fh)
-            header = [name.strip() for name in next(reader, [])]
-            missing = [c for c in FERPLUS_COLUMNS if c not in header]
-            if missing:
-                raise DataError(f"{path}: missing FER+ vote column(s) {', '.join(missing)}")
-            names = FERPLUS_COLUMNS + tuple(c for c in FERPLUS_OTHER_COLUMNS if c in header)
-            columns = [header.index(c) for c in names]
-            for row_no, row in enumerate(reader, start=1):
-                where = f"{path}, row {row_no} (line {reader.line_num})"
-                if not row:
-                    continue
-                try:
-                    counts = [float(row[i] or 0) for i in columns]
-                except (ValueError, IndexError):
-                    raise DataError(f"{where}: malformed vote counts") from None
-                if min(counts) < 0 or not all(math.isfinite(c) for c in counts):
-                    raise DataError(f"{where}: vote counts must be non-negative numbers")
-                votes.append(counts)
-    except (OSError, EOFError, UnicodeDecodeError, csv.Error, zlib.error) as exc:
-        raise DataError(f"{path}: cannot read CSV: {exc}") from exc
-    if len(votes) != rows:
-        raise DataError(
-            f"{path}: {len(votes)} vote rows but the data has {rows}; "
-            "FER+ votes must be row-aligned with fer2013.csv"
-        )
-    counts = np.array(votes, np.float32).reshape(rows, len(names))
-    return counts[:, : len(EMOTIONS)].copy(), ferplus_majority(counts)
-
-
-def ferplus_majority(counts: np.ndarray) -> np.ndarray:
-    """Each face's FER+ majority label (an :data:`EMOTIONS` index), or -1 where it has none.
-
-    The rule of the FER+ paper (Barsoum et al. 2016) and of Microsoft's FERPlus code: a
-    class with a single vote is dropped as an outlier, then a class holding more than half
-    of the remaining votes is the face's label. ``counts`` holds the seven emotions in
-    :data:`EMOTIONS` order, then optionally contempt, unknown and not-a-face: a face whose
-    majority is one of those, or which has no majority, gets no label and is left out of
-    the FER+ accuracy, as in the paper's test set.
-    """
-    kept = np.where(counts > 1, counts, 0)
-    top = kept.argmax(axis=1)
-    clear = kept.max(axis=1) > kept.sum(axis=1) / 2
-    return np.where(clear & (top < len(EMOTIONS)), top, -1)
-
-
-def _load_class_folders(folder: Path, usage: str) -> tuple[list[np.ndarray], list[int]]:
-    classes = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if not classes:
-        raise DataError(
-            f"{folder}: no class folders; expected one sub-folder per emotion "
-            f"({', '.join(EMOTIONS)})"
-        )
-    faces: list[np.ndarray] = []
-    labels: list[int] = []
-    for class_dir in classes:
-        name = class_dir.name.lower()
-        if name not in EMOTIONS:
-            raise DataError(
-                f"{class_dir}: unknown emotion folder {class_dir.name!r}; "
-                f"expected one of {', '.join(EMOTIONS)}"
-            )
-        for file in sorted(class_dir.iterdir()):
-            if file.name.startswith(".") or file.suffix.lower() not in IMAGE_SUFFIXES:
-                continue
-            try:
-                faces.append(read_array(file))
-            except ImageError as exc:
-                raise DataError(f"{file}: unreadable image: {exc}") from exc
-            labels.append(EMOTIONS.index(name))
-    if not faces:
-        raise DataError(f"{folder}: no {usage} images in its emotion folders")
-    return faces, labels
-
-
-def load_folder(path: str | os.PathLike[str]) -> FaceData:
-    """Read ``train/<emotion>/*.jpg`` (and ``test/<emotion>/*`` as PublicTest) under ``path``.
-
-    A folder whose sub-folders are emotions itself counts as Training data.
-    """
-    root = Path(path)
-    splits = [(u, root / name) for u, name in FOLDER_SPLITS if (root / name).is_dir()]
-    if not splits:
-        splits = [("Training", root)]
-    faces: list[np.ndarray] = []
-    labels: list[int] = []
-    usage: list[str] = []
-    for split, folder in splits:
-        split_faces, split_labels = _load_class_folders(folder, split)
-        faces += split_faces
-        labels += split_labels
-        usage += [split] * len(split_faces)
-    return FaceData(faces, np.array(labels), np.array(usage), str(root))
-
-
-def load_data(
-    path: str | os.PathLike[str], votes: str | os.PathLike[str] | None = None
-) -> FaceData:
-    """Read a FER-2013 CSV or a folder tree, with FER+ votes when given."""
-    if Path(path).is_dir():
-        if votes is not None:
-            raise DataError(f"{votes}: FER+ votes are row-aligned with fer2013.csv, not a folder")
-        return load_folder(path)
-    data = load_csv(path)
-    if votes is None:
-        return data
-    counts, majority = load_votes(votes, len(data))
-    return replace(data, votes=counts, ferplus_labels=majority)
-
-
-def split_usage(data: FaceData, usage: str) -> FaceData:
-    """The rows of one split (Training, PublicTest, PrivateTest); DataError if there are none."""
-    part = data.select(data.usage == usage)
-    if not len(part):
-        raise DataError(f"{data.source}: no {usage} rows")
-    return part
 
 
 # --- targets and metrics ------------------------------------------------------------------
@@ -359,223 +101,6 @@ def class_weights(targets: np.ndarray) -> np.ndarray:
     weights = np.ones(len(counts), np.float32)
     weights[present] = (counts[present] / counts[present].mean()) ** -CLASS_WEIGHT_POWER
     return weights
-
-
-def expected_calibration_error(probs: np.ndarray, labels: np.ndarray) -> float:
-    """ECE over equal-width confidence bins: how far confidence is from accuracy."""
-    if not len(labels):
-        return 0.0
-    confidence = probs.max(axis=1)
-    correct = probs.argmax(axis=1) == labels
-    bins = np.minimum((confidence * ECE_BINS).astype(int), ECE_BINS - 1)
-    ece = 0.0
-    for b in range(ECE_BINS):
-        in_bin = bins == b
-        if in_bin.any():
-            ece += abs(correct[in_bin].mean() - confidence[in_bin].mean()) * in_bin.mean()
-    return float(ece)
-
-
-def soft_cross_entropy(logits: np.ndarray, targets: np.ndarray) -> float:
-    """Mean cross-entropy of soft (or one-hot) targets under softmax(logits), computed stably."""
-    z = logits - logits.max(axis=1, keepdims=True)
-    log_p = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
-    return float(-(targets * log_p).sum(axis=1).mean())
-
-
-def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
-    """The temperature minimising the negative log-likelihood (golden-section on log T)."""
-
-    onehot = np.eye(logits.shape[1])[labels]
-
-    def nll(log_t: float) -> float:
-        return soft_cross_entropy(logits / math.exp(log_t), onehot)
-
-    lo, hi = math.log(0.05), math.log(20.0)
-    ratio = (math.sqrt(5) - 1) / 2
-    a, b = hi - ratio * (hi - lo), lo + ratio * (hi - lo)
-    fa, fb = nll(a), nll(b)
-    for _ in range(60):
-        if fa < fb:
-            hi, b, fb = b, a, fa
-            a = hi - ratio * (hi - lo)
-            fa = nll(a)
-        else:
-            lo, a, fa = a, b, fb
-            b = lo + ratio * (hi - lo)
-            fb = nll(b)
-    return round(math.exp((lo + hi) / 2), 4)
-
-
-def ferplus_hits(pred: np.ndarray, majority: np.ndarray) -> np.ndarray:
-    """Whether each prediction matches the FER+ majority, over the faces that have one."""
-    return pred[majority >= 0] == majority[majority >= 0]
-
-
-def classification_report(
-    logits: np.ndarray,
-    labels: np.ndarray,
-    temperature: float = 1.0,
-    votes: np.ndarray | None = None,
-    ferplus_labels: np.ndarray | None = None,
-) -> dict[str, Any]:
-    """Accuracy, per-class precision/recall, confusion matrix, FER+ accuracy and ECE.
-
-    With votes: ``ferplus_accuracy`` against the FER+ majority label over the ``ferplus_n``
-    faces that have one (``ferplus_labels``, by default derived from ``votes``), and
-    ``ferplus_plurality_accuracy`` over every face with a vote, where a prediction counts
-    when no class has more votes than the predicted one.
-    """
-    probs = softmax(logits, temperature)
-    pred = probs.argmax(axis=1)
-    k = len(EMOTIONS)
-    matrix = np.bincount(labels * k + pred, minlength=k * k).reshape(k, k)
-    per_class = {}
-    for i, name in enumerate(EMOTIONS):
-        predicted, support = int(matrix[:, i].sum()), int(matrix[i].sum())
-        per_class[name] = {
-            "precision": round(matrix[i, i] / predicted, 4) if predicted else 0.0,
-            "recall": round(matrix[i, i] / support, 4) if support else 0.0,
-            "support": support,
-        }
-    report: dict[str, Any] = {
-        "n": int(len(labels)),
-        "accuracy": round(float((pred == labels).mean()), 4) if len(labels) else 0.0,
-        "per_class": per_class,
-        "confusion_matrix": matrix.tolist(),
-    }
-    if votes is not None:
-        majority = ferplus_majority(votes) if ferplus_labels is None else ferplus_labels
-        hits = ferplus_hits(pred, majority)
-        if len(hits):
-            report["ferplus_accuracy"] = round(float(hits.mean()), 4)
-        report["ferplus_n"] = len(hits)
-        valid = votes.sum(axis=1) > 0
-        if valid.any():
-            top = votes[np.arange(len(pred)), pred] >= votes.max(axis=1)
-            report["ferplus_plurality_accuracy"] = round(float(top[valid].mean()), 4)
-    report["ece"] = round(expected_calibration_error(probs, labels), 4)
-    report["ece_uncalibrated"] = round(expected_calibration_error(softmax(logits), labels), 4)
-    report["temperature"] = temperature
-    return report
-
-
-# --- the network --------------------------------------------------------------------------
-
-
-def build_model(input_size: int = INPUT_SIZE, widths: tuple[int, ...] = WIDTHS) -> Any:
-    """A small VGG-style network, designed for CPU speed (see MODEL_CARD.md).
-
-    One full-resolution convolution, then a strided one: most of the compute of a plain VGG
-    is spent at 48x48, where a face has little more to tell than at 24x24. Outputs logits,
-    so that calibration can rescale them.
-    """
-    import_tensorflow()
-    import keras
-    from keras import layers
-
-    def conv(x: Any, filters: int, strides: int = 1) -> Any:
-        x = layers.Conv2D(filters, 3, strides=strides, padding="same", use_bias=False)(x)
-        x = layers.BatchNormalization()(x)
-        return layers.ReLU()(x)
-
-    inputs = keras.Input((input_size, input_size, 1), name="face")
-    x = conv(inputs, widths[0])
-    x = conv(x, widths[1], strides=2)
-    x = conv(x, widths[1])
-    for filters in widths[2:]:
-        x = layers.MaxPooling2D()(x)
-        x = conv(x, filters)
-        x = conv(x, filters)
-    x = layers.GlobalAveragePooling2D()(x)
-    x = layers.Dropout(0.4)(x)
-    outputs = layers.Dense(len(EMOTIONS), name="logits", dtype="float32")(x)
-    return keras.Model(inputs, outputs, name="photosort_emotion")
-
-
-def _warp(tf: Any, gen: Any, x: Any, turn: float, zoom: float, shift: float) -> Any:
-    """Rotate (radians), scale and shift each face by a random amount within the ranges."""
-    n, size = tf.shape(x)[0], x.shape[1]
-    angle = gen.uniform([n], -turn, turn)
-    scale = gen.uniform([n], 1 - zoom, 1 + zoom)
-    tx, ty = (gen.uniform([n], -shift, shift) * size for _ in range(2))
-    c = (size - 1) / 2
-    a0, a1 = tf.cos(angle) / scale, tf.sin(angle) / scale
-    b0, b1 = -a1, a0
-    a2 = c - a0 * (c + tx) - a1 * (c + ty)
-    b2 = c - b0 * (c + tx) - b1 * (c + ty)
-    zeros = tf.zeros_like(a0)
-    return tf.raw_ops.ImageProjectiveTransformV3(
-        images=x,
-        transforms=tf.stack([a0, a1, a2, b0, b1, b2, zeros, zeros], axis=1),
-        output_shape=[size, size],
-        fill_value=0.0,
-        interpolation="BILINEAR",
-        fill_mode="REFLECT",
-    )
-
-
-def _erase(tf: Any, gen: Any, x: Any) -> Any:
-    """Blank a random rectangle in half of the faces: no single region may decide alone."""
-    n, size = tf.shape(x)[0], x.shape[1]
-    side = gen.uniform([n, 2], 0.15, 0.4) * size
-    corner = gen.uniform([n, 2]) * (size - side)
-    grid = tf.range(size, dtype=tf.float32)
-    rows = (grid[None] >= corner[:, :1]) & (grid[None] < corner[:, :1] + side[:, :1])
-    cols = (grid[None] >= corner[:, 1:]) & (grid[None] < corner[:, 1:] + side[:, 1:])
-    erase = (rows[:, :, None] & cols[:, None, :]) & (gen.uniform([n, 1, 1]) < 0.5)
-    return tf.where(erase[..., None], tf.zeros_like(x), x)
-
-
-def _photographic(tf: Any, gen: Any, x: Any) -> Any:
-    """Make FER faces look like faces cut from photos: light curves, softness, low resolution.
-
-    Works on standardised input: each face is stretched to [0, 1], given a random gamma;
-    a third are blurred, and a third shrunk (to 50-100% of the side, as a small face in a photo
-    is) and enlarged back; then each face is standardised again as preprocessing does.
-    """
-    n, size = tf.shape(x)[0], x.shape[1]
-    lo = tf.reduce_min(x, axis=[1, 2, 3], keepdims=True)
-    hi = tf.reduce_max(x, axis=[1, 2, 3], keepdims=True)
-    x = (x - lo) / tf.maximum(hi - lo, 1e-6)
-    x = tf.pow(x, tf.exp(gen.uniform([n, 1, 1, 1], -0.4, 0.4)))
-    sigma = gen.uniform([], 0.4, 1.0)
-    taps = tf.exp(-(tf.range(-2.0, 3.0) ** 2) / (2 * sigma**2))
-    taps /= tf.reduce_sum(taps)
-    kernel = (taps[:, None] * taps[None, :])[:, :, None, None]
-    blurred = tf.nn.conv2d(
-        tf.pad(x, [[0, 0], [2, 2], [2, 2], [0, 0]], "SYMMETRIC"), kernel, 1, "VALID"
-    )
-    x = tf.where(gen.uniform([n, 1, 1, 1]) < 0.3, blurred, x)
-    small = tf.cast(tf.round(gen.uniform([], 0.5, 1.0) * size), tf.int32)
-    shrunk = tf.image.resize(tf.image.resize(x, [small, small], antialias=True), [size, size])
-    x = tf.where(gen.uniform([n, 1, 1, 1]) < 0.3, shrunk, x)
-    mean, var = tf.nn.moments(x, axes=[1, 2, 3], keepdims=True)
-    return (x - mean) / tf.maximum(tf.sqrt(var), 1.0 / 255)
-
-
-def _augmenter(tf: Any, seed: int, mode: str = "full") -> Callable[..., Any]:
-    """A batched augmentation: mirror, then (``full``) rotate, scale, shift and erase a patch.
-
-    ``flip`` (mirror only) suits a short fine-tune at the end: the heavy distortions that
-    keep a long run from overfitting also keep a small network from fitting real faces.
-    ``photo`` mirrors, jitters the frame as the detector's landmarks do (a few degrees and
-    per cent) and degrades the face as a photo crop is degraded (:func:`_photographic`).
-    """
-    gen = tf.random.Generator.from_seed(seed)
-
-    def augment(x: Any, y: Any, w: Any) -> tuple[Any, Any, Any]:
-        if mode == "none":
-            return x, y, w
-        n = tf.shape(x)[0]
-        x = tf.where(gen.uniform([n, 1, 1, 1]) < 0.5, tf.reverse(x, axis=[2]), x)
-        if mode == "flip":
-            return x, y, w
-        if mode == "photo":
-            return _photographic(tf, gen, _warp(tf, gen, x, 0.1, 0.06, 0.04)), y, w
-        return _erase(tf, gen, _warp(tf, gen, x, 0.2, 0.1, 0.1)), y, w
-
-    return augment
 
 
 # --- training -----------------------------------------------------------------------------
@@ -870,7 +395,7 @@ def train(
         tf.data.Dataset.from_tensor_slices((x_train, train_targets, sample_weight))
         .shuffle(len(x_train), seed=config.seed + state["epoch"], reshuffle_each_iteration=True)
         .batch(config.batch_size)
-        .map(_augmenter(tf, config.seed + state["epoch"], config.augment))
+        .map(augmenter(tf, config.seed + state["epoch"], config.augment))
         .prefetch(2)
     )
     if state["epoch"] < config.epochs and not state.get("stopped_early"):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from photosort import emotions, training
+from photosort import datasets, emotions, network, training
 from photosort.emotions import EMOTIONS, ModelError, load_model, preprocess_faces
 
 
@@ -18,7 +18,7 @@ from photosort.emotions import EMOTIONS, ModelError, load_model, preprocess_face
 def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("model") / "emotion.keras"
     training.save_model(
-        training.build_model(widths=(8, 8, 8)), path, {"input_size": 48, "temperature": 1.7}
+        network.build_model(widths=(8, 8, 8)), path, {"input_size": 48, "temperature": 1.7}
     )
     return path
 
@@ -78,7 +78,7 @@ def test_training_and_inference_prepare_a_face_identically(
     folder = tmp_path / "train" / "happy"
     folder.mkdir(parents=True)
     Image.fromarray(face).save(folder / "face.png")
-    data = training.load_data(tmp_path)
+    data = datasets.load_data(tmp_path)
     np.testing.assert_array_equal(preprocess_faces(data.faces), preprocess_faces([face]))
     x = preprocess_faces(data.faces)
     np.testing.assert_allclose(model.logits_from_input(x), model.logits([face]), atol=1e-6)

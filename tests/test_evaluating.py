@@ -10,6 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from photosort.cli import cli
+from photosort.datasets import DataError
 from photosort.defaults import EMOTIONS
 from photosort.evaluating import (
     evaluate_photos,
@@ -19,7 +20,6 @@ from photosort.evaluating import (
     photo_report,
 )
 from photosort.sample import save_jpeg, skimage_photo
-from photosort.training import DataError
 
 HAPPY, SAD, NEUTRAL = (EMOTIONS.index(e) for e in ("happy", "sad", "neutral"))
 

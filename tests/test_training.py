@@ -13,10 +13,11 @@ from click.testing import CliRunner
 from PIL import Image
 from skimage.draw import disk, ellipse
 
-from photosort import evaluating, plotting, training
+from photosort import datasets, evaluating, metrics, network, plotting, training
 from photosort.cli import cli
+from photosort.datasets import DataError
 from photosort.emotions import EMOTIONS, ModelError, load_model, preprocess_faces
-from photosort.training import DataError, TrainConfig, TrainingError
+from photosort.training import TrainConfig, TrainingError
 
 HAPPY, SAD = EMOTIONS.index("happy"), EMOTIONS.index("sad")
 
@@ -246,7 +247,7 @@ def test_the_last_epochs_can_be_averaged(fer_csv: Path, tmp_path: Path) -> None:
 
 def test_starting_from_a_different_network_is_an_error(fer_csv: Path, tmp_path: Path) -> None:
     other = tmp_path / "other.keras"
-    training.build_model(widths=(8, 16, 32)).save(other)
+    network.build_model(widths=(8, 16, 32)).save(other)
     training.train(fer_csv, tmp_path / "m.keras", config=FAST)
     ckpt = training.checkpoint_dir(tmp_path / "m.keras")
     kept = sorted(p.name for p in ckpt.iterdir())
@@ -267,7 +268,7 @@ def test_augmentation_modes() -> None:
     y = w = tf.zeros(64)
 
     def run(mode: str) -> np.ndarray:
-        return training._augmenter(tf, 5, mode)(x, y, w)[0].numpy()
+        return network.augmenter(tf, 5, mode)(x, y, w)[0].numpy()
 
     plain, mirrored = x.numpy(), x.numpy()[:, :, ::-1]
     np.testing.assert_array_equal(run("none"), plain)
@@ -360,7 +361,7 @@ def test_bad_csv_names_file_and_row(
 ) -> None:
     bad = _csv(tmp_path / "bad.csv", header, f"3,{GOOD},Training", row)
     with pytest.raises(DataError, match=None) as info:
-        training.load_data(bad)
+        datasets.load_data(bad)
     assert str(bad) in str(info.value) and message in str(info.value)
     out = tmp_path / "out.keras"
     result = runner.invoke(cli, ["train", str(bad), "--out", str(out)])
@@ -371,23 +372,23 @@ def test_bad_csv_names_file_and_row(
 
 def test_empty_csv_and_gzip_csv(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="no data rows"):
-        training.load_csv(_csv(tmp_path / "empty.csv", "emotion,pixels,Usage"))
+        datasets.load_csv(_csv(tmp_path / "empty.csv", "emotion,pixels,Usage"))
     import gzip
 
     corrupt = tmp_path / "corrupt.csv.gz"
     corrupt.write_bytes(gzip.compress(b"emotion,pixels,Usage\n" * 50)[:30] + b"\x00" * 40)
     with pytest.raises(DataError, match="corrupt.csv.gz: cannot read CSV"):
-        training.load_csv(corrupt)
+        datasets.load_csv(corrupt)
 
     gz = tmp_path / "fer.csv.gz"
     with gzip.open(gz, "wt") as fh:
         fh.write(f"emotion,pixels,Usage\n3,{GOOD},PrivateTest\n5,{GOOD},Training\n")
-    data = training.load_data(gz)
+    data = datasets.load_data(gz)
     assert data.faces.shape == (2, 48, 48) and list(data.usage) == ["PrivateTest", "Training"]
     # A spreadsheet's byte-order mark and a blank line are not errors.
     saved = tmp_path / "excel.csv"
     saved.write_bytes(f"\ufeffemotion,pixels,Usage\n3,{GOOD},Training\n\n".encode())
-    assert len(training.load_csv(saved)) == 1
+    assert len(datasets.load_csv(saved)) == 1
 
 
 def test_votes_must_be_row_aligned_and_well_formed(fer_csv: Path, tmp_path: Path) -> None:
@@ -396,12 +397,12 @@ def test_votes_must_be_row_aligned_and_well_formed(fer_csv: Path, tmp_path: Path
         "".join(Path(fer_csv.parent / "fer2013new.csv").read_text().splitlines(True)[:5])
     )
     with pytest.raises(DataError, match="4 vote rows but the data has 44"):
-        training.load_data(fer_csv, short)
+        datasets.load_data(fer_csv, short)
     bad = _csv(tmp_path / "bad.csv", "neutral,happiness,surprise,sadness,anger,disgust,fear", "1,x")
     with pytest.raises(DataError, match=r"bad.csv, row 1 \(line 2\): malformed vote counts"):
-        training.load_votes(bad, 1)
+        datasets.load_votes(bad, 1)
     with pytest.raises(DataError, match="missing FER\\+ vote column"):
-        training.load_votes(_csv(tmp_path / "v.csv", "neutral,happiness", "1,2"), 1)
+        datasets.load_votes(_csv(tmp_path / "v.csv", "neutral,happiness", "1,2"), 1)
 
 
 def test_ferplus_labels_need_votes(fer_csv: Path, tmp_path: Path) -> None:
@@ -414,25 +415,25 @@ def test_bad_folders(runner: CliRunner, tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(DataError, match="no class folders"):
-        training.load_data(empty)
+        datasets.load_data(empty)
     (empty / "happy").mkdir()
     with pytest.raises(DataError, match="no Training images"):
-        training.load_data(empty)
+        datasets.load_data(empty)
     odd = tmp_path / "odd"
     (odd / "train" / "grumpy").mkdir(parents=True)
     with pytest.raises(DataError, match="unknown emotion folder 'grumpy'"):
-        training.load_data(odd)
+        datasets.load_data(odd)
     root = write_face_folder(tmp_path / "faces", per_class=(2, 1))
     broken = root / "train" / "sad" / "broken.jpg"
     broken.write_bytes(b"\xff\xd8\xff not really a jpeg")
     with pytest.raises(DataError, match="broken.jpg: unreadable image"):
-        training.load_data(root)
+        datasets.load_data(root)
     out = tmp_path / "m.keras"
     result = runner.invoke(cli, ["train", str(root), "--out", str(out)])
     assert result.exit_code == 1 and "broken.jpg: unreadable image" in result.output
     assert not out.exists()
     with pytest.raises(DataError, match="row-aligned"):
-        training.load_data(
+        datasets.load_data(
             root, write_votes(write_fer_csv(tmp_path / "f.csv", (1, 1)), tmp_path / "v.csv")
         )
 
@@ -472,9 +473,9 @@ def test_temperature_fit_recovers_the_scale_of_overconfident_logits() -> None:
             for p in np.exp(true_logits) / np.exp(true_logits).sum(1, keepdims=True)
         ]
     )
-    temperature = training.fit_temperature(true_logits * 3, labels)
+    temperature = metrics.fit_temperature(true_logits * 3, labels)
     assert 2.6 < temperature < 3.4
-    report = training.classification_report(true_logits * 3, labels, temperature)
+    report = metrics.classification_report(true_logits * 3, labels, temperature)
     assert report["ece"] < report["ece_uncalibrated"]
 
 
@@ -483,7 +484,7 @@ def test_classification_report_counts() -> None:
     logits = np.eye(7)[[3, 4, 4, 4]] * 5
     votes = np.zeros((4, 7))
     votes[:, 4] = 3
-    report = training.classification_report(logits, labels, votes=votes)
+    report = metrics.classification_report(logits, labels, votes=votes)
     assert report["accuracy"] == 0.75 and report["ferplus_accuracy"] == 0.75
     assert report["per_class"]["happy"] == {"precision": 1.0, "recall": 0.5, "support": 2}
     assert report["per_class"]["sad"]["precision"] == pytest.approx(0.6667)
@@ -503,14 +504,14 @@ def test_ferplus_majority_follows_the_ferplus_papers_rule() -> None:
         ],
         np.float32,
     )
-    assert training.ferplus_majority(counts).tolist() == [3, -1, 6, -1, -1]
+    assert datasets.ferplus_majority(counts).tolist() == [3, -1, 6, -1, -1]
     # Scored over the faces with a majority; the most-voted-class score credits ties.
     logits = np.eye(7)[[3, 6, 6, 3, 0]]
-    report = training.classification_report(
+    report = metrics.classification_report(
         logits,
         np.array([3, 4, 6, 3, 0]),
         votes=counts[:, :7],
-        ferplus_labels=training.ferplus_majority(counts),
+        ferplus_labels=datasets.ferplus_majority(counts),
     )
     assert report["ferplus_n"] == 2 and report["ferplus_accuracy"] == 1.0
     assert report["ferplus_plurality_accuracy"] == 1.0  # 4 voted faces, the tie counts
@@ -524,7 +525,7 @@ def test_votes_file_gives_the_majority_with_contempt_unknown_and_nf(
 ) -> None:
     header = "neutral,happiness,surprise,sadness,anger,disgust,fear,contempt,unknown,NF"
     votes = _csv(tmp_path / "v.csv", header, "2,8,0,0,0,0,0,0,0,0", "0,3,0,0,0,0,0,0,7,0")
-    counts, majority = training.load_votes(votes, 2)
+    counts, majority = datasets.load_votes(votes, 2)
     assert counts.shape == (2, 7) and counts[1, 3] == 3
     assert majority.tolist() == [3, -1]
 
@@ -532,7 +533,7 @@ def test_votes_file_gives_the_majority_with_contempt_unknown_and_nf(
 def test_targets_mix_labels_and_votes_and_skip_rows_without_votes() -> None:
     votes = np.zeros((2, 7), np.float32)
     votes[0, [3, 6]] = [6, 2]
-    data = training.FaceData(
+    data = datasets.FaceData(
         np.zeros((2, 48, 48), np.uint8), np.array([3, 4]), np.array(["Training"] * 2), "x", votes
     )
     mix, keep = training.make_targets(data, "mix")
