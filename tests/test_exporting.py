@@ -126,3 +126,11 @@ def test_export_command(trained: tuple[Path, Path], tmp_path: Path) -> None:
     assert meta["tta"] is False and meta["logit_offsets"] is None
     wrong = CliRunner().invoke(cli, ["export", str(copy.with_suffix(".tflite")), str(data)])
     assert wrong.exit_code == 2 and "must end in .keras" in wrong.output
+
+
+def test_a_broken_litert_file_is_a_one_line_error(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.tflite"
+    broken.write_bytes(b"not a flatbuffer")
+    with pytest.raises(emotions.ModelError, match="not a loadable LiteRT model") as caught:
+        load_model(broken)
+    assert "\n" not in str(caught.value)

@@ -48,7 +48,8 @@ def test_wheel_carries_migrations_and_templates(tmp_path: Path) -> None:
     assert "photosort/_migrations/versions/0001_photos_and_scans.py" in expected
     assert expected <= names, expected - names
     assert "photosort/cli.py" in names
-    assert {"photosort/models/emotion.keras", "photosort/models/emotion.json"} <= names
+    models = ("emotion.tflite", "emotion.keras", "emotion.json")
+    assert {f"photosort/models/{name}" for name in models} <= names
 
 
 @pytest.mark.slow
