@@ -4,7 +4,8 @@ The album: the annotated photos of ../shared/data/faces upscaled to 12 MP JPEGs 
 on the long side, camera-like noise), so every frame holds real faces at realistic sizes.
 
 - photosort: ``scan_library`` with faces (draft-mode decode to working size, tiled BlazeFace,
-  crops, one batched ``predict`` across photos), on all cores.
+  crops, one batched LiteRT ``predict`` across photos), on all cores; the model is loaded
+  inside the timing, as a ``scan`` command loads it.
 - tutorial baseline: full-resolution ``cv2.imread``, OpenCV's Haar cascade on the full frame
   (skimage's LBP cascade where this OpenCV no longer has Haar cascades), and one Keras
   ``predict`` call per face. Timed on a few photos: it is slow.
@@ -24,8 +25,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from photosort.emotions import load_model, preprocess_faces
-from photosort.indexing import FaceOptions, scan_library
+from photosort.emotions import KERAS_MODEL, load_model, preprocess_faces
+from photosort.indexing import FaceOptions, LazyClassifier, scan_library
 from photosort.store import open_engine
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -78,11 +79,12 @@ class TutorialDetector:
             ]
 
 
-def tutorial_scan(paths: list[Path], model: object) -> tuple[float, int, str]:
-    """The tutorials' loop; returns seconds, faces and the detector's name."""
+def tutorial_scan(paths: list[Path]) -> tuple[float, int, str]:
+    """The tutorials' loop, Keras included; returns seconds, faces and the detector's name."""
     detector = TutorialDetector()
     cv2 = detector.cv2
-    keras_model = model.keras_model  # type: ignore[attr-defined]
+    keras_model = load_model(KERAS_MODEL).keras_model
+    keras_model.predict(np.zeros((1, 48, 48, 1), np.float32), verbose=0)
     faces = 0
     start = time.perf_counter()
     for path in paths:
@@ -97,8 +99,6 @@ def tutorial_scan(paths: list[Path], model: object) -> tuple[float, int, str]:
 
 def measure(data: Path, photos: int, baseline_photos: int) -> dict:
     """End-to-end rates for 1 and all workers and for the tutorial loop, in one run."""
-    model = load_model()
-    model.predict(np.zeros((1, 48, 48), np.uint8))  # warm up outside the timings
     workers = os.cpu_count() or 1
     rates = {}
     with tempfile.TemporaryDirectory(prefix="photosort-bench-") as tmp:
@@ -107,10 +107,10 @@ def measure(data: Path, photos: int, baseline_photos: int) -> dict:
         for n in sorted({1, workers}):
             engine = open_engine(f"sqlite:///{tmp}/bench{n}.db")
             report = scan_library(
-                engine, [str(album)], workers=n, faces=FaceOptions(classifier=model)
+                engine, [str(album)], workers=n, faces=FaceOptions(classifier=LazyClassifier())
             )
             rates[n] = report.scanned / report.seconds
-        base_seconds, base_faces, base_name = tutorial_scan(paths[:baseline_photos], model)
+        base_seconds, base_faces, base_name = tutorial_scan(paths[:baseline_photos])
     base = baseline_photos / base_seconds
     return {
         "photos": photos,
