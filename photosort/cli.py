@@ -252,6 +252,14 @@ def cli() -> None:
     help="Detector confidence a face needs.",
 )
 @click.option("--reclassify", is_flag=True, help="Classify every stored face again.")
+@click.option(
+    "--cluster",
+    metavar="ADDRESS",
+    envvar="PHOTOSORT_CLUSTER",
+    help="Run the per-photo work on the Dask cluster whose scheduler is at ADDRESS "
+    "(tcp://host:8786; also $PHOTOSORT_CLUSTER); its workers must see the photos at the "
+    "same paths. Needs photosort[cluster].",
+)
 @model_option
 def scan(
     paths: tuple[str, ...],
@@ -265,6 +273,7 @@ def scan(
     min_face: float,
     min_score: float,
     reclassify: bool,
+    cluster: str | None,
     model_path: str | None,
 ) -> None:
     """Scan photo folders into the library, incrementally.
@@ -277,6 +286,7 @@ def scan(
     \b
     Example:
         photosort scan ~/Pictures /media/usb/DCIM --json
+        photosort scan /mnt/nas/photos --cluster tcp://scheduler:8786
     """
     from photosort.indexing import FaceOptions, LazyClassifier, scan_library
     from photosort.scanning import check_root, count_files
@@ -305,6 +315,7 @@ def scan(
                     workers=workers,
                     progress=advance,
                     faces=face_options,
+                    cluster=cluster,
                 )
     except KeyboardInterrupt:
         click.echo(

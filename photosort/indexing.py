@@ -16,6 +16,7 @@ import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -178,6 +179,7 @@ def scan_library(
     workers: int | None = None,
     progress: Progress | None = None,
     faces: FaceOptions | None = None,
+    cluster: str | None = None,
 ) -> ScanReport:
     """Scan ``paths`` into the library and return what changed.
 
@@ -188,6 +190,8 @@ def scan_library(
     detection failed or used other detector settings; stored faces with no probabilities from
     this model (failed, or another model's) are classified again from their crops. A model
     that cannot be loaded ends the scan with ModelError, after committing what was found.
+    With ``cluster`` (a Dask scheduler's address) the per-photo work runs on that cluster's
+    workers instead of local processes.
     """
     roots = _dedupe_roots([check_root(p) for p in paths])
     report = ScanReport()
@@ -209,14 +213,14 @@ def scan_library(
         writer = _Writer(session, now, report, faces, named)
         try:
             tasks = _plan(session, walk(roots, on_walk_error))
-            with _executor(workers) as pool:
+            with _pool(workers, cluster) as (pool, slots):
                 examined = bounded_map(
                     pool,
                     examine,
                     tasks,
                     args=lambda t: (t.entry.path, max_megapixels),
                     needs_work=lambda t: t.needs_read,
-                    window=8 * workers,
+                    window=8 * slots,
                 )
 
                 def face_jobs() -> Iterator[_FaceJob]:
@@ -238,7 +242,7 @@ def scan_library(
                         face_jobs(),
                         args=lambda j: (j.path, j.size, settings),
                         needs_work=lambda j: True,
-                        window=4 * workers,
+                        window=4 * slots,
                     ):
                         writer.store_faces(job, found)  # type: ignore[arg-type]
             writer.flush()
@@ -290,6 +294,19 @@ class _FaceJob:
     row: Photo
     path: str
     size: tuple[int, int]
+
+
+@contextmanager
+def _pool(workers: int, cluster: str | None) -> Iterator[tuple[Executor, int]]:
+    """The executor for the per-photo work and how many calls it runs at once."""
+    if cluster is None:
+        with _executor(workers) as pool:
+            yield pool, workers
+        return
+    from photosort.cluster import cluster_executor
+
+    with cluster_executor(cluster) as remote:
+        yield remote, remote.threads
 
 
 def _executor(workers: int) -> Executor:

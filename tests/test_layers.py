@@ -11,7 +11,7 @@ import photosort
 LAYERS = [
     {"errors", "defaults", "resources", "native"},
     {"images"},
-    {"scanning"},
+    {"scanning", "cluster"},
     {"faces"},
     {"emotions"},
     {"datasets", "network", "explaining"},
