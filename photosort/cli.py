@@ -134,6 +134,19 @@ def open_library(db_url: URL | None, *, create: bool = False) -> Any:
         return open_engine(url)
 
 
+@contextmanager
+def writing(engine: Any, command: str, dry_run: bool = False) -> Iterator[None]:
+    """Hold the library's writer lock for a command that writes; a dry run only reads, and
+    reading goes on while a scan writes."""
+    from photosort.store import writer_lock
+
+    if dry_run:
+        yield
+        return
+    with writer_lock(engine.url, command=command):
+        yield
+
+
 def plural(count: int, word: str) -> str:
     """``1 photo``, ``2 photos``: summaries read as sentences."""
     return f"{count} {word}" if count == 1 else f"{count} {word}s"
@@ -277,7 +290,7 @@ def scan(
     """
     from photosort.indexing import FaceOptions, LazyClassifier, scan_library
     from photosort.scanning import check_root, count_files
-    from photosort.store import scan_lock
+    from photosort.store import writer_lock
 
     engine = open_library(db_url, create=True)
     face_options = None
@@ -292,7 +305,7 @@ def scan(
     handle_termination()
     bar_wanted = show_progress(quiet)
     try:
-        with user_errors(), scan_lock(engine.url):
+        with user_errors(), writer_lock(engine.url):
             total = count_files([check_root(p) for p in paths]) if bar_wanted else 0
             with progress_bar("Scanning", total, bar_wanted, file_label) as advance:
                 report = scan_library(
@@ -383,7 +396,7 @@ def prune(db_url: URL | None, as_json: bool, dry_run: bool) -> None:
     from photosort.store import prune_missing
 
     engine = open_library(db_url)
-    with user_errors():
+    with user_errors(), writing(engine, "prune", dry_run):
         paths = prune_missing(engine, dry_run=dry_run)
     if as_json:
         emit_json({"dry_run": dry_run, "removed": 0 if dry_run else len(paths), "paths": paths})
@@ -739,7 +752,7 @@ def relocate(
     from photosort.store import relocate as relocate_library
 
     engine = open_library(db_url)
-    with user_errors():
+    with user_errors(), writing(engine, "relocate", dry_run):
         moves = relocate_library(engine, old_prefix, new_prefix, dry_run=dry_run)
     if not moves:
         raise click.ClickException(f"no photo in the library is under {old_prefix}")
@@ -780,11 +793,12 @@ def db_upgrade(db_url: URL | None) -> None:
     Example:
         photosort db upgrade --db ~/photos.db
     """
-    from photosort.store import database_url, open_engine, schema_revisions, upgrade
+    from photosort.store import database_url, open_engine, schema_revisions, upgrade, writer_lock
 
     with user_errors():
         engine = open_engine(database_url(db_url), migrate=False)
-        applied = upgrade(engine)
+        with writer_lock(engine.url, command="db upgrade"):
+            applied = upgrade(engine)
         current, _ = schema_revisions(engine)
     click.echo(
         f"Schema at revision {current}" + (" (upgraded)." if applied else " (already current).")

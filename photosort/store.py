@@ -34,6 +34,7 @@ from sqlalchemy import (
     UniqueConstraint,
     and_,
     create_engine,
+    delete,
     event,
     func,
     or_,
@@ -481,7 +482,7 @@ def describe_db_error(exc: BaseException, url: str | URL | None = None) -> str:
     text = first_line(orig)
     if "locked" in text or "lock timeout" in text:  # SQLite, PostgreSQL
         holder = _lock_holder(url) if url else None
-        who = f" (photosort pid {holder} holds it)" if holder else ""
+        who = f" ({holder} holds it)" if holder else ""
         return f"the database is locked by another process{who}; waited {BUSY_SECONDS} s: {text}"
     if "full" in text or "No space" in text:
         return f"the disk holding the database is full ({text}); nothing committed was lost"
@@ -493,22 +494,46 @@ def _lock_holder(url: str | URL) -> str | None:
     if db_file is None:
         return None
     try:
-        return db_file.with_name(db_file.name + ".lock").read_text().strip() or None
+        content = db_file.with_name(db_file.name + ".lock").read_bytes()
     except OSError:
         return None
+    return _holder_text(content) if content.strip() else None
+
+
+_HELD_LOCK_FDS: set[int] = set()
+"""Lock files this process holds open; a forked child closes its copies at once."""
+
+
+def _close_held_locks_in_child() -> None:
+    """A worker forked while the writer lock is held must not keep it: an ``flock`` belongs
+    to the open file, which the child shares, so an orphaned worker would hold the lock of a
+    scan killed long ago and every later one would be refused."""
+    for fd in _HELD_LOCK_FDS:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _HELD_LOCK_FDS.clear()
+
+
+os.register_at_fork(after_in_child=_close_held_locks_in_child)
 
 
 @contextmanager
-def scan_lock(url: str | URL, *, wait: float = LOCK_WAIT_SECONDS) -> Iterator[None]:
-    """Hold the library's writer lock, so two scans never write the same database at once.
+def writer_lock(
+    url: str | URL, *, command: str = "scan", wait: float = LOCK_WAIT_SECONDS
+) -> Iterator[None]:
+    """Hold the library's writer lock, so that two commands never write it at once.
 
-    A second writer waits up to ``wait`` seconds (a scan that is just finishing), then is
-    refused with the holder's process id. For an SQLite file the lock is an advisory
-    ``flock`` on ``<db>.lock`` beside it, which the kernel releases when the process dies,
-    even by SIGKILL: no stale locks to clean up. PostgreSQL has its own (``_pg_scan_lock``).
+    Every command that writes (scan, prune, relocate, db upgrade) takes it. A second writer
+    waits up to ``wait`` seconds (a scan that is just finishing), then is refused with the
+    holder's command and process id. For an SQLite file the lock is an advisory ``flock`` on
+    ``<db>.lock`` beside it, which the kernel releases when the process dies, even by
+    SIGKILL, and which forked workers do not keep (``_close_held_locks_in_child``): no stale
+    locks to clean up. PostgreSQL has its own (``_pg_writer_lock``).
     """
     if make_url(url).get_backend_name() == "postgresql":
-        with _pg_scan_lock(url, wait):
+        with _pg_writer_lock(url, command, wait):
             yield
         return
     db_file = sqlite_file(url)
@@ -516,22 +541,37 @@ def scan_lock(url: str | URL, *, wait: float = LOCK_WAIT_SECONDS) -> Iterator[No
         yield
         return
     lock_path = db_file.with_name(db_file.name + ".lock")
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        if _writable_folder(db_file):
+            raise StoreError(f"cannot lock {db_file}: {exc.strerror or exc}") from exc
+        raise StoreError(f"cannot write {db_file}: its folder is read-only") from exc
+    _HELD_LOCK_FDS.add(fd)
     try:
         if not _try_for(wait, lambda: _flock(fd)):
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-            raise StoreError(
-                f"another photosort scan (pid {holder}) is writing {db_file}; wait for it to finish"
-            )
+            holder = _holder_text(os.pread(fd, 64, 0))
+            raise StoreError(f"another {holder} is writing {db_file}; wait for it to finish")
         os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        os.pwrite(fd, f"{os.getpid()} {command}\n".encode(), 0)
         try:
             yield
         finally:
             os.ftruncate(fd, 0)
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
+        _HELD_LOCK_FDS.discard(fd)
         os.close(fd)
+
+
+def _holder_text(content: bytes) -> str:
+    """``photosort scan (pid 4242)`` from a lock file holding ``4242 scan``."""
+    pid, _, command = content.decode(errors="replace").strip().partition(" ")
+    return f"photosort {command or 'scan'} (pid {pid or 'unknown'})"
+
+
+def _writable_folder(db_file: Path) -> bool:
+    return os.access(db_file.parent, os.W_OK)
 
 
 _HOLDER_QUERY = text(
@@ -543,11 +583,11 @@ _HOLDER_QUERY = text(
       AND l.classid::bigint = :high AND l.objid::bigint = :low
     """
 )
-_SCAN_NAME = re.compile(r"photosort scan (\d+)@(.*)")
+_WRITER_NAME = re.compile(r"photosort (\w[\w ]*) (\d+)@(.*)")
 
 
 @contextmanager
-def _pg_scan_lock(url: str | URL, wait: float) -> Iterator[None]:
+def _pg_writer_lock(url: str | URL, command: str, wait: float) -> Iterator[None]:
     """The writer lock on PostgreSQL: a session-level advisory lock on a connection of its own.
 
     Machines that share the library see the same lock. The connection's
@@ -558,7 +598,7 @@ def _pg_scan_lock(url: str | URL, wait: float) -> Iterator[None]:
     """
     parsed = driver_url(url)
     shown = shown_url(url)
-    name = f"photosort scan {os.getpid()}@{socket.gethostname()}"[:63]
+    name = f"photosort {command} {os.getpid()}@{socket.gethostname()}"[:63]
     args = {**_connect_args(parsed), "application_name": name}
     engine = create_engine(
         parsed, poolclass=NullPool, isolation_level="AUTOCOMMIT", connect_args=args
@@ -576,9 +616,7 @@ def _pg_scan_lock(url: str | URL, wait: float) -> Iterator[None]:
             reason = first_line(exc.orig or exc)
             raise StoreError(f"cannot lock database {shown}: {reason}") from exc
         if holder:
-            raise StoreError(
-                f"another photosort scan ({holder}) is writing {shown}; wait for it to finish"
-            )
+            raise StoreError(f"another {holder} is writing {shown}; wait for it to finish")
         yield
     finally:
         if conn is not None:
@@ -587,17 +625,17 @@ def _pg_scan_lock(url: str | URL, wait: float) -> Iterator[None]:
 
 
 def _pg_lock_holder(conn: Any) -> str:
-    """Who holds the writer lock: a photosort scan's pid and host, else the server's view."""
+    """Who holds the writer lock: a photosort command's pid and host, else the server's view."""
     row = conn.execute(
         _HOLDER_QUERY, {"high": SCAN_LOCK_KEY >> 32, "low": SCAN_LOCK_KEY & 0xFFFFFFFF}
     ).first()
     if row is None:
-        return "pid unknown"
+        return "photosort command (pid unknown)"
     application_name, client, backend_pid = row
-    ours = _SCAN_NAME.fullmatch(application_name or "")
+    ours = _WRITER_NAME.fullmatch(application_name or "")
     if ours:
-        return f"pid {ours[1]} on {ours[2]}"
-    return f"server pid {backend_pid}, client {client or 'local'}"
+        return f"photosort {ours[1]} (pid {ours[2]} on {ours[3]})"
+    return f"photosort command (server pid {backend_pid}, client {client or 'local'})"
 
 
 @dataclass(frozen=True)
@@ -646,14 +684,21 @@ def unreadable_photos(engine: Engine) -> list[tuple[str, str]]:
 
 
 def prune_missing(engine: Engine, *, dry_run: bool = False) -> list[str]:
-    """Forget photos marked missing; return their paths. Derived rows go with them."""
+    """Forget photos marked missing; return their paths. Derived rows go with them.
+
+    One ``DELETE ... WHERE status = 'missing'`` decides and deletes in the same statement,
+    so a photo a scan has just found again is never forgotten, and a large library is pruned
+    without loading its rows (the foreign keys cascade to faces and explanations).
+    """
+    missing = Photo.status == "missing"
     with Session(engine) as session, session.begin():
-        missing = list(session.scalars(select(Photo).where(Photo.status == "missing")))
-        paths = [photo.path for photo in missing]
-        if not dry_run:
-            for photo in missing:
-                session.delete(photo)
-    return paths
+        if dry_run:
+            return list(session.scalars(select(Photo.path).where(missing).order_by(Photo.path)))
+        deleted = session.scalars(
+            delete(Photo).where(missing).returning(Photo.path),
+            execution_options={"synchronize_session": False},
+        )
+        return sorted(deleted)
 
 
 def dumps_counts(counts: dict[str, Any]) -> str:

@@ -370,8 +370,8 @@ def test_second_scan_while_one_runs_is_refused(
             sys.executable,
             "-c",
             "import sys, time, pathlib\n"
-            "from photosort.store import scan_lock\n"
-            "with scan_lock(sys.argv[1]):\n"
+            "from photosort.store import writer_lock\n"
+            "with writer_lock(sys.argv[1]):\n"
             "    pathlib.Path(sys.argv[2]).touch()\n"
             "    time.sleep(30)\n",
             db_url,

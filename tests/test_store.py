@@ -35,10 +35,10 @@ from photosort.store import (
     open_engine,
     path_under,
     relocate,
-    scan_lock,
     schema_revisions,
     stored_paths,
     utcnow,
+    writer_lock,
 )
 
 
@@ -280,9 +280,9 @@ def test_path_under_is_served_by_an_index(db_url: str) -> None:
 
 def test_second_writer_is_refused_with_the_holder_named(db_url: str) -> None:
     url = open_engine(db_url).url.render_as_string(hide_password=False)  # as the CLI does
-    with scan_lock(url, wait=0.2):
+    with writer_lock(url, wait=0.2):
         with pytest.raises(StoreError) as refused:
-            with scan_lock(url, wait=0.2):
+            with writer_lock(url, wait=0.2):
                 pass
     message = str(refused.value)
     assert "\n" not in message
@@ -290,7 +290,7 @@ def test_second_writer_is_refused_with_the_holder_named(db_url: str) -> None:
     assert re.match(rf"another photosort scan {holder} is writing ", message), message
     assert "photosort:photosort@" not in message  # the password stays hidden
     assert "+psycopg" not in message  # the URL as the user wrote it
-    with scan_lock(url, wait=0):  # released on the way out
+    with writer_lock(url, wait=0):  # released on the way out
         pass
 
 
