@@ -15,7 +15,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures import Executor
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -40,11 +40,11 @@ from photosort.scanning import (
     FileFacts,
     Folder,
     InlineExecutor,
+    WorkerPool,
     bounded_map,
     check_root,
     examine,
     walk,
-    worker_init,
 )
 from photosort.store import (
     EMOTION_COLUMNS,
@@ -217,6 +217,7 @@ def scan_library(
                     args=lambda t: (t.entry.path, max_megapixels),
                     needs_work=lambda t: t.needs_read,
                     window=8 * workers,
+                    lost=lambda t, reason: FileFacts(None, None, reason),
                 )
 
                 def face_jobs() -> Iterator[_FaceJob]:
@@ -239,6 +240,7 @@ def scan_library(
                         args=lambda j: (j.path, j.size, settings),
                         needs_work=lambda j: True,
                         window=4 * workers,
+                        lost=lambda j, reason: FaceScan([], None, error=reason),
                     ):
                         writer.store_faces(job, found)  # type: ignore[arg-type]
             writer.flush()
@@ -294,22 +296,26 @@ class _FaceJob:
 
 def _executor(workers: int) -> Executor:
     """Worker processes for reading, hashing and face detection, or none for one worker.
-
-    Workers are forked (cheap) while this process has not loaded TensorFlow, whose threads
-    must not be forked; after that they come from a fork server. Either way they never
-    touch the model or the database, which stay in this process.
-    """
+    They never touch the model or the database, which stay in this process."""
     if workers <= 1:
         return InlineExecutor()
+    return WorkerPool(workers, _worker_context)
+
+
+def _worker_context() -> Any:
+    """How to start a worker, asked each time one starts (a pool replaced mid-scan too).
+
+    Workers are forked (cheap) while this process has not loaded TensorFlow, whose threads
+    must not be forked; after that they come from a fork server.
+    """
     import multiprocessing
     import sys
 
     if "tensorflow" in sys.modules:
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload(["photosort.faces", "photosort.scanning"])
-    else:
-        context = multiprocessing.get_context("fork")
-    return ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=worker_init)
+        return context
+    return multiprocessing.get_context("fork")
 
 
 def encode_crop(crop: np.ndarray) -> bytes:

@@ -124,14 +124,14 @@ def test_bad_files_are_recorded_with_reasons(runner: CliRunner, album: Path, db_
 def deny_reading(monkeypatch: pytest.MonkeyPatch, locked: str) -> None:
     """Make the scanner's ``open`` of one file fail as a file without read permission does
     (tests run as root, whom chmod does not stop)."""
-    real_open = open
+    real_open = scanning.open_regular
 
-    def fake_open(path, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def fake_open(path):  # type: ignore[no-untyped-def]
         if str(path) == locked:
             raise PermissionError(13, "Permission denied", path)
-        return real_open(path, *args, **kwargs)
+        return real_open(path)
 
-    monkeypatch.setattr(scanning, "open", fake_open, raising=False)
+    monkeypatch.setattr(scanning, "open_regular", fake_open)
 
 
 def test_unreadable_permission_is_recorded(
