@@ -121,7 +121,12 @@ def walk(
     seen: set[tuple[int, int]] = set()
     for root in roots:
         if not os.path.isdir(root):
-            entry = _file_entry(root, os.path.dirname(root))
+            try:
+                entry = _file_entry(root, os.path.dirname(root))
+            except OSError as exc:
+                if on_error is not None:
+                    on_error(root, root, f"cannot read: {_reason(exc)}")
+                continue
             if entry is not None:
                 yield Folder(os.path.dirname(root), [entry])
             continue
@@ -138,23 +143,27 @@ def walk(
                     names = sorted(it, key=lambda e: e.name)
             except OSError as exc:
                 if on_error is not None:
-                    on_error(folder, folder, f"cannot list folder: {exc.strerror or exc}")
+                    on_error(folder, folder, f"cannot list folder: {_reason(exc)}")
                 continue
             files: list[FileEntry] = []
             subfolders: list[str] = []
+            unreadable = False
             for entry in names:
                 if _hidden(entry.name):
                     continue
                 try:
                     is_dir = entry.is_dir()  # follows symlinks
-                except OSError:
+                    fe = None if is_dir else _file_entry(entry.path, folder)
+                except OSError as exc:
+                    # A folder listed but not entered (r without x), a flaky drive (EIO,
+                    # ESTALE): the entry may well be a photo still there. Said once per folder,
+                    # which then marks nothing missing.
+                    if on_error is not None and not unreadable:
+                        on_error(folder, printable(entry.path), f"cannot read: {_reason(exc)}")
+                    unreadable = True
                     continue
-                if is_dir:
-                    fe = None
-                else:
-                    fe = _file_entry(entry.path, folder)
-                    if fe is None:
-                        continue  # not a regular file, whatever its name
+                if not is_dir and fe is None:
+                    continue  # gone, a dangling symlink, or not a regular file
                 if not storable(entry.name):
                     if on_error is not None:
                         on_error(folder, printable(entry.path), NOT_UTF8)
@@ -167,11 +176,20 @@ def walk(
             stack.extend(reversed(subfolders))
 
 
+def _reason(exc: OSError) -> str:
+    return exc.strerror or str(exc)
+
+
 def _file_entry(path: str, folder: str) -> FileEntry | None:
+    """The walk's facts about one file; None when it is gone or is no regular file.
+
+    Only a file that is not there (deleted meanwhile, a dangling symlink) is None; any other
+    failure to stat it (permission, I/O error) is raised, since the file may be there.
+    """
     try:
         st = os.stat(path)
-    except OSError:
-        return None  # a dangling symlink or a file that vanished while we looked
+    except (FileNotFoundError, NotADirectoryError):
+        return None
     if not stat.S_ISREG(st.st_mode):
         return None
     return FileEntry(path, folder, st.st_size, st.st_mtime_ns)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -320,6 +321,45 @@ def test_folder_that_cannot_be_listed_keeps_its_photos(
     assert report.errors == 1 + ALBUM_BROKEN  # the folder, and the broken files read again
     assert report.missing == 0
     assert (blocked, "cannot list folder: Permission denied") in report.problems
+
+
+def test_file_that_cannot_be_stat_marks_nothing_missing(
+    album: Path, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A flaky drive (EIO, ESTALE) fails a stat: the photo may well be there, so its folder
+    marks nothing missing and the error is reported."""
+    engine = open_engine(db_url)
+    scan_library(engine, [str(album)], workers=1)
+    real_stat = os.stat
+    flaky = str(album / "people" / "astronaut.jpg")
+
+    def failing_stat(path, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if str(path) == flaky:
+            raise OSError(errno.EIO, "Input/output error", path)
+        return real_stat(path, *args, **kwargs)
+
+    monkeypatch.setattr(scanning.os, "stat", failing_stat)
+    report = scan_library(engine, [str(album)], workers=1)
+    assert report.missing == 0
+    assert (flaky, "cannot read: Input/output error") in report.problems
+    assert photos(db_url)[flaky].status == "ok"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root enters folders whatever their mode")
+def test_folder_that_can_be_listed_but_not_entered_keeps_its_photos(
+    album: Path, db_url: str
+) -> None:
+    engine = open_engine(db_url)
+    scan_library(engine, [str(album)], workers=1)
+    people = album / "people"
+    people.chmod(0o644)  # r without x: names can be listed, files not reached
+    try:
+        report = scan_library(engine, [str(album)], workers=1)
+    finally:
+        people.chmod(0o755)
+    assert report.missing == 0
+    assert any(reason == "cannot read: Permission denied" for _, reason in report.problems)
+    assert all(r.status != "missing" for r in photos(db_url).values())
 
 
 def test_interrupted_scan_resumes(
