@@ -488,6 +488,10 @@ class _Writer:
         if not self.to_classify or self.faces is None:
             return
         queued, self.to_classify = self.to_classify, []
+        # No write transaction stays open while the model loads (seconds, the first time)
+        # or predicts: other commands would wait for it. The faces are committed without
+        # probabilities first; a scan killed meanwhile leaves them to the next one.
+        self.session.commit()
         try:
             self.report.classified += _set_probabilities(
                 [f for f, _ in queued], [c for _, c in queued], self.faces.classifier

@@ -8,6 +8,7 @@ import json
 import os
 import re
 import shutil
+import sqlite3
 import subprocess
 import sys
 import time
@@ -594,6 +595,45 @@ def test_failed_classification_is_tried_again(album: Path, db_url: str) -> None:
     assert [(f.model_id, f.p_happy) for f in kept] == [(f.model_id, f.p_happy) for f in faces]
     assert {f.classify_error for f in kept} == {"classification failed: model exploded"}
     assert face_scan(db_url, people, BrightnessModel("model-b")).classified == 3
+
+
+class LoadingModel(BrightnessModel):
+    """A model that loads on its first ``predict``, as the real one does (seconds): it looks
+    at the library from another connection meanwhile."""
+
+    def __init__(self, db_file: Path) -> None:
+        super().__init__()
+        self.db_file = db_file
+        self.seen: tuple[str, int] | None = None
+
+    def predict(self, faces: np.ndarray) -> np.ndarray:
+        if self.seen is None:
+            conn = sqlite3.connect(self.db_file, timeout=0.2)
+            try:
+                committed = conn.execute("SELECT count(*) FROM photos").fetchone()[0]
+                try:
+                    conn.execute("BEGIN IMMEDIATE")
+                    conn.rollback()
+                    writable = "writable"
+                except sqlite3.OperationalError as exc:
+                    writable = str(exc)
+            finally:
+                conn.close()
+            self.seen = (writable, committed)
+        return super().predict(faces)
+
+
+@sqlite_only
+def test_no_write_transaction_stays_open_while_the_model_loads(album: Path, db_url: str) -> None:
+    """Other commands (``report`` caching an explanation, ``prune``) wait 10 s for a lock:
+    the scan commits what it found before the model loads, and holds no lock meanwhile."""
+    model = LoadingModel(Path(db_url.removeprefix("sqlite:///")))
+    report = face_scan(db_url, album, model)
+    assert report.classified > 0
+    assert model.seen is not None
+    writable, committed = model.seen
+    assert writable == "writable"
+    assert committed > 0
 
 
 def test_model_that_cannot_be_loaded_fails_the_scan_and_keeps_its_work(
