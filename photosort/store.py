@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import quote, unquote
 
 from sqlalchemy import (
     BigInteger,
@@ -343,16 +344,41 @@ def sqlite_file(url: str | URL) -> Path | None:
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
         return None
+    if parsed.query.get("uri") == "true" and parsed.database.startswith("file:"):
+        return Path(unquote(parsed.database.removeprefix("file:")))
     return Path(parsed.database)
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute(f"PRAGMA busy_timeout={BUSY_SECONDS * 1000}")
-    cursor.close()
+def _read_only_sqlite(url: URL) -> URL | None:
+    """The URL that opens an SQLite library in a folder photosort cannot write, else None.
+
+    SQLite in WAL mode writes ``-wal`` and ``-shm`` files beside the database even to read
+    it. Where the folder is read-only no scan can write either, so the file is opened
+    ``immutable`` (nothing to lock); a ``-wal`` left there by a scan that was killed holds
+    committed work, and is read in plain read-only mode.
+    """
+    db_file = sqlite_file(url)
+    if db_file is None or url.query.get("uri") or not db_file.exists():
+        return None
+    if os.access(db_file.parent, os.W_OK):
+        return None
+    wal = db_file.with_name(db_file.name + "-wal")
+    has_wal = wal.exists() and wal.stat().st_size > 0
+    query = {"uri": "true", **({"mode": "ro"} if has_wal else {"immutable": "1"})}
+    return url.set(database="file:" + quote(str(db_file)), query=query)
+
+
+def _sqlite_pragmas(read_only: bool) -> Callable[[Any, Any], None]:
+    def set_pragmas(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        if not read_only:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={BUSY_SECONDS * 1000}")
+        cursor.close()
+
+    return set_pragmas
 
 
 def _pg_session(dbapi_connection: Any, _record: Any) -> None:
@@ -395,17 +421,38 @@ def _known_revision(revision: str) -> bool:
         return False
 
 
-def upgrade(engine: Engine) -> bool:
-    """Bring the schema up to the newest revision; return whether anything was applied."""
+def _has_tables(engine: Engine) -> bool:
+    from sqlalchemy import inspect
+
+    with engine.connect() as conn:
+        return inspect(conn).has_table(Photo.__tablename__)
+
+
+def upgrade(engine: Engine, *, read_only: bool = False) -> bool:
+    """Bring the schema up to the newest revision; return whether anything was applied.
+
+    ``read_only``: the library cannot be written, so one that is not current is refused.
+    """
     from alembic import command
 
     current, head = schema_revisions(engine)
     if current == head:
         return False
+    shown = shown_url(engine.url)
+    if current is None and _has_tables(engine):
+        raise StoreError(
+            f"database {shown} holds photosort's tables but no schema revision "
+            "(its alembic_version table is empty or gone); restore it from a backup"
+        )
     if current is not None and not _known_revision(current):
         raise StoreError(
-            f"database {shown_url(engine.url)} was written by a "
+            f"database {shown} was written by a "
             f"newer photosort (schema {current}); upgrade photosort to use it"
+        )
+    if read_only:
+        raise StoreError(
+            f"database {shown} is in a read-only folder and needs an upgrade (schema "
+            f"{current}); run photosort db upgrade where it is writable"
         )
     with engine.begin() as conn:
         if conn.dialect.name == "postgresql":
@@ -421,15 +468,18 @@ def open_engine(url: str | URL, *, migrate: bool = True) -> Engine:
     shown = shown_url(url)
     try:
         parsed = driver_url(url)
+        read_only = _read_only_sqlite(parsed)
+        if read_only is not None:
+            parsed = read_only
         engine = create_engine(parsed, connect_args=_connect_args(parsed))
         if engine.dialect.name == "sqlite":
-            event.listen(engine, "connect", _sqlite_pragmas)
+            event.listen(engine, "connect", _sqlite_pragmas(read_only is not None))
         elif engine.dialect.name == "postgresql":
             event.listen(engine, "connect", _pg_session)
         with engine.connect() as conn:
             conn.exec_driver_sql("SELECT 1")
         if migrate:
-            upgrade(engine)
+            upgrade(engine, read_only=read_only is not None)
     except StoreError:
         raise
     except (NoSuchModuleError, ArgumentError) as exc:

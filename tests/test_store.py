@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import re
+import shutil
 import socket
 import sqlite3
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -74,6 +77,69 @@ def test_database_from_a_newer_photosort_is_refused(runner: CliRunner, tmp_path:
     result = runner.invoke(cli, ["status", "--db", str(db)])
     assert result.exit_code == 1
     assert "written by a newer photosort" in result.output
+
+
+def test_empty_alembic_version_is_a_one_line_error(runner: CliRunner, tmp_path: Path) -> None:
+    db = tmp_path / "damaged.db"
+    open_engine(f"sqlite:///{db}")
+    with sqlite3.connect(db) as conn:
+        conn.execute("delete from alembic_version")
+    result = runner.invoke(cli, ["status", "--db", str(db)])
+    assert result.exit_code == 1
+    assert result.output.count("\n") == 1
+    assert "holds photosort's tables but no schema revision" in result.output
+
+
+@pytest.mark.parametrize("leftover_wal", [False, True], ids=["checkpointed", "wal-left"])
+def test_library_in_a_read_only_folder_is_read(
+    runner: CliRunner, tmp_path: Path, leftover_wal: bool
+) -> None:
+    """A read-only bind mount of the library's folder (root only): reading commands work,
+    writing ones are refused in one line, also when a killed scan left its -wal file."""
+    from tests.conftest import build_test_album
+
+    album = tmp_path / "album"
+    build_test_album(album)
+    folder = tmp_path / "lib"
+    folder.mkdir()
+    db = folder / "library.db"
+    scan = runner.invoke(cli, ["scan", str(album), "--db", str(db), "--no-faces", "--quiet"])
+    assert scan.exit_code == 0, scan.output
+    if leftover_wal:  # a scan killed before SQLite could checkpoint: work only in the -wal
+        gc.collect()
+        shutil.copy(db, tmp_path / "before")
+        conn = sqlite3.connect(db)
+        conn.execute("PRAGMA wal_autocheckpoint=0")
+        conn.execute("update photos set error = 'from the wal' where status = 'unreadable'")
+        conn.commit()
+        for suffix in ("-wal", "-shm"):
+            shutil.copy(db.with_name(db.name + suffix), tmp_path / suffix)
+        conn.close()
+        shutil.copy(tmp_path / "before", db)
+        for suffix in ("-wal", "-shm"):
+            shutil.copy(tmp_path / suffix, db.with_name(db.name + suffix))
+    mount = tmp_path / "readonly"
+    mount.mkdir()
+    bound = subprocess.run(["mount", "--bind", str(folder), str(mount)], capture_output=True)
+    if bound.returncode != 0:
+        pytest.skip("needs root and mount(8) to make a read-only folder")
+    try:
+        subprocess.run(["mount", "-o", "remount,bind,ro", str(mount)], check=True)
+        url = str(mount / "library.db")
+        status = runner.invoke(cli, ["status", "--db", url, "--errors", "--json"])
+        assert status.exit_code == 0, status.output
+        data = json.loads(status.stdout)
+        assert data["photos"] == 16
+        assert ({e["reason"] for e in data["errors"]} == {"from the wal"}) == leftover_wal
+        shown = runner.invoke(cli, ["show", str(album / "people" / "astronaut.jpg"), "--db", url])
+        assert shown.exit_code == 0, shown.output
+        refused = runner.invoke(cli, ["prune", "--db", url])
+        assert refused.exit_code == 1 and "read-only" in refused.output, refused.output
+        assert refused.output.count("\n") == 1
+    finally:
+        gc.collect()  # the commands' engines, which hold the file open
+        if subprocess.run(["umount", str(mount)]).returncode != 0:
+            subprocess.run(["umount", "--lazy", str(mount)], check=True)
 
 
 def test_database_location_order(
