@@ -39,3 +39,7 @@ LABEL_MODES = ("fer2013", "ferplus", "mix")
 
 AUGMENT_MODES = ("full", "flip", "none")
 """Training augmentations ``train --augment`` offers; the first is the default."""
+
+REPORT_MANIFEST = ".photosort-report.json"
+"""The file listing what ``report`` wrote into its OUTDIR; it also marks the folder as an
+album, which scans skip (its copies of photos would otherwise top the rankings)."""

@@ -19,6 +19,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any, BinaryIO, TypeVar
 
+from photosort.defaults import REPORT_MANIFEST
 from photosort.errors import PhotosortError
 from photosort.images import (
     DEFAULT_MAX_MEGAPIXELS,
@@ -141,6 +142,8 @@ def walk(
                 seen.add(key)
                 with os.scandir(folder) as it:
                     names = sorted(it, key=lambda e: e.name)
+                if any(entry.name == REPORT_MANIFEST for entry in names):
+                    continue  # an album photosort wrote: copies of photos, not photos
             except OSError as exc:
                 if on_error is not None:
                     on_error(folder, folder, f"cannot list folder: {_reason(exc)}")

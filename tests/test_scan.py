@@ -472,6 +472,17 @@ def test_scan_killed_midway_leaves_a_sound_database(album: Path, tmp_path: Path)
     assert (report.unchanged, report.new) == (8, ALBUM_PHOTOS - 8)
 
 
+def test_an_album_photosort_wrote_is_not_scanned(
+    runner: CliRunner, album: Path, db_url: str
+) -> None:
+    """Its copies of photos would top the rankings; the manifest marks the folder."""
+    site = album / "site"
+    save_jpeg(site / "photos" / "copy.jpg", skimage_photo("astronaut"))
+    (site / ".photosort-report.json").write_text('{"files": ["photos/copy.jpg"]}')
+    assert scan_json(runner, db_url, album)["new"] == ALBUM_PHOTOS
+    assert not [p for p in photos(db_url) if p.startswith(str(site))]
+
+
 def test_files_given_directly_and_nested_roots(runner: CliRunner, album: Path, db_url: str) -> None:
     one = album / "pets" / "chelsea.jpg"
     report = scan_json(runner, db_url, one, album / "people", album)
