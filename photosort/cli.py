@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import sys
 from collections.abc import Callable, Iterator
@@ -106,14 +107,14 @@ def user_errors() -> Iterator[None]:
     try:
         yield
     except PhotosortError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise click.ClickException(safe(str(exc))) from None
     except Exception as exc:
         from sqlalchemy.exc import DBAPIError
 
         from photosort.store import describe_db_error
 
         if isinstance(exc, DBAPIError):
-            raise click.ClickException(describe_db_error(exc)) from None
+            raise click.ClickException(safe(describe_db_error(exc))) from None
         raise
 
 
@@ -145,6 +146,25 @@ def writing(engine: Any, command: str, dry_run: bool = False) -> Iterator[None]:
         return
     with writer_lock(engine.url, command=command):
         yield
+
+
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+"""C0 and C1 control characters, and the bidirectional overrides that reorder a line."""
+
+
+def safe(text: str) -> str:
+    """Text fit for a terminal, escaped where it is not printable (``\\x1b``, ``\\n``).
+
+    File names and the reasons that quote them come from the disk: a name holding ESC[2J
+    would clear the screen, a newline would forge a line of output. Bytes that are not
+    UTF-8 are shown as U+FFFD.
+    """
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        raw = text.encode("utf-8", "replace")
+    shown = raw.decode("utf-8", "replace")
+    return _CONTROL.sub(lambda m: m[0].encode("unicode_escape").decode("ascii"), shown)
 
 
 def plural(count: int, word: str) -> str:
@@ -333,7 +353,7 @@ def scan(
             f"{r.classified} classified."
         )
         for path, reason in r.problems[:10]:
-            click.echo(f"  {path}: {reason}", err=True)
+            click.echo(f"  {safe(path)}: {safe(reason)}", err=True)
         if len(r.problems) > 10:
             click.echo(
                 f"  ... and {len(r.problems) - 10} more (photosort status --errors lists the "
@@ -365,7 +385,7 @@ def status(db_url: URL | None, as_json: bool, list_errors: bool) -> None:
             data["errors"] = [{"path": p, "reason": r} for p, r in problems]
         emit_json(data)
         return
-    click.echo(f"Database:   {info.database}")
+    click.echo(f"Database:   {safe(info.database)}")
     click.echo(
         f"Photos:     {info.photos} ({info.by_status['ok']} ok, "
         f"{info.by_status['unreadable']} unreadable, {info.by_status['missing']} missing)"
@@ -379,7 +399,7 @@ def status(db_url: URL | None, as_json: bool, list_errors: bool) -> None:
     if list_errors and not problems:
         click.echo("No unreadable files.")
     for path, reason in problems:
-        click.echo(f"  {path}: {reason}")
+        click.echo(f"  {safe(path)}: {safe(reason)}")
 
 
 @cli.command()
@@ -402,7 +422,7 @@ def prune(db_url: URL | None, as_json: bool, dry_run: bool) -> None:
         emit_json({"dry_run": dry_run, "removed": 0 if dry_run else len(paths), "paths": paths})
         return
     for path in paths:
-        click.echo(path)
+        click.echo(safe(path))
     verb = "Would remove" if dry_run else "Removed"
     click.echo(f"{verb} {plural(len(paths), 'missing photo')}.")
 
@@ -488,7 +508,7 @@ def top(
         return
     click.echo(f"{'#':>3}  {emotion.lower():>7}  faces  path")
     for i, r in enumerate(ranked, 1):
-        click.echo(f"{i:>3}  {r.score:>7.1%}  {len(r.faces):>5}  {r.path}")
+        click.echo(f"{i:>3}  {r.score:>7.1%}  {len(r.faces):>5}  {safe(r.path)}")
     # A short list may be short because bursts were folded: say so.
     hidden = sum(r.folded for r in ranked) if len(ranked) < count else 0
     if hidden:
@@ -517,9 +537,9 @@ def show(photo: str, db_url: URL | None, as_json: bool) -> None:
     if as_json:
         emit_json(found.as_dict())
         return
-    click.echo(f"{found.path} ({found.status}, {_faces_summary(found)})")
+    click.echo(f"{safe(found.path)} ({found.status}, {_faces_summary(found)})")
     if found.error:
-        click.echo(f"  {found.error}")
+        click.echo(f"  {safe(found.error)}")
     header = "  ".join(f"{e:>8}" for e in EMOTIONS)
     if found.faces:
         click.echo(f"  {'face':<22}  {header}")
@@ -527,7 +547,7 @@ def show(photo: str, db_url: URL | None, as_json: bool) -> None:
         x, y, w, h = (round(v) for v in face.box)
         where = f"{i}: {w}x{h} at {x},{y}"
         if face.probabilities is None:
-            click.echo(f"  {where:<22}  {face.error or 'not classified yet'}")
+            click.echo(f"  {where:<22}  {safe(face.error or 'not classified yet')}")
             continue
         cells = "  ".join(f"{face.probabilities[e]:>8.0%}" for e in EMOTIONS)
         click.echo(f"  {where:<22}  {cells}  -> {face.emotion}")
@@ -767,7 +787,7 @@ def relocate(
         emit_json({"dry_run": dry_run, "moves": [{"from": a, "to": b} for a, b in moves]})
         return
     for before, after in moves[:20]:
-        click.echo(f"{before} -> {after}")
+        click.echo(f"{safe(before)} -> {safe(after)}")
     if len(moves) > 20:
         click.echo(f"... and {len(moves) - 20} more")
     verb = "Would relocate" if dry_run else "Relocated"
@@ -852,7 +872,7 @@ def demo(folder: Path, quiet: bool) -> None:
     )
     click.echo("Top happy photos:")
     for rank, pick in enumerate(happiest, 1):
-        click.echo(f"  {rank}. {pick.score:6.1%}  {pick.path}")
+        click.echo(f"  {rank}. {pick.score:6.1%}  {safe(pick.path)}")
     click.echo(f"HTML album:   {summary.index.resolve()}")
     click.echo(
         f"Library:      {(folder / 'library.db').resolve()}  (try: photosort status --db ...)"
