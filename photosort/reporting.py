@@ -42,7 +42,7 @@ from photosort.images import DEFAULT_MAX_MEGAPIXELS, ImageError, read_image
 from photosort.indexing import decode_crop
 from photosort.ranking import RankedPhoto, RankingError, find_photo, top_photos
 from photosort.resources import resource_dir
-from photosort.store import ExplanationRow, FaceRow, Photo, utcnow
+from photosort.store import ExplanationRow, FaceRow, Photo, is_read_only, utcnow
 
 MANIFEST = REPORT_MANIFEST
 LARGE_SIDE = 1600
@@ -256,6 +256,8 @@ def explanation_for(
     found = explain_face(
         decode_crop(face.crop), model, emotion, samples=samples, segments=segments, seed=seed
     )
+    if is_read_only(session.get_bind()):  # a library in a read-only folder: not cached
+        return found, False
     session.add(
         ExplanationRow(
             **key,

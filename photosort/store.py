@@ -368,6 +368,12 @@ def _read_only_sqlite(url: URL) -> URL | None:
     return url.set(database="file:" + quote(str(db_file)), query=query)
 
 
+def is_read_only(engine: Engine) -> bool:
+    """Whether the library was opened read-only (its folder cannot be written)."""
+    query = engine.url.query
+    return query.get("immutable") == "1" or query.get("mode") == "ro"
+
+
 def _sqlite_pragmas(read_only: bool) -> Callable[[Any, Any], None]:
     def set_pragmas(dbapi_connection: Any, _record: Any) -> None:
         cursor = dbapi_connection.cursor()

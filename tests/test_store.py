@@ -96,15 +96,18 @@ def test_library_in_a_read_only_folder_is_read(
 ) -> None:
     """A read-only bind mount of the library's folder (root only): reading commands work,
     writing ones are refused in one line, also when a killed scan left its -wal file."""
+    from photosort.indexing import FaceOptions, scan_library
+    from photosort.reporting import build_report
     from tests.conftest import build_test_album
+    from tests.test_report import RegionModel
 
     album = tmp_path / "album"
     build_test_album(album)
     folder = tmp_path / "lib"
     folder.mkdir()
     db = folder / "library.db"
-    scan = runner.invoke(cli, ["scan", str(album), "--db", str(db), "--no-faces", "--quiet"])
-    assert scan.exit_code == 0, scan.output
+    faces = FaceOptions(classifier=RegionModel())
+    scan_library(open_engine(f"sqlite:///{db}"), [str(album)], workers=1, faces=faces)
     if leftover_wal:  # a scan killed before SQLite could checkpoint: work only in the -wal
         gc.collect()
         shutil.copy(db, tmp_path / "before")
@@ -133,6 +136,11 @@ def test_library_in_a_read_only_folder_is_read(
         assert ({e["reason"] for e in data["errors"]} == {"from the wal"}) == leftover_wal
         shown = runner.invoke(cli, ["show", str(album / "people" / "astronaut.jpg"), "--db", url])
         assert shown.exit_code == 0, shown.output
+        album_out = tmp_path / "report"
+        engine = open_engine(f"sqlite:///{url}")
+        summary = build_report(engine, album_out, RegionModel(), n=1, samples=60)
+        assert summary.picks > 0 and summary.cached == 0  # explained, not cached
+        assert (album_out / "index.html").exists()
         refused = runner.invoke(cli, ["prune", "--db", url])
         assert refused.exit_code == 1 and "read-only" in refused.output, refused.output
         assert refused.output.count("\n") == 1
