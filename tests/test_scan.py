@@ -346,6 +346,24 @@ def test_file_that_cannot_be_stat_marks_nothing_missing(
     assert photos(db_url)[flaky].status == "ok"
 
 
+def test_file_deleted_while_the_scan_runs_is_not_a_new_unreadable_photo(
+    album: Path, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_walk = indexing.walk
+    doomed = album / "people" / "astronaut.jpg"
+
+    def walk_then_delete(*args):  # type: ignore[no-untyped-def]
+        for folder in real_walk(*args):
+            if any(entry.path == str(doomed) for entry in folder.files):
+                doomed.unlink()  # listed by the walk, gone before it is read
+            yield folder
+
+    monkeypatch.setattr(indexing, "walk", walk_then_delete)
+    report = scan_library(open_engine(db_url), [str(album)], workers=1)
+    assert (report.new, report.errors) == (ALBUM_PHOTOS - 1, ALBUM_BROKEN)
+    assert str(doomed) not in photos(db_url)
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root enters folders whatever their mode")
 def test_folder_that_can_be_listed_but_not_entered_keeps_its_photos(
     album: Path, db_url: str
