@@ -382,6 +382,8 @@ class WorkerPool(Executor):
                 raise value
         finally:
             receive.close()
+            if proc.is_alive():  # done, or the scan is being interrupted: never wait on it
+                proc.kill()
             proc.join()
         raise WorkerLost(_death(proc.exitcode))
 
