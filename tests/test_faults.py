@@ -27,12 +27,12 @@ from PIL import Image
 
 from photosort.cli import cli
 from photosort.sample import skimage_photo
+from photosort.scanning import examine
 from photosort.store import writer_lock
 from tests.conftest import ALBUM_PHOTOS, build_test_album
 
-BULK = 120
-"""Hard links to one large photo beside the test album: a scan of it takes seconds."""
-ALBUM_TOTAL = ALBUM_PHOTOS + BULK
+READ_SECONDS = 3.0
+"""About how long two workers take to read the bulk of the big album, on any machine."""
 DEADLINE = 60.0
 """No case should come near this; it only keeps a regression from hanging the suite."""
 PHOTOSORT = [sys.executable, "-m", "photosort"]
@@ -49,16 +49,30 @@ def large_photo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def bulk(large_photo: Path) -> int:
+    """How many copies of the large photo keep two workers reading for ``READ_SECONDS`` on
+    this machine, so that every case catches its scan midway, fast machine or slow."""
+    seconds = min(_timed(examine, str(large_photo)) for _ in range(3))
+    return max(60, min(400, round(2 * READ_SECONDS / seconds)))
+
+
+def _timed(fn: Callable[..., object], *args: object) -> float:
+    start = time.perf_counter()
+    fn(*args)
+    return time.perf_counter() - start
+
+
 @pytest.fixture
-def big_album(tmp_path: Path, large_photo: Path) -> Path:
-    """The test album and ``BULK`` names for the large photo: each costs a real read and
+def big_album(tmp_path: Path, large_photo: Path, bulk: int) -> Path:
+    """The test album and ``bulk`` names for the large photo: each costs a real read and
     hash, yet they take the disk space of one."""
     root = tmp_path / "album"
     build_test_album(root)
-    bulk = root / "bulk"
-    bulk.mkdir()
-    for i in range(BULK):
-        os.link(large_photo, bulk / f"p{i:03d}.png")
+    folder = root / "bulk"
+    folder.mkdir()
+    for i in range(bulk):
+        os.link(large_photo, folder / f"p{i:03d}.png")
     return root
 
 
@@ -214,7 +228,7 @@ def gone_within(pids: set[int], seconds: float) -> float:
     return time.monotonic() - start
 
 
-def assert_sound(db: Path, album: Path, total: int = ALBUM_TOTAL) -> None:
+def assert_sound(db: Path, album: Path, total: int) -> None:
     """Nothing lost, nothing counted twice: every file of the album is one sound row."""
     assert query(db, "PRAGMA integrity_check") == [("ok",)]
     rows = query(db, "SELECT path, status FROM photos")
@@ -251,7 +265,13 @@ def scan_args(album: Path, db: Path, workers: int) -> list[str]:
     ids=lambda v: v.name if isinstance(v, signal.Signals) else str(v).replace(" ", "-"),
 )
 def test_scan_killed_leaves_no_process_and_the_next_scan_completes(
-    runs: Runs, big_album: Path, db: Path, signum: signal.Signals, workers: int, stage: str
+    runs: Runs,
+    big_album: Path,
+    db: Path,
+    bulk: int,
+    signum: signal.Signals,
+    workers: int,
+    stage: str,
 ) -> None:
     args = scan_args(big_album, db, workers)
     if stage == "model loading":  # with faces: the model loads after the first commit
@@ -268,7 +288,7 @@ def test_scan_killed_leaves_no_process_and_the_next_scan_completes(
         runs.wait_for(proc, lambda: holds_lock(db))
     workers_seen = runs.note(proc)
     assert len(workers_seen) >= (workers if workers > 1 else 0)
-    assert committed(db) < ALBUM_TOTAL, "the scan was not caught midway"
+    assert committed(db) < (ALBUM_PHOTOS + bulk), "the scan was not caught midway"
     proc.send_signal(signum)
     returncode = runs.finish(proc)
     gone_within(workers_seen, 5.0)
@@ -281,12 +301,12 @@ def test_scan_killed_leaves_no_process_and_the_next_scan_completes(
     before = committed(db)
     assert query(db, "PRAGMA integrity_check") == [("ok",)]
     report = rescan(db, big_album, "--no-faces")
-    assert report["unchanged"] == before and report["new"] == ALBUM_TOTAL - before
-    assert_sound(db, big_album)
+    assert report["unchanged"] == before and report["new"] == (ALBUM_PHOTOS + bulk) - before
+    assert_sound(db, big_album, ALBUM_PHOTOS + bulk)
 
 
 def test_worker_killed_by_a_signal_costs_nothing_and_shows_no_traceback(
-    runs: Runs, big_album: Path, db: Path
+    runs: Runs, big_album: Path, db: Path, bulk: int
 ) -> None:
     """SIGKILL of one worker (the out-of-memory killer): the pool is replaced, its calls are
     run again, and the scan ends as if nothing had happened."""
@@ -298,7 +318,7 @@ def test_worker_killed_by_a_signal_costs_nothing_and_shows_no_traceback(
     out, err = runs.output(proc)
     assert "Traceback" not in err and "BrokenProcessPool" not in err, err
     gone_within(runs.seen, 5.0)
-    assert_sound(db, big_album)
+    assert_sound(db, big_album, ALBUM_PHOTOS + bulk)
     assert not query(db, "SELECT path FROM photos WHERE error LIKE '%worker process%'")
 
 
@@ -315,7 +335,7 @@ KILLER = (
 
 
 def test_photo_that_kills_its_worker_costs_only_that_photo(
-    runs: Runs, big_album: Path, db: Path
+    runs: Runs, big_album: Path, db: Path, bulk: int
 ) -> None:
     """A photo whose reading kills the worker every time (a decoder that runs out of memory
     on it): recorded as unreadable with the reason, and every other photo is read."""
@@ -323,7 +343,7 @@ def test_photo_that_kills_its_worker_costs_only_that_photo(
     assert runs.finish(proc) == 0, runs.output(proc)
     out, err = runs.output(proc)
     assert "Traceback" not in err, err
-    assert_sound(db, big_album)
+    assert_sound(db, big_album, ALBUM_PHOTOS + bulk)
     killer = str(big_album / "bulk" / "p050.png")
     reason = "the worker process reading it was killed (SIGKILL; out of memory?)"
     assert query(db, "SELECT path, status, error FROM photos WHERE error LIKE '%worker%'") == [
@@ -350,7 +370,7 @@ FIFO_AFTER_WALK = (
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_file_that_becomes_a_fifo_after_the_walk_is_recorded_and_skipped(
-    runs: Runs, big_album: Path, db: Path, workers: int
+    runs: Runs, big_album: Path, db: Path, bulk: int, workers: int
 ) -> None:
     """Opened without blocking: a FIFO where the walk saw a photo would hang open()."""
     proc = runs.start(*scan_args(big_album, db, workers), code=FIFO_AFTER_WALK)
@@ -359,11 +379,13 @@ def test_file_that_becomes_a_fifo_after_the_walk_is_recorded_and_skipped(
     assert query(db, "SELECT status, error FROM photos WHERE path = ?", fifo) == [
         ("unreadable", "not a regular file (a FIFO)")
     ]
-    assert_sound(db, big_album)
+    assert_sound(db, big_album, ALBUM_PHOTOS + bulk)
     gone_within(runs.seen, 5.0)
 
 
-def test_sigterm_ends_a_scan_whose_worker_is_stuck(runs: Runs, big_album: Path, db: Path) -> None:
+def test_sigterm_ends_a_scan_whose_worker_is_stuck(
+    runs: Runs, big_album: Path, db: Path, bulk: int
+) -> None:
     """A worker stuck in a read that never returns (a hung network drive) must not keep the
     scan from ending on SIGTERM or Ctrl-C: the workers are killed, not waited for."""
     stuck = (
@@ -384,23 +406,25 @@ def test_sigterm_ends_a_scan_whose_worker_is_stuck(runs: Runs, big_album: Path, 
     gone_within(runs.seen, 5.0)
     assert query(db, "PRAGMA integrity_check") == [("ok",)]
     rescan(db, big_album, "--no-faces")
-    assert_sound(db, big_album)
+    assert_sound(db, big_album, ALBUM_PHOTOS + bulk)
 
 
 def wait_until_scanning(runs: Runs, proc: subprocess.Popen[bytes], db: Path) -> None:
     runs.wait_for(proc, lambda: holds_lock(db))
 
 
-def test_prune_racing_a_scan_loses_no_photo(runs: Runs, big_album: Path, db: Path) -> None:
+def test_prune_racing_a_scan_loses_no_photo(
+    runs: Runs, big_album: Path, db: Path, bulk: int
+) -> None:
     """The issue's repro: photos marked missing come back while prune runs beside the scan
     that finds them again. Prune waits for the writer lock, then forgets only what is still
     missing: nothing."""
     runner = CliRunner()
     url = str(db)
-    assert rescan(db, big_album, "--no-faces")["new"] == ALBUM_TOTAL
+    assert rescan(db, big_album, "--no-faces")["new"] == (ALBUM_PHOTOS + bulk)
     away = big_album.parent / "away"
     (big_album / "bulk").rename(away)
-    assert rescan(db, big_album, "--no-faces")["missing"] == BULK
+    assert rescan(db, big_album, "--no-faces")["missing"] == bulk
     away.rename(big_album / "bulk")
     later = time.time() + 10
     for path in (big_album / "bulk").iterdir():
@@ -415,17 +439,17 @@ def test_prune_racing_a_scan_loses_no_photo(runs: Runs, big_album: Path, db: Pat
         assert f"another photosort scan (pid {proc.pid}) is writing" in pruned.output
         assert pruned.output.count("\n") == 1 and "Warning" not in pruned.output
     assert runs.finish(proc) == 0, runs.output(proc)
-    assert_sound(db, big_album)
+    assert_sound(db, big_album, ALBUM_PHOTOS + bulk)
     after = runner.invoke(cli, ["prune", "--db", url, "--json"])
     assert after.exit_code == 0 and json.loads(after.stdout)["removed"] == 0
 
 
 def test_relocate_racing_a_scan_leaves_no_duplicate(
-    runs: Runs, big_album: Path, db: Path, tmp_path: Path
+    runs: Runs, big_album: Path, db: Path, bulk: int, tmp_path: Path
 ) -> None:
     """The library moved disks: a scan of the new place and a relocate from the old one at
     once. The relocate waits for the writer lock; every photo ends under one path."""
-    assert rescan(db, big_album, "--no-faces")["new"] == ALBUM_TOTAL
+    assert rescan(db, big_album, "--no-faces")["new"] == (ALBUM_PHOTOS + bulk)
     moved = tmp_path / "new-disk"
     big_album.rename(moved)
     proc = runs.start(*scan_args(moved, db, 2))
@@ -441,8 +465,8 @@ def test_relocate_racing_a_scan_leaves_no_duplicate(
     # The scan took over every photo it could recognise by content; relocating gives the
     # rest (files without a content hash: empty, not an image) their new path.
     assert relocated.exit_code == 0, relocated.output
-    assert_sound(db, moved)
-    assert rescan(db, moved, "--no-faces")["unchanged"] == ALBUM_TOTAL
+    assert_sound(db, moved, ALBUM_PHOTOS + bulk)
+    assert rescan(db, moved, "--no-faces")["unchanged"] == (ALBUM_PHOTOS + bulk)
 
 
 def test_report_works_while_a_scan_rereads_changed_photos(
