@@ -35,7 +35,10 @@ READ_SECONDS = 3.0
 """About how long two workers take to read the bulk of the big album, on any machine."""
 DEADLINE = 60.0
 """No case should come near this; it only keeps a regression from hanging the suite."""
-PHOTOSORT = [sys.executable, "-m", "photosort"]
+PYTHON = os.environ.get("PHOTOSORT_TEST_PYTHON", sys.executable)
+"""The Python whose photosort the faults hit: this checkout's, or an installed wheel's
+(test_packaging runs the suite against one)."""
+PHOTOSORT = [PYTHON, "-m", "photosort"]
 
 
 @pytest.fixture(scope="session")
@@ -129,7 +132,7 @@ class Runs:
             command = [*PHOTOSORT, *args]
         else:
             main = "\nfrom photosort.cli import cli\ncli(prog_name='photosort')\n"
-            command = [sys.executable, "-c", code + main, *args]
+            command = [PYTHON, "-c", code + main, *args]
         proc = subprocess.Popen(
             command,
             stdout=open(self.tmp_path / f"out{n}", "wb"),  # noqa: SIM115 - closed by the child
