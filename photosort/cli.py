@@ -119,8 +119,8 @@ def user_errors() -> Iterator[None]:
 
 
 def open_library(db_url: URL | None, *, create: bool = False) -> Any:
-    """Open the library database, migrating it. Only ``scan`` creates one: a mistyped --db
-    for any other command is an error, not a new empty library."""
+    """Open the library database, migrating it (``migrate_library``). Only ``scan`` creates
+    one: a mistyped --db for any other command is an error, not a new empty library."""
     from photosort.store import database_url, open_engine, sqlite_file
 
     with user_errors():
@@ -132,7 +132,28 @@ def open_library(db_url: URL | None, *, create: bool = False) -> Any:
             raise click.ClickException(
                 f"no library at {path}: scan a folder into it first (photosort scan FOLDER{given})"
             )
-        return open_engine(url)
+        engine = open_engine(url, migrate=False)
+        migrate_library(engine)
+        return engine
+
+
+def migrate_library(engine: Any) -> bool:
+    """Bring an older library's schema up to date, under the writer lock, and say so first:
+    on a large library a migration takes minutes. Returns whether one was applied."""
+    from photosort.store import pending_upgrade, upgrade, writer_lock
+
+    pending = pending_upgrade(engine)
+    if pending is None:
+        return False
+    current, head = pending
+    if current is not None:  # a new library's tables are made in a moment
+        click.echo(
+            f"photosort: upgrading the library's schema from {current} to {head}; on a large "
+            "library this takes minutes",
+            err=True,
+        )
+    with writer_lock(engine.url, command="db upgrade"):
+        return upgrade(engine)
 
 
 @contextmanager
@@ -813,12 +834,11 @@ def db_upgrade(db_url: URL | None) -> None:
     Example:
         photosort db upgrade --db ~/photos.db
     """
-    from photosort.store import database_url, open_engine, schema_revisions, upgrade, writer_lock
+    from photosort.store import database_url, open_engine, schema_revisions
 
     with user_errors():
         engine = open_engine(database_url(db_url), migrate=False)
-        with writer_lock(engine.url, command="db upgrade"):
-            applied = upgrade(engine)
+        applied = migrate_library(engine)
         current, _ = schema_revisions(engine)
     click.echo(
         f"Schema at revision {current}" + (" (upgraded)." if applied else " (already current).")

@@ -434,16 +434,12 @@ def _has_tables(engine: Engine) -> bool:
         return inspect(conn).has_table(Photo.__tablename__)
 
 
-def upgrade(engine: Engine, *, read_only: bool = False) -> bool:
-    """Bring the schema up to the newest revision; return whether anything was applied.
-
-    ``read_only``: the library cannot be written, so one that is not current is refused.
-    """
-    from alembic import command
-
+def pending_upgrade(engine: Engine) -> tuple[str | None, str] | None:
+    """The schema's revision and the newest one when the library must be upgraded, None
+    when it is current; a schema this photosort must not upgrade is a StoreError."""
     current, head = schema_revisions(engine)
     if current == head:
-        return False
+        return None
     shown = shown_url(engine.url)
     if current is None and _has_tables(engine):
         raise StoreError(
@@ -455,11 +451,20 @@ def upgrade(engine: Engine, *, read_only: bool = False) -> bool:
             f"database {shown} was written by a "
             f"newer photosort (schema {current}); upgrade photosort to use it"
         )
-    if read_only:
+    if is_read_only(engine):
         raise StoreError(
             f"database {shown} is in a read-only folder and needs an upgrade (schema "
             f"{current}); run photosort db upgrade where it is writable"
         )
+    return current, head
+
+
+def upgrade(engine: Engine) -> bool:
+    """Bring the schema up to the newest revision; return whether anything was applied."""
+    from alembic import command
+
+    if pending_upgrade(engine) is None:
+        return False
     with engine.begin() as conn:
         if conn.dialect.name == "postgresql":
             # Machines opening a new library at once: one migrates, the others then find it
@@ -485,7 +490,7 @@ def open_engine(url: str | URL, *, migrate: bool = True) -> Engine:
         with engine.connect() as conn:
             conn.exec_driver_sql("SELECT 1")
         if migrate:
-            upgrade(engine, read_only=read_only is not None)
+            upgrade(engine)
     except StoreError:
         raise
     except (NoSuchModuleError, ArgumentError) as exc:

@@ -299,6 +299,26 @@ def test_upgrade_drops_explanations_from_before_0005(tmp_path: Path) -> None:
         assert conn.execute("select p_happy from faces").fetchall() == [(0.5,)]
 
 
+def test_an_older_library_is_upgraded_under_the_writer_lock_and_says_so(
+    runner: CliRunner, tmp_path: Path
+) -> None:
+    """A migration rewrites a large library for minutes: never silently, never beside a
+    scan."""
+    db = tmp_path / "old.db"
+    url = f"sqlite:///{db}"
+    migrate_to(url, "0004")
+    with writer_lock(url):
+        refused = runner.invoke(cli, ["status", "--db", str(db)])
+    assert refused.exit_code == 1
+    assert f"another photosort scan (pid {os.getpid()}) is writing" in refused.output
+    assert schema_revisions(open_engine(url, migrate=False))[0] == "0004"
+    status = runner.invoke(cli, ["status", "--db", str(db)])
+    assert status.exit_code == 0, status.output
+    head = schema_revisions(open_engine(url, migrate=False))[1]
+    assert f"upgrading the library's schema from 0004 to {head}" in status.stderr
+    assert runner.invoke(cli, ["status", "--db", str(db)]).stderr == ""
+
+
 def test_unreachable_postgres_is_a_one_line_error(runner: CliRunner, tmp_path: Path) -> None:
     url = "postgresql://nobody@127.0.0.1:1/photos"  # nothing listens on port 1
     result = runner.invoke(cli, ["status", "--db", url])
