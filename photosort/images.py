@@ -173,6 +173,18 @@ def open_regular(path: str | os.PathLike[str]) -> BinaryIO:
         raise
 
 
+def _open_file(path: str | os.PathLike[str]) -> BinaryIO:
+    """:func:`open_regular`, its failures as the reason a photo cannot be used."""
+    try:
+        return open_regular(path)
+    except PermissionError as exc:
+        raise ImageError("permission denied") from exc
+    except FileNotFoundError as exc:
+        raise ImageError("file not found") from exc
+    except OSError as exc:
+        raise ImageError(f"cannot read file: {exc.strerror or exc}") from exc
+
+
 @contextmanager
 def _opened(source: Source) -> Iterator[BinaryIO]:
     """``source`` as an open file from its start; one opened here is closed after."""
@@ -180,15 +192,7 @@ def _opened(source: Source) -> Iterator[BinaryIO]:
         source.seek(0)
         yield source
         return
-    try:
-        fh = open_regular(source)
-    except PermissionError as exc:
-        raise ImageError("permission denied") from exc
-    except FileNotFoundError as exc:
-        raise ImageError("file not found") from exc
-    except OSError as exc:
-        raise ImageError(f"cannot read file: {exc.strerror or exc}") from exc
-    with fh:
+    with _open_file(source) as fh:
         yield fh
 
 
@@ -341,12 +345,12 @@ def read_image(
     than decoding 12 MP and shrinking afterwards. GIFs give their first frame. Raises
     ImageError for truncated, corrupt, oversized or unreadable files.
     """
-    with _opened(path) as fh:
-        return _decode(fh, max_side, max_megapixels)
-
-
-def _decode(fh: BinaryIO, max_side: int | None, max_megapixels: float) -> Image.Image:
-    src = _open(fh)
+    fh = _open_file(path)
+    try:
+        src = _open(fh)
+    except ImageError:
+        fh.close()
+        raise
     img = src
     try:
         fmt = _check_header(img, fh, max_megapixels)
@@ -375,6 +379,7 @@ def _decode(fh: BinaryIO, max_side: int | None, max_megapixels: float) -> Image.
         raise ImageError(f"corrupt image: {message}") from exc
     finally:
         src.close()
+        fh.close()
 
 
 def _orient(img: Image.Image, orientation: int) -> Image.Image:
