@@ -215,9 +215,10 @@ def committed(db: Path) -> int:
 
 
 def holds_lock(db: Path) -> bool:
-    """A scan is writing: its pid is in the lock file (written once the lock is taken)."""
+    """A scan is writing: the lock file names it (written once the lock is taken; a new
+    library's tables are made under the lock first, as ``db upgrade``)."""
     try:
-        return bool(db.with_name(db.name + ".lock").read_text().strip())
+        return db.with_name(db.name + ".lock").read_text().strip().endswith(" scan")
     except OSError:
         return False
 
