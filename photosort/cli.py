@@ -146,12 +146,13 @@ def migrate_library(engine: Any) -> bool:
     if pending is None:
         return False
     current, head = pending
-    if current is not None:  # a new library's tables are made in a moment
-        click.echo(
-            f"photosort: upgrading the library's schema from {current} to {head}; on a large "
-            "library this takes minutes",
-            err=True,
-        )
+    if current is None:  # a new library: its tables are made in one short transaction
+        return upgrade(engine)
+    click.echo(
+        f"photosort: upgrading the library's schema from {current} to {head}; on a large "
+        "library this takes minutes",
+        err=True,
+    )
     with writer_lock(engine.url, command="db upgrade"):
         return upgrade(engine)
 
