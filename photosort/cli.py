@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import sys
 from collections.abc import Callable, Iterator
@@ -109,20 +110,20 @@ def user_errors() -> Iterator[None]:
     try:
         yield
     except PhotosortError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise click.ClickException(safe(str(exc))) from None
     except Exception as exc:
         from sqlalchemy.exc import DBAPIError
 
         from photosort.store import describe_db_error
 
         if isinstance(exc, DBAPIError):
-            raise click.ClickException(describe_db_error(exc)) from None
+            raise click.ClickException(safe(describe_db_error(exc))) from None
         raise
 
 
 def open_library(db_url: URL | None, *, create: bool = False) -> Any:
-    """Open the library database, migrating it. Only ``scan`` creates one: a mistyped --db
-    for any other command is an error, not a new empty library."""
+    """Open the library database, migrating it (``migrate_library``). Only ``scan`` creates
+    one: a mistyped --db for any other command is an error, not a new empty library."""
     from photosort.store import database_url, open_engine, sqlite_file
 
     with user_errors():
@@ -134,7 +135,61 @@ def open_library(db_url: URL | None, *, create: bool = False) -> Any:
             raise click.ClickException(
                 f"no library at {path}: scan a folder into it first (photosort scan FOLDER{given})"
             )
-        return open_engine(url)
+        engine = open_engine(url, migrate=False)
+        migrate_library(engine)
+        return engine
+
+
+def migrate_library(engine: Any) -> bool:
+    """Bring an older library's schema up to date, under the writer lock, and say so first:
+    on a large library a migration takes minutes. Returns whether one was applied."""
+    from photosort.store import pending_upgrade, upgrade, writer_lock
+
+    pending = pending_upgrade(engine)
+    if pending is None:
+        return False
+    current, head = pending
+    if current is None:  # a new library: its tables are made in one short transaction
+        return upgrade(engine)
+    click.echo(
+        f"photosort: upgrading the library's schema from {current} to {head}; on a large "
+        "library this takes minutes",
+        err=True,
+    )
+    with writer_lock(engine.url, command="db upgrade"):
+        return upgrade(engine)
+
+
+@contextmanager
+def writing(engine: Any, command: str, dry_run: bool = False) -> Iterator[None]:
+    """Hold the library's writer lock for a command that writes; a dry run only reads, and
+    reading goes on while a scan writes."""
+    from photosort.store import writer_lock
+
+    if dry_run:
+        yield
+        return
+    with writer_lock(engine.url, command=command):
+        yield
+
+
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+"""C0 and C1 control characters, and the bidirectional overrides that reorder a line."""
+
+
+def safe(text: str) -> str:
+    """Text fit for a terminal, escaped where it is not printable (``\\x1b``, ``\\n``).
+
+    File names and the reasons that quote them come from the disk: a name holding ESC[2J
+    would clear the screen, a newline would forge a line of output. Bytes that are not
+    UTF-8 are shown as U+FFFD.
+    """
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        raw = text.encode("utf-8", "replace")
+    shown = raw.decode("utf-8", "replace")
+    return _CONTROL.sub(lambda m: m[0].encode("unicode_escape").decode("ascii"), shown)
 
 
 def plural(count: int, word: str) -> str:
@@ -290,7 +345,7 @@ def scan(
     """
     from photosort.indexing import FaceOptions, LazyClassifier, scan_library
     from photosort.scanning import check_root, count_files
-    from photosort.store import scan_lock
+    from photosort.store import writer_lock
 
     engine = open_library(db_url, create=True)
     face_options = None
@@ -305,7 +360,7 @@ def scan(
     handle_termination()
     bar_wanted = show_progress(quiet)
     try:
-        with user_errors(), scan_lock(engine.url):
+        with user_errors(), writer_lock(engine.url):
             total = count_files([check_root(p) for p in paths]) if bar_wanted else 0
             with progress_bar("Scanning", total, bar_wanted, file_label) as advance:
                 report = scan_library(
@@ -334,7 +389,7 @@ def scan(
             f"{r.classified} classified."
         )
         for path, reason in r.problems[:10]:
-            click.echo(f"  {path}: {reason}", err=True)
+            click.echo(f"  {safe(path)}: {safe(reason)}", err=True)
         if len(r.problems) > 10:
             click.echo(
                 f"  ... and {len(r.problems) - 10} more (photosort status --errors lists the "
@@ -366,7 +421,7 @@ def status(db_url: URL | None, as_json: bool, list_errors: bool) -> None:
             data["errors"] = [{"path": p, "reason": r} for p, r in problems]
         emit_json(data)
         return
-    click.echo(f"Database:   {info.database}")
+    click.echo(f"Database:   {safe(info.database)}")
     click.echo(
         f"Photos:     {info.photos} ({info.by_status['ok']} ok, "
         f"{info.by_status['unreadable']} unreadable, {info.by_status['missing']} missing)"
@@ -380,7 +435,7 @@ def status(db_url: URL | None, as_json: bool, list_errors: bool) -> None:
     if list_errors and not problems:
         click.echo("No unreadable files.")
     for path, reason in problems:
-        click.echo(f"  {path}: {reason}")
+        click.echo(f"  {safe(path)}: {safe(reason)}")
 
 
 @cli.command()
@@ -397,13 +452,13 @@ def prune(db_url: URL | None, as_json: bool, dry_run: bool) -> None:
     from photosort.store import prune_missing
 
     engine = open_library(db_url)
-    with user_errors():
+    with user_errors(), writing(engine, "prune", dry_run):
         paths = prune_missing(engine, dry_run=dry_run)
     if as_json:
         emit_json({"dry_run": dry_run, "removed": 0 if dry_run else len(paths), "paths": paths})
         return
     for path in paths:
-        click.echo(path)
+        click.echo(safe(path))
     verb = "Would remove" if dry_run else "Removed"
     click.echo(f"{verb} {plural(len(paths), 'missing photo')}.")
 
@@ -489,7 +544,7 @@ def top(
         return
     click.echo(f"{'#':>3}  {emotion.lower():>7}  faces  path")
     for i, r in enumerate(ranked, 1):
-        click.echo(f"{i:>3}  {r.score:>7.1%}  {len(r.faces):>5}  {r.path}")
+        click.echo(f"{i:>3}  {r.score:>7.1%}  {len(r.faces):>5}  {safe(r.path)}")
     # A short list may be short because bursts were folded: say so.
     hidden = sum(r.folded for r in ranked) if len(ranked) < count else 0
     if hidden:
@@ -518,9 +573,9 @@ def show(photo: str, db_url: URL | None, as_json: bool) -> None:
     if as_json:
         emit_json(found.as_dict())
         return
-    click.echo(f"{found.path} ({found.status}, {_faces_summary(found)})")
+    click.echo(f"{safe(found.path)} ({found.status}, {_faces_summary(found)})")
     if found.error:
-        click.echo(f"  {found.error}")
+        click.echo(f"  {safe(found.error)}")
     header = "  ".join(f"{e:>8}" for e in EMOTIONS)
     if found.faces:
         click.echo(f"  {'face':<22}  {header}")
@@ -528,7 +583,7 @@ def show(photo: str, db_url: URL | None, as_json: bool) -> None:
         x, y, w, h = (round(v) for v in face.box)
         where = f"{i}: {w}x{h} at {x},{y}"
         if face.probabilities is None:
-            click.echo(f"  {where:<22}  {face.error or 'not classified yet'}")
+            click.echo(f"  {where:<22}  {safe(face.error or 'not classified yet')}")
             continue
         cells = "  ".join(f"{face.probabilities[e]:>8.0%}" for e in EMOTIONS)
         click.echo(f"  {where:<22}  {cells}  -> {face.emotion}")
@@ -753,7 +808,7 @@ def relocate(
     from photosort.store import relocate as relocate_library
 
     engine = open_library(db_url)
-    with user_errors():
+    with user_errors(), writing(engine, "relocate", dry_run):
         moves = relocate_library(engine, old_prefix, new_prefix, dry_run=dry_run)
     if not moves:
         raise click.ClickException(f"no photo in the library is under {old_prefix}")
@@ -768,7 +823,7 @@ def relocate(
         emit_json({"dry_run": dry_run, "moves": [{"from": a, "to": b} for a, b in moves]})
         return
     for before, after in moves[:20]:
-        click.echo(f"{before} -> {after}")
+        click.echo(f"{safe(before)} -> {safe(after)}")
     if len(moves) > 20:
         click.echo(f"... and {len(moves) - 20} more")
     verb = "Would relocate" if dry_run else "Relocated"
@@ -794,11 +849,11 @@ def db_upgrade(db_url: URL | None) -> None:
     Example:
         photosort db upgrade --db ~/photos.db
     """
-    from photosort.store import database_url, open_engine, schema_revisions, upgrade
+    from photosort.store import database_url, open_engine, schema_revisions
 
     with user_errors():
         engine = open_engine(database_url(db_url), migrate=False)
-        applied = upgrade(engine)
+        applied = migrate_library(engine)
         current, _ = schema_revisions(engine)
     click.echo(
         f"Schema at revision {current}" + (" (upgraded)." if applied else " (already current).")
@@ -852,7 +907,7 @@ def demo(folder: Path, quiet: bool) -> None:
     )
     click.echo("Top happy photos:")
     for rank, pick in enumerate(happiest, 1):
-        click.echo(f"  {rank}. {pick.score:6.1%}  {pick.path}")
+        click.echo(f"  {rank}. {pick.score:6.1%}  {safe(pick.path)}")
     click.echo(f"HTML album:   {summary.index.resolve()}")
     click.echo(
         f"Library:      {(folder / 'library.db').resolve()}  (try: photosort status --db ...)"

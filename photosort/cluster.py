@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from photosort.errors import PhotosortError
+from photosort.scanning import WorkerLost
 
 CONNECT_TIMEOUT = "10s"
 LOST_AFTER = 3.0
@@ -92,7 +93,13 @@ class ClusterExecutor(Executor):
             try:
                 outer.set_result(done.result())
             except BaseException as exc:  # noqa: BLE001 - handed on through the future
-                outer.set_exception(self.lost(exc) if _is_cluster_failure(exc) else exc)
+                if type(exc).__name__ == "KilledWorker":
+                    # The scheduler gave up on this call after it took down several
+                    # workers: it costs its photo only, like a lost local worker.
+                    exc = WorkerLost("the worker processes reading it were killed, each in turn")
+                elif _is_cluster_failure(exc):
+                    exc = self.lost(exc)
+                outer.set_exception(exc)
 
         inner.add_done_callback(relay)
         return outer

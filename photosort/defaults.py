@@ -15,6 +15,10 @@ EMOTIONS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 DETECTOR_NAMES = ("blazeface", "blazeface-whole")
 """Face detectors ``scan --detector`` offers; the first is the default."""
 
+REPORT_MANIFEST = ".photosort-report.json"
+"""The file listing what ``report`` wrote into its OUTDIR; it also marks the folder as an
+album, which scans skip (its copies of photos would otherwise top the rankings)."""
+
 DEFAULT_MIN_SCORE = 0.6
 """BlazeFace confidence a face needs; tuned on the annotated photos (see bench/bench_faces.py)."""
 

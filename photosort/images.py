@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import math
 import os
+import stat
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -100,7 +104,7 @@ def sniff_unsupported(head: bytes) -> str | None:
     return None
 
 
-def check_complete(fmt: str, tail: bytes, path: str | os.PathLike[str]) -> None:
+def check_complete(fmt: str, tail: bytes, source: Source) -> None:
     """Reject files cut short, judged from their last bytes (cheap: mostly no decoding).
 
     A JPEG ends with an EOI marker (FF D9) that cannot occur inside entropy-coded data, a
@@ -109,7 +113,7 @@ def check_complete(fmt: str, tail: bytes, path: str | os.PathLike[str]) -> None:
     Photos append megabytes of video, which pushes the EOI out of any tail, so a JPEG whose
     tail lacks it is decoded (at 1/8 scale, which is cheap) before being called truncated.
     """
-    if fmt == "JPEG" and b"\xff\xd9" not in tail and not _jpeg_decodes(path):
+    if fmt == "JPEG" and b"\xff\xd9" not in tail and not _jpeg_decodes(source):
         raise ImageError("truncated JPEG: no end-of-image marker")
     if fmt == "PNG" and b"IEND" not in tail:
         raise ImageError("truncated PNG: no IEND chunk")
@@ -117,13 +121,13 @@ def check_complete(fmt: str, tail: bytes, path: str | os.PathLike[str]) -> None:
         raise ImageError("truncated GIF: no trailer")
 
 
-def _jpeg_decodes(path: str | os.PathLike[str]) -> bool:
+def _jpeg_decodes(source: Source) -> bool:
     """Whether a JPEG's image data is all there, by a reduced (draft-mode) decode."""
     try:
-        with Image.open(path) as img:
+        with _opened(source) as fh, Image.open(fh) as img:
             img.draft("L", (max(1, img.width // 8), max(1, img.height // 8)))
             img.load()  # raises on data cut short: Pillow's LOAD_TRUNCATED_IMAGES is off
-    except (OSError, SyntaxError, ValueError, EOFError):
+    except (OSError, SyntaxError, ValueError, EOFError, ImageError):
         return False
     return True
 
@@ -137,13 +141,64 @@ def _check_bomb(width: int, height: int, max_megapixels: float) -> None:
         )
 
 
-def _open(path: str | os.PathLike[str]) -> Image.Image:
+Source = str | os.PathLike[str] | BinaryIO
+"""A photo by path, or a file already open on it (the scanner reads each file once)."""
+
+_NOT_REGULAR = {
+    stat.S_IFIFO: "a FIFO",
+    stat.S_IFCHR: "a device",
+    stat.S_IFBLK: "a device",
+    stat.S_IFSOCK: "a socket",
+    stat.S_IFDIR: "a folder",
+}
+
+
+def open_regular(path: str | os.PathLike[str]) -> BinaryIO:
+    """Open a file for reading, refusing anything but a regular file without blocking.
+
+    A FIFO or a device that took a photo's place after the walk listed it would block a
+    plain ``open()`` (or the first read) forever. Raises OSError when the file cannot be
+    opened and ImageError when it is not a regular file.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
-        return Image.open(path)
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind = _NOT_REGULAR.get(stat.S_IFMT(mode), "a special file")
+            raise ImageError(f"not a regular file ({kind})")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _open_file(path: str | os.PathLike[str]) -> BinaryIO:
+    """:func:`open_regular`, its failures as the reason a photo cannot be used."""
+    try:
+        return open_regular(path)
     except PermissionError as exc:
         raise ImageError("permission denied") from exc
     except FileNotFoundError as exc:
         raise ImageError("file not found") from exc
+    except OSError as exc:
+        raise ImageError(f"cannot read file: {exc.strerror or exc}") from exc
+
+
+@contextmanager
+def _opened(source: Source) -> Iterator[BinaryIO]:
+    """``source`` as an open file from its start; one opened here is closed after."""
+    if not isinstance(source, (str, os.PathLike)):
+        source.seek(0)
+        yield source
+        return
+    with _open_file(source) as fh:
+        yield fh
+
+
+def _open(fh: BinaryIO) -> Image.Image:
+    try:
+        return Image.open(fh)
     except UnidentifiedImageError as exc:
         raise ImageError("not an image Pillow can read") from exc
     except Image.DecompressionBombError as exc:
@@ -219,7 +274,7 @@ def _check_bmp(img: Image.Image, file_size: int) -> None:
         raise ImageError(f"truncated BMP: pixel data ends at byte {end} of {file_size}")
 
 
-def _check_header(img: Image.Image, path: str | os.PathLike[str], max_megapixels: float) -> str:
+def _check_header(img: Image.Image, fh: BinaryIO, max_megapixels: float) -> str:
     """Refuse what no later stage can use, from the header alone; returns the format."""
     fmt = _FORMAT_ALIASES.get(img.format or "", img.format or "unknown")
     if fmt not in FORMATS:
@@ -228,20 +283,18 @@ def _check_header(img: Image.Image, path: str | os.PathLike[str], max_megapixels
         raise ImageError("image has no pixels")
     _check_bomb(img.width, img.height, max_megapixels)
     if fmt in ("TIFF", "BMP"):
-        file_size = os.stat(path).st_size
+        file_size = os.fstat(fh.fileno()).st_size
         (_check_tiff if fmt == "TIFF" else _check_bmp)(img, file_size)
     return fmt
 
 
-def probe_image(
-    path: str | os.PathLike[str], *, max_megapixels: float = DEFAULT_MAX_MEGAPIXELS
-) -> ImageInfo:
+def probe_image(source: Source, *, max_megapixels: float = DEFAULT_MAX_MEGAPIXELS) -> ImageInfo:
     """Read a photo's header: format, oriented size and capture time.
 
     Raises ImageError with the reason when the file is not a usable photo.
     """
-    with _open(path) as img:
-        fmt = _check_header(img, path, max_megapixels)
+    with _opened(source) as fh, _open(fh) as img:
+        fmt = _check_header(img, fh, max_megapixels)
         width, height = img.size
         orientation, taken = _exif_facts(img)
     if orientation in (5, 6, 7, 8):
@@ -296,10 +349,15 @@ def read_image(
     and resizes only those. GIFs give their first frame. Raises ImageError for truncated,
     corrupt, oversized or unreadable files.
     """
-    src = _open(path)
+    fh = _open_file(path)
+    try:
+        src = _open(fh)
+    except ImageError:
+        fh.close()
+        raise
     img = src
     try:
-        fmt = _check_header(img, path, max_megapixels)
+        fmt = _check_header(img, fh, max_megapixels)
         orientation, _ = _exif_facts(img)
         if max_side is not None:
             if fmt == "JPEG" and img.mode in ("RGB", "L", "CMYK", "YCbCr"):
@@ -325,6 +383,7 @@ def read_image(
         raise ImageError(f"corrupt image: {message}") from exc
     finally:
         src.close()
+        fh.close()
 
 
 def _orient(img: Image.Image, orientation: int) -> Image.Image:

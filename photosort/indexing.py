@@ -15,7 +15,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures import Executor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -41,11 +41,11 @@ from photosort.scanning import (
     FileFacts,
     Folder,
     InlineExecutor,
+    WorkerPool,
     bounded_map,
     check_root,
     examine,
     walk,
-    worker_init,
 )
 from photosort.store import (
     EMOTION_COLUMNS,
@@ -221,6 +221,7 @@ def scan_library(
                     args=lambda t: (t.entry.path, max_megapixels),
                     needs_work=lambda t: t.needs_read,
                     window=8 * slots,
+                    lost=lambda t, reason: FileFacts(None, None, reason),
                 )
 
                 def face_jobs() -> Iterator[_FaceJob]:
@@ -243,6 +244,7 @@ def scan_library(
                         args=lambda j: (j.path, j.size, settings),
                         needs_work=lambda j: True,
                         window=4 * slots,
+                        lost=lambda j, reason: FaceScan([], None, error=reason),
                     ):
                         writer.store_faces(job, found)  # type: ignore[arg-type]
             writer.flush()
@@ -311,22 +313,26 @@ def _pool(workers: int, cluster: str | None) -> Iterator[tuple[Executor, int]]:
 
 def _executor(workers: int) -> Executor:
     """Worker processes for reading, hashing and face detection, or none for one worker.
-
-    Workers are forked (cheap) while this process has not loaded TensorFlow, whose threads
-    must not be forked; after that they come from a fork server. Either way they never
-    touch the model or the database, which stay in this process.
-    """
+    They never touch the model or the database, which stay in this process."""
     if workers <= 1:
         return InlineExecutor()
+    return WorkerPool(workers, _worker_context)
+
+
+def _worker_context() -> Any:
+    """How to start a worker, asked each time one starts (a pool replaced mid-scan too).
+
+    Workers are forked (cheap) while this process has not loaded TensorFlow, whose threads
+    must not be forked; after that they come from a fork server.
+    """
     import multiprocessing
     import sys
 
     if "tensorflow" in sys.modules:
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload(["photosort.faces", "photosort.scanning"])
-    else:
-        context = multiprocessing.get_context("fork")
-    return ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=worker_init)
+        return context
+    return multiprocessing.get_context("fork")
 
 
 def encode_crop(crop: np.ndarray) -> bytes:
@@ -499,6 +505,10 @@ class _Writer:
         if not self.to_classify or self.faces is None:
             return
         queued, self.to_classify = self.to_classify, []
+        # No write transaction stays open while the model loads (seconds, the first time)
+        # or predicts: other commands would wait for it. The faces are committed without
+        # probabilities first; a scan killed meanwhile leaves them to the next one.
+        self.session.commit()
         try:
             self.report.classified += _set_probabilities(
                 [f for f, _ in queued], [c for _, c in queued], self.faces.classifier

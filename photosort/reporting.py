@@ -13,6 +13,7 @@ import contextlib
 import io
 import json
 import os
+import secrets
 import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -26,7 +27,7 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from photosort import __version__
-from photosort.defaults import DEFAULT_MIN_PROBABILITY, EMOTIONS
+from photosort.defaults import DEFAULT_MIN_PROBABILITY, EMOTIONS, REPORT_MANIFEST
 from photosort.errors import PhotosortError
 from photosort.explaining import (
     DEFAULT_SAMPLES,
@@ -41,9 +42,9 @@ from photosort.images import DEFAULT_MAX_MEGAPIXELS, ImageError, read_image
 from photosort.indexing import decode_crop
 from photosort.ranking import RankedPhoto, RankingError, find_photo, top_photos
 from photosort.resources import resource_dir
-from photosort.store import ExplanationRow, FaceRow, Photo, utcnow
+from photosort.store import ExplanationRow, FaceRow, Photo, is_read_only, utcnow
 
-MANIFEST = ".photosort-report.json"
+MANIFEST = REPORT_MANIFEST
 LARGE_SIDE = 1600
 THUMB_SIDE = 480
 
@@ -122,6 +123,7 @@ class _Output:
         # photos/ and faces/ too: a user's own faces/1.png would be overwritten, then listed
         # and removed by a later run.
         target = self.root / relative
+        self._check_inside(target.parent)
         if relative in self.before or relative in self.written or not target.exists():
             return
         raise ReportError(
@@ -135,17 +137,31 @@ class _Output:
 
     def _write(self, relative: str, data: bytes) -> str:
         target = self.root / relative
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+        tmp = target.with_name(f".tmp-{os.getpid()}-{secrets.token_hex(6)}")
         try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            # Created with the umask's modes, as any file the user makes (mkstemp's are 0600).
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
             os.replace(tmp, target)
         except OSError as exc:
-            Path(tmp).unlink(missing_ok=True)
+            tmp.unlink(missing_ok=True)
             raise ReportError(f"cannot write {target}: {exc.strerror or exc}") from None
         self.written.add(relative)
         return relative
+
+    def _check_inside(self, folder: Path) -> None:
+        """Refuse a subfolder of OUTDIR that is a symlink: writing through it would put the
+        album's files (and later removals) outside OUTDIR."""
+        for part in (folder, *folder.parents):
+            if part == self.root:
+                return
+            if part.is_symlink():
+                raise ReportError(
+                    f"{part} is a symlink; photosort writes only inside {self.root}: "
+                    "write the album into a new or empty folder"
+                )
 
     def finish(self) -> None:
         """Remove what an earlier run wrote and this one did not; then save the manifest."""
@@ -240,6 +256,8 @@ def explanation_for(
     found = explain_face(
         decode_crop(face.crop), model, emotion, samples=samples, segments=segments, seed=seed
     )
+    if is_read_only(session.get_bind()):  # a library in a read-only folder: not cached
+        return found, False
     session.add(
         ExplanationRow(
             **key,

@@ -12,17 +12,21 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+import time
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Executor, Future
+from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
+from photosort.defaults import REPORT_MANIFEST
 from photosort.errors import PhotosortError
 from photosort.images import (
     DEFAULT_MAX_MEGAPIXELS,
     ImageError,
     ImageInfo,
     check_complete,
+    open_regular,
     probe_image,
     sniff_format,
     sniff_unsupported,
@@ -118,7 +122,12 @@ def walk(
     seen: set[tuple[int, int]] = set()
     for root in roots:
         if not os.path.isdir(root):
-            entry = _file_entry(root, os.path.dirname(root))
+            try:
+                entry = _file_entry(root, os.path.dirname(root))
+            except OSError as exc:
+                if on_error is not None:
+                    on_error(root, root, f"cannot read: {_reason(exc)}")
+                continue
             if entry is not None:
                 yield Folder(os.path.dirname(root), [entry])
             continue
@@ -133,25 +142,31 @@ def walk(
                 seen.add(key)
                 with os.scandir(folder) as it:
                     names = sorted(it, key=lambda e: e.name)
+                if any(entry.name == REPORT_MANIFEST for entry in names):
+                    continue  # an album photosort wrote: copies of photos, not photos
             except OSError as exc:
                 if on_error is not None:
-                    on_error(folder, folder, f"cannot list folder: {exc.strerror or exc}")
+                    on_error(folder, folder, f"cannot list folder: {_reason(exc)}")
                 continue
             files: list[FileEntry] = []
             subfolders: list[str] = []
+            unreadable = False
             for entry in names:
                 if _hidden(entry.name):
                     continue
                 try:
                     is_dir = entry.is_dir()  # follows symlinks
-                except OSError:
+                    fe = None if is_dir else _file_entry(entry.path, folder)
+                except OSError as exc:
+                    # A folder listed but not entered (r without x), a flaky drive (EIO,
+                    # ESTALE): the entry may well be a photo still there. Said once per folder,
+                    # which then marks nothing missing.
+                    if on_error is not None and not unreadable:
+                        on_error(folder, printable(entry.path), f"cannot read: {_reason(exc)}")
+                    unreadable = True
                     continue
-                if is_dir:
-                    fe = None
-                else:
-                    fe = _file_entry(entry.path, folder)
-                    if fe is None:
-                        continue  # not a regular file, whatever its name
+                if not is_dir and fe is None:
+                    continue  # gone, a dangling symlink, or not a regular file
                 if not storable(entry.name):
                     if on_error is not None:
                         on_error(folder, printable(entry.path), NOT_UTF8)
@@ -164,11 +179,20 @@ def walk(
             stack.extend(reversed(subfolders))
 
 
+def _reason(exc: OSError) -> str:
+    return exc.strerror or str(exc)
+
+
 def _file_entry(path: str, folder: str) -> FileEntry | None:
+    """The walk's facts about one file; None when it is gone or is no regular file.
+
+    Only a file that is not there (deleted meanwhile, a dangling symlink) is None; any other
+    failure to stat it (permission, I/O error) is raised, since the file may be there.
+    """
     try:
         st = os.stat(path)
-    except OSError:
-        return None  # a dangling symlink or a file that vanished while we looked
+    except (FileNotFoundError, NotADirectoryError):
+        return None
     if not stat.S_ISREG(st.st_mode):
         return None
     return FileEntry(path, folder, st.st_size, st.st_mtime_ns)
@@ -187,38 +211,49 @@ def examine(path: str, max_megapixels: float = DEFAULT_MAX_MEGAPIXELS) -> FileFa
     with ``error`` set to the reason.
     """
     named_like_image = os.path.splitext(path)[1].lower() in IMAGE_EXTENSIONS
-    digest = hashlib.sha256()
-    head = b""
-    tail = b""
     try:
-        with open(path, "rb") as fh:
-            head = fh.read(32)
-            fmt = sniff_format(head)
-            if fmt is None:
-                unsupported = sniff_unsupported(head)
-                if unsupported is not None:
-                    return FileFacts(None, None, f"{unsupported} photo: {UNSUPPORTED_HINT}")
-                if not named_like_image:
-                    return None
-                reason = "empty file" if not head else "not an image (unrecognised content)"
-                return FileFacts(None, None, reason)
-            digest.update(head)
-            tail = head
-            buf = bytearray(CHUNK)
-            view = memoryview(buf)
-            while n := fh.readinto(buf):
-                digest.update(view[:n])
-                tail = (tail + bytes(view[max(0, n - TAIL) : n]))[-TAIL:]
+        fh = open_regular(path)
+    except FileNotFoundError:
+        return None  # deleted since the walk listed it: not a photo, and not a broken one
     except PermissionError:
         return FileFacts(None, None, "permission denied") if named_like_image else None
+    except OSError as exc:
+        reason = f"cannot read file: {exc.strerror or exc}"
+        return FileFacts(None, None, reason) if named_like_image else None
+    except ImageError as exc:  # a FIFO or a device where the walk saw a file
+        return FileFacts(None, None, str(exc)) if named_like_image else None
+    with fh:
+        return _examine_open(fh, named_like_image, max_megapixels)
+
+
+def _examine_open(fh: BinaryIO, named_like_image: bool, max_megapixels: float) -> FileFacts | None:
+    digest = hashlib.sha256()
+    try:
+        head = fh.read(32)
+        fmt = sniff_format(head)
+        if fmt is None:
+            unsupported = sniff_unsupported(head)
+            if unsupported is not None:
+                return FileFacts(None, None, f"{unsupported} photo: {UNSUPPORTED_HINT}")
+            if not named_like_image:
+                return None
+            reason = "empty file" if not head else "not an image (unrecognised content)"
+            return FileFacts(None, None, reason)
+        digest.update(head)
+        tail = head
+        buf = bytearray(CHUNK)
+        view = memoryview(buf)
+        while n := fh.readinto(buf):
+            digest.update(view[:n])
+            tail = (tail + bytes(view[max(0, n - TAIL) : n]))[-TAIL:]
     except OSError as exc:
         if not named_like_image:
             return None
         return FileFacts(None, None, f"cannot read file: {exc.strerror or exc}")
     content_hash = digest.hexdigest()
     try:
-        check_complete(fmt, tail, path)
-        info = probe_image(path, max_megapixels=max_megapixels)
+        check_complete(fmt, tail, fh)
+        info = probe_image(fh, max_megapixels=max_megapixels)
     except ImageError as exc:
         return FileFacts(content_hash, None, str(exc))
     return FileFacts(content_hash, info, None)
@@ -228,12 +263,165 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
-def worker_init() -> None:
-    """Set up a worker process: Ctrl-C is for the main process, which stops the scan cleanly."""
+PR_SET_PDEATHSIG = 1
+WATCH_SECONDS = 0.5
+"""How often a worker checks that the scan it works for is still there."""
+
+
+def worker_init(main_pid: int) -> None:
+    """Set up a worker process: Ctrl-C is for the main process, which stops the scan cleanly,
+    and the worker never outlives the scan ``main_pid``.
+
+    The kernel kills it when its parent dies (``PR_SET_PDEATHSIG``: the scan, or the fork
+    server that dies with it); a watchdog thread covers the rest (the parent gone before
+    this ran, a system without prctl). An orphaned worker would read on for nobody.
+    """
     import signal
+    import threading
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    parent = os.getppid()
+    _kill_me_with_my_parent()
+    if not _running(main_pid) or os.getppid() != parent:
+        os._exit(1)
+    threading.Thread(target=_watch, args=(main_pid, parent), daemon=True).start()
+
+
+def _kill_me_with_my_parent() -> None:
+    import ctypes
+    import signal
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass  # the watchdog still ends the worker
+
+
+def _running(pid: int) -> bool:
+    """Whether process ``pid`` is alive: not gone, and not a zombie waiting to be reaped."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return True
+
+
+def _watch(main_pid: int, parent: int) -> None:
+    while os.getppid() == parent and _running(main_pid):
+        time.sleep(WATCH_SECONDS)
+    os._exit(1)
+
+
+class WorkerLost(PhotosortError):
+    """A worker process died (killed, out of memory) while doing one call."""
+
+
+class WorkerPool(Executor):
+    """Worker processes that die with the scan and survive the loss of one of their own.
+
+    A worker killed mid-call (the out-of-memory killer, a segfault in a decoder) breaks a
+    ``ProcessPoolExecutor`` and fails every call in flight. The next submit starts a new
+    pool, and :func:`bounded_map` runs each failed call again alone (``run_alone``): the one
+    that killed its worker dies again and is reported, the others only shared its pool.
+    Leaving with an exception (Ctrl-C, SIGTERM) kills the workers rather than waiting for
+    them: one stuck in a read must not keep the scan from ending.
+    """
+
+    def __init__(self, workers: int, context: Callable[[], Any]) -> None:
+        self.workers = workers
+        self.context = context
+        """The multiprocessing context to start workers with, asked each time."""
+        self._pool = self._start()
+
+    def _start(self) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(
+            max_workers=self.workers,
+            mp_context=self.context(),
+            initializer=worker_init,
+            initargs=(os.getpid(),),
+        )
+
+    def submit(self, fn: Callable[..., R], /, *args: Any, **kwargs: Any) -> Future[R]:
+        try:
+            return self._pool.submit(fn, *args, **kwargs)
+        except BrokenProcessPool:
+            self._pool.shutdown(wait=True)  # its workers are gone already
+            self._pool = self._start()
+            return self._pool.submit(fn, *args, **kwargs)
+
+    def run_alone(self, fn: Callable[..., R], *args: Any) -> R:
+        """Call ``fn`` in a worker process of its own; raise WorkerLost if that one dies."""
+        from multiprocessing.connection import wait
+
+        context = self.context()
+        receive, send = context.Pipe(duplex=False)
+        proc = context.Process(
+            target=_call_and_send, args=(send, os.getpid(), fn, args), daemon=True
+        )
+        proc.start()
+        send.close()
+        try:
+            wait([receive, proc.sentinel])
+            try:
+                ok, value = receive.recv()
+            except EOFError:
+                pass
+            else:
+                if ok:
+                    return value
+                raise value
+        finally:
+            receive.close()
+            if proc.is_alive():  # done, or the scan is being interrupted: never wait on it
+                proc.kill()
+            proc.join()
+        raise WorkerLost(_death(proc.exitcode))
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        self._pool.shutdown(wait=wait, cancel_futures=cancel_futures)
+
+    def kill(self) -> None:
+        """End every worker now, whatever it is doing."""
+        for proc in list((getattr(self._pool, "_processes", None) or {}).values()):
+            proc.kill()
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is None:
+            self.shutdown(wait=True)
+        else:
+            self.kill()
+
+
+def _call_and_send(send: Any, main_pid: int, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+    worker_init(main_pid)
+    try:
+        outcome = (True, fn(*args))
+    except Exception as exc:  # noqa: BLE001 - handed to the caller, as a pool would
+        outcome = (False, exc)
+    send.send(outcome)
+    send.close()
+
+
+def _death(exitcode: int | None) -> str:
+    """Why a worker died, as the reason recorded for the photo it was reading."""
+    import signal
+
+    if exitcode is not None and exitcode < 0:
+        name = signal.Signals(-exitcode).name
+        hint = "; out of memory?" if name == "SIGKILL" else ""
+        return f"the worker process reading it was killed ({name}{hint})"
+    return f"the worker process reading it died (exit code {exitcode})"
 
 
 class InlineExecutor(Executor):
@@ -256,28 +444,42 @@ def bounded_map(
     args: Callable[[T], tuple[Any, ...]],
     needs_work: Callable[[T], bool],
     window: int,
+    lost: Callable[[T, str], R],
 ) -> Iterator[tuple[T, R | None]]:
     """Like ``executor.map`` but lazy, in order, and with at most ``window`` items in flight.
 
     ``fn`` gets ``args(item)``, plain values a worker process can receive. Items for which
     ``needs_work`` is false are passed through with None, without a trip to the executor.
     The input is consumed only as fast as results are taken, which keeps memory flat on
-    libraries of any size.
+    libraries of any size. A call whose worker died is run again alone; if it kills that
+    worker too, its result is ``lost(item, reason)``.
     """
+
+    def result(pair: tuple[T, Future[R | None] | None]) -> tuple[T, R | None]:
+        item, future = pair
+        if future is None:
+            return item, None
+        try:
+            return item, future.result()
+        except WorkerLost as exc:  # a cluster's workers died of it, each in turn
+            return item, lost(item, str(exc))
+        except BrokenProcessPool:
+            if not isinstance(executor, WorkerPool):
+                raise
+            try:
+                return item, executor.run_alone(fn, *args(item))
+            except WorkerLost as exc:
+                return item, lost(item, str(exc))
+
     pending: list[tuple[T, Future[R | None] | None]] = []
     for item in items:
         future = executor.submit(fn, *args(item)) if needs_work(item) else None
         pending.append((item, future))
         while len(pending) >= window or (pending and _ready(pending[0][1])):
-            yield _result(pending.pop(0))
+            yield result(pending.pop(0))
     while pending:
-        yield _result(pending.pop(0))
+        yield result(pending.pop(0))
 
 
 def _ready(future: Future[object] | None) -> bool:
     return future is None or future.done()
-
-
-def _result(pair: tuple[T, Future[R | None] | None]) -> tuple[T, R | None]:
-    item, future = pair
-    return item, (None if future is None else future.result())

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import quote, unquote
 
 from sqlalchemy import (
     BigInteger,
@@ -34,6 +35,7 @@ from sqlalchemy import (
     UniqueConstraint,
     and_,
     create_engine,
+    delete,
     event,
     func,
     or_,
@@ -342,16 +344,47 @@ def sqlite_file(url: str | URL) -> Path | None:
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
         return None
+    if parsed.query.get("uri") == "true" and parsed.database.startswith("file:"):
+        return Path(unquote(parsed.database.removeprefix("file:")))
     return Path(parsed.database)
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute(f"PRAGMA busy_timeout={BUSY_SECONDS * 1000}")
-    cursor.close()
+def _read_only_sqlite(url: URL) -> URL | None:
+    """The URL that opens an SQLite library in a folder photosort cannot write, else None.
+
+    SQLite in WAL mode writes ``-wal`` and ``-shm`` files beside the database even to read
+    it. Where the folder is read-only no scan can write either, so the file is opened
+    ``immutable`` (nothing to lock); a ``-wal`` left there by a scan that was killed holds
+    committed work, and is read in plain read-only mode.
+    """
+    db_file = sqlite_file(url)
+    if db_file is None or url.query.get("uri") or not db_file.exists():
+        return None
+    if os.access(db_file.parent, os.W_OK):
+        return None
+    wal = db_file.with_name(db_file.name + "-wal")
+    has_wal = wal.exists() and wal.stat().st_size > 0
+    query = {"uri": "true", **({"mode": "ro"} if has_wal else {"immutable": "1"})}
+    return url.set(database="file:" + quote(str(db_file)), query=query)
+
+
+def is_read_only(engine: Engine) -> bool:
+    """Whether the library was opened read-only (its folder cannot be written)."""
+    query = engine.url.query
+    return query.get("immutable") == "1" or query.get("mode") == "ro"
+
+
+def _sqlite_pragmas(read_only: bool) -> Callable[[Any, Any], None]:
+    def set_pragmas(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        if not read_only:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={BUSY_SECONDS * 1000}")
+        cursor.close()
+
+    return set_pragmas
 
 
 def _pg_session(dbapi_connection: Any, _record: Any) -> None:
@@ -394,18 +427,44 @@ def _known_revision(revision: str) -> bool:
         return False
 
 
+def _has_tables(engine: Engine) -> bool:
+    from sqlalchemy import inspect
+
+    with engine.connect() as conn:
+        return inspect(conn).has_table(Photo.__tablename__)
+
+
+def pending_upgrade(engine: Engine) -> tuple[str | None, str] | None:
+    """The schema's revision and the newest one when the library must be upgraded, None
+    when it is current; a schema this photosort must not upgrade is a StoreError."""
+    current, head = schema_revisions(engine)
+    if current == head:
+        return None
+    shown = shown_url(engine.url)
+    if current is None and _has_tables(engine):
+        raise StoreError(
+            f"database {shown} holds photosort's tables but no schema revision "
+            "(its alembic_version table is empty or gone); restore it from a backup"
+        )
+    if current is not None and not _known_revision(current):
+        raise StoreError(
+            f"database {shown} was written by a "
+            f"newer photosort (schema {current}); upgrade photosort to use it"
+        )
+    if is_read_only(engine):
+        raise StoreError(
+            f"database {shown} is in a read-only folder and needs an upgrade (schema "
+            f"{current}); run photosort db upgrade where it is writable"
+        )
+    return current, head
+
+
 def upgrade(engine: Engine) -> bool:
     """Bring the schema up to the newest revision; return whether anything was applied."""
     from alembic import command
 
-    current, head = schema_revisions(engine)
-    if current == head:
+    if pending_upgrade(engine) is None:
         return False
-    if current is not None and not _known_revision(current):
-        raise StoreError(
-            f"database {shown_url(engine.url)} was written by a "
-            f"newer photosort (schema {current}); upgrade photosort to use it"
-        )
     with engine.begin() as conn:
         if conn.dialect.name == "postgresql":
             # Machines opening a new library at once: one migrates, the others then find it
@@ -420,9 +479,12 @@ def open_engine(url: str | URL, *, migrate: bool = True) -> Engine:
     shown = shown_url(url)
     try:
         parsed = driver_url(url)
+        read_only = _read_only_sqlite(parsed)
+        if read_only is not None:
+            parsed = read_only
         engine = create_engine(parsed, connect_args=_connect_args(parsed))
         if engine.dialect.name == "sqlite":
-            event.listen(engine, "connect", _sqlite_pragmas)
+            event.listen(engine, "connect", _sqlite_pragmas(read_only is not None))
         elif engine.dialect.name == "postgresql":
             event.listen(engine, "connect", _pg_session)
         with engine.connect() as conn:
@@ -481,7 +543,7 @@ def describe_db_error(exc: BaseException, url: str | URL | None = None) -> str:
     text = first_line(orig)
     if "locked" in text or "lock timeout" in text:  # SQLite, PostgreSQL
         holder = _lock_holder(url) if url else None
-        who = f" (photosort pid {holder} holds it)" if holder else ""
+        who = f" ({holder} holds it)" if holder else ""
         return f"the database is locked by another process{who}; waited {BUSY_SECONDS} s: {text}"
     if "full" in text or "No space" in text:
         return f"the disk holding the database is full ({text}); nothing committed was lost"
@@ -493,22 +555,46 @@ def _lock_holder(url: str | URL) -> str | None:
     if db_file is None:
         return None
     try:
-        return db_file.with_name(db_file.name + ".lock").read_text().strip() or None
+        content = db_file.with_name(db_file.name + ".lock").read_bytes()
     except OSError:
         return None
+    return _holder_text(content) if content.strip() else None
+
+
+_HELD_LOCK_FDS: set[int] = set()
+"""Lock files this process holds open; a forked child closes its copies at once."""
+
+
+def _close_held_locks_in_child() -> None:
+    """A worker forked while the writer lock is held must not keep it: an ``flock`` belongs
+    to the open file, which the child shares, so an orphaned worker would hold the lock of a
+    scan killed long ago and every later one would be refused."""
+    for fd in _HELD_LOCK_FDS:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _HELD_LOCK_FDS.clear()
+
+
+os.register_at_fork(after_in_child=_close_held_locks_in_child)
 
 
 @contextmanager
-def scan_lock(url: str | URL, *, wait: float = LOCK_WAIT_SECONDS) -> Iterator[None]:
-    """Hold the library's writer lock, so two scans never write the same database at once.
+def writer_lock(
+    url: str | URL, *, command: str = "scan", wait: float = LOCK_WAIT_SECONDS
+) -> Iterator[None]:
+    """Hold the library's writer lock, so that two commands never write it at once.
 
-    A second writer waits up to ``wait`` seconds (a scan that is just finishing), then is
-    refused with the holder's process id. For an SQLite file the lock is an advisory
-    ``flock`` on ``<db>.lock`` beside it, which the kernel releases when the process dies,
-    even by SIGKILL: no stale locks to clean up. PostgreSQL has its own (``_pg_scan_lock``).
+    Every command that writes (scan, prune, relocate, db upgrade) takes it. A second writer
+    waits up to ``wait`` seconds (a scan that is just finishing), then is refused with the
+    holder's command and process id. For an SQLite file the lock is an advisory ``flock`` on
+    ``<db>.lock`` beside it, which the kernel releases when the process dies, even by
+    SIGKILL, and which forked workers do not keep (``_close_held_locks_in_child``): no stale
+    locks to clean up. PostgreSQL has its own (``_pg_writer_lock``).
     """
     if make_url(url).get_backend_name() == "postgresql":
-        with _pg_scan_lock(url, wait):
+        with _pg_writer_lock(url, command, wait):
             yield
         return
     db_file = sqlite_file(url)
@@ -516,22 +602,37 @@ def scan_lock(url: str | URL, *, wait: float = LOCK_WAIT_SECONDS) -> Iterator[No
         yield
         return
     lock_path = db_file.with_name(db_file.name + ".lock")
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        if _writable_folder(db_file):
+            raise StoreError(f"cannot lock {db_file}: {exc.strerror or exc}") from exc
+        raise StoreError(f"cannot write {db_file}: its folder is read-only") from exc
+    _HELD_LOCK_FDS.add(fd)
     try:
         if not _try_for(wait, lambda: _flock(fd)):
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-            raise StoreError(
-                f"another photosort scan (pid {holder}) is writing {db_file}; wait for it to finish"
-            )
+            holder = _holder_text(os.pread(fd, 64, 0))
+            raise StoreError(f"another {holder} is writing {db_file}; wait for it to finish")
         os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        os.pwrite(fd, f"{os.getpid()} {command}\n".encode(), 0)
         try:
             yield
         finally:
             os.ftruncate(fd, 0)
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
+        _HELD_LOCK_FDS.discard(fd)
         os.close(fd)
+
+
+def _holder_text(content: bytes) -> str:
+    """``photosort scan (pid 4242)`` from a lock file holding ``4242 scan``."""
+    pid, _, command = content.decode(errors="replace").strip().partition(" ")
+    return f"photosort {command or 'scan'} (pid {pid or 'unknown'})"
+
+
+def _writable_folder(db_file: Path) -> bool:
+    return os.access(db_file.parent, os.W_OK)
 
 
 _HOLDER_QUERY = text(
@@ -543,11 +644,11 @@ _HOLDER_QUERY = text(
       AND l.classid::bigint = :high AND l.objid::bigint = :low
     """
 )
-_SCAN_NAME = re.compile(r"photosort scan (\d+)@(.*)")
+_WRITER_NAME = re.compile(r"photosort (\w[\w ]*) (\d+)@(.*)")
 
 
 @contextmanager
-def _pg_scan_lock(url: str | URL, wait: float) -> Iterator[None]:
+def _pg_writer_lock(url: str | URL, command: str, wait: float) -> Iterator[None]:
     """The writer lock on PostgreSQL: a session-level advisory lock on a connection of its own.
 
     Machines that share the library see the same lock. The connection's
@@ -558,7 +659,7 @@ def _pg_scan_lock(url: str | URL, wait: float) -> Iterator[None]:
     """
     parsed = driver_url(url)
     shown = shown_url(url)
-    name = f"photosort scan {os.getpid()}@{socket.gethostname()}"[:63]
+    name = f"photosort {command} {os.getpid()}@{socket.gethostname()}"[:63]
     args = {**_connect_args(parsed), "application_name": name}
     engine = create_engine(
         parsed, poolclass=NullPool, isolation_level="AUTOCOMMIT", connect_args=args
@@ -576,9 +677,7 @@ def _pg_scan_lock(url: str | URL, wait: float) -> Iterator[None]:
             reason = first_line(exc.orig or exc)
             raise StoreError(f"cannot lock database {shown}: {reason}") from exc
         if holder:
-            raise StoreError(
-                f"another photosort scan ({holder}) is writing {shown}; wait for it to finish"
-            )
+            raise StoreError(f"another {holder} is writing {shown}; wait for it to finish")
         yield
     finally:
         if conn is not None:
@@ -587,17 +686,17 @@ def _pg_scan_lock(url: str | URL, wait: float) -> Iterator[None]:
 
 
 def _pg_lock_holder(conn: Any) -> str:
-    """Who holds the writer lock: a photosort scan's pid and host, else the server's view."""
+    """Who holds the writer lock: a photosort command's pid and host, else the server's view."""
     row = conn.execute(
         _HOLDER_QUERY, {"high": SCAN_LOCK_KEY >> 32, "low": SCAN_LOCK_KEY & 0xFFFFFFFF}
     ).first()
     if row is None:
-        return "pid unknown"
+        return "photosort command (pid unknown)"
     application_name, client, backend_pid = row
-    ours = _SCAN_NAME.fullmatch(application_name or "")
+    ours = _WRITER_NAME.fullmatch(application_name or "")
     if ours:
-        return f"pid {ours[1]} on {ours[2]}"
-    return f"server pid {backend_pid}, client {client or 'local'}"
+        return f"photosort {ours[1]} (pid {ours[2]} on {ours[3]})"
+    return f"photosort command (server pid {backend_pid}, client {client or 'local'})"
 
 
 @dataclass(frozen=True)
@@ -646,14 +745,21 @@ def unreadable_photos(engine: Engine) -> list[tuple[str, str]]:
 
 
 def prune_missing(engine: Engine, *, dry_run: bool = False) -> list[str]:
-    """Forget photos marked missing; return their paths. Derived rows go with them."""
+    """Forget photos marked missing; return their paths. Derived rows go with them.
+
+    One ``DELETE ... WHERE status = 'missing'`` decides and deletes in the same statement,
+    so a photo a scan has just found again is never forgotten, and a large library is pruned
+    without loading its rows (the foreign keys cascade to faces and explanations).
+    """
+    missing = Photo.status == "missing"
     with Session(engine) as session, session.begin():
-        missing = list(session.scalars(select(Photo).where(Photo.status == "missing")))
-        paths = [photo.path for photo in missing]
-        if not dry_run:
-            for photo in missing:
-                session.delete(photo)
-    return paths
+        if dry_run:
+            return list(session.scalars(select(Photo.path).where(missing).order_by(Photo.path)))
+        deleted = session.scalars(
+            delete(Photo).where(missing).returning(Photo.path),
+            execution_options={"synchronize_session": False},
+        )
+        return sorted(deleted)
 
 
 def dumps_counts(counts: dict[str, Any]) -> str:

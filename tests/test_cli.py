@@ -160,3 +160,27 @@ def test_show_says_faces_were_not_looked_for(runner: CliRunner, album: Path, db_
     assert shown.exit_code == 0, shown.output
     first = shown.stdout.splitlines()[0]
     assert first.endswith("(ok, faces not looked for yet: scan it without --no-faces)"), first
+
+
+def test_names_with_terminal_escapes_are_shown_escaped(
+    runner: CliRunner, db_url: str, tmp_path: Path
+) -> None:
+    """A file named ``ESC[2J`` would clear the screen, one with a newline forge a line."""
+    album = tmp_path / "album"
+    photo = save_jpeg(album / "\x1b[2Jsmile\n.jpg", skimage_photo("astronaut"))
+    broken = album / "\x1b]0;title\x07broken.jpg"
+    broken.write_text("not an image")
+    faces = FaceOptions(classifier=RegionModel())
+    scan_library(open_engine(db_url), [str(album)], workers=1, faces=faces)
+    outputs = [
+        runner.invoke(cli, ["scan", str(album), "--db", db_url, "--no-faces"]),
+        runner.invoke(cli, ["status", "--errors", "--db", db_url]),
+        runner.invoke(cli, ["top", "happy", "--db", db_url, "--min-probability", "0"]),
+        runner.invoke(cli, ["show", str(photo), "--db", db_url]),
+        runner.invoke(cli, ["show", str(broken), "--db", db_url]),
+    ]
+    for result in outputs:
+        assert result.exit_code == 0, result.output
+        assert "\x1b" not in result.output and "\x07" not in result.output, result.output
+    assert "\\x1b[2Jsmile\\n.jpg" in outputs[2].output + outputs[3].output
+    assert "\\x1b]0;title\\x07broken.jpg" in outputs[0].output + outputs[1].output

@@ -84,6 +84,17 @@ def test_installed_wheel_works_in_a_fresh_venv(tmp_path: Path) -> None:
         check=True,
     ).stdout
     assert "site-packages/photosort/_migrations" in located
+    # The bar, from the wheel: kill -9 of a two-worker scan, a killed worker, and
+    # prune and relocate racing a scan.
+    faults = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_faults.py"]
+        + ["-k", "SIGKILL-2 or worker or racing"],
+        cwd=ROOT,
+        env={**env, "PHOTOSORT_TEST_PYTHON": str(py)},
+        capture_output=True,
+        text=True,
+    )
+    assert faults.returncode == 0, faults.stdout[-3000:]
 
 
 def test_every_library_the_package_imports_is_declared() -> None:

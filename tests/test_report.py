@@ -187,6 +187,28 @@ def test_report_never_overwrites_files_it_did_not_write(
     assert (out / "index.html").exists() and (out / "happy-01.html").read_text() == "mine too"
 
 
+def test_report_writes_only_inside_outdir_with_the_umask_modes(
+    library: Path, db_url: str, tmp_path: Path
+) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    out = tmp_path / "site"
+    out.mkdir()
+    (out / "photos").symlink_to(elsewhere)
+    with pytest.raises(ReportError, match="photos is a symlink; photosort writes only inside"):
+        build_report(open_engine(db_url), out, RegionModel(), n=1, emotions=["happy"])
+    assert list(elsewhere.iterdir()) == [] and sorted(p.name for p in out.iterdir()) == ["photos"]
+
+    (out / "photos").unlink()
+    old = os.umask(0o027)
+    try:
+        build_report(open_engine(db_url), out, RegionModel(), n=1, emotions=["happy"], samples=60)
+    finally:
+        os.umask(old)
+    written = [p for p in out.rglob("*") if p.is_file()]
+    assert written and {p.stat().st_mode & 0o777 for p in written} == {0o640}
+
+
 def test_a_failed_report_run_leaves_nothing_unlisted(
     library: Path, db_url: str, tmp_path: Path
 ) -> None:

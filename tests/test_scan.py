@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 import re
 import shutil
+import sqlite3
 import subprocess
 import sys
 import time
@@ -124,14 +126,14 @@ def test_bad_files_are_recorded_with_reasons(runner: CliRunner, album: Path, db_
 def deny_reading(monkeypatch: pytest.MonkeyPatch, locked: str) -> None:
     """Make the scanner's ``open`` of one file fail as a file without read permission does
     (tests run as root, whom chmod does not stop)."""
-    real_open = open
+    real_open = scanning.open_regular
 
-    def fake_open(path, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def fake_open(path):  # type: ignore[no-untyped-def]
         if str(path) == locked:
             raise PermissionError(13, "Permission denied", path)
-        return real_open(path, *args, **kwargs)
+        return real_open(path)
 
-    monkeypatch.setattr(scanning, "open", fake_open, raising=False)
+    monkeypatch.setattr(scanning, "open_regular", fake_open)
 
 
 def test_unreadable_permission_is_recorded(
@@ -322,6 +324,63 @@ def test_folder_that_cannot_be_listed_keeps_its_photos(
     assert (blocked, "cannot list folder: Permission denied") in report.problems
 
 
+def test_file_that_cannot_be_stat_marks_nothing_missing(
+    album: Path, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A flaky drive (EIO, ESTALE) fails a stat: the photo may well be there, so its folder
+    marks nothing missing and the error is reported."""
+    engine = open_engine(db_url)
+    scan_library(engine, [str(album)], workers=1)
+    real_stat = os.stat
+    flaky = str(album / "people" / "astronaut.jpg")
+
+    def failing_stat(path, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if str(path) == flaky:
+            raise OSError(errno.EIO, "Input/output error", path)
+        return real_stat(path, *args, **kwargs)
+
+    monkeypatch.setattr(scanning.os, "stat", failing_stat)
+    report = scan_library(engine, [str(album)], workers=1)
+    assert report.missing == 0
+    assert (flaky, "cannot read: Input/output error") in report.problems
+    assert photos(db_url)[flaky].status == "ok"
+
+
+def test_file_deleted_while_the_scan_runs_is_not_a_new_unreadable_photo(
+    album: Path, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_walk = indexing.walk
+    doomed = album / "people" / "astronaut.jpg"
+
+    def walk_then_delete(*args):  # type: ignore[no-untyped-def]
+        for folder in real_walk(*args):
+            if any(entry.path == str(doomed) for entry in folder.files):
+                doomed.unlink()  # listed by the walk, gone before it is read
+            yield folder
+
+    monkeypatch.setattr(indexing, "walk", walk_then_delete)
+    report = scan_library(open_engine(db_url), [str(album)], workers=1)
+    assert (report.new, report.errors) == (ALBUM_PHOTOS - 1, ALBUM_BROKEN)
+    assert str(doomed) not in photos(db_url)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root enters folders whatever their mode")
+def test_folder_that_can_be_listed_but_not_entered_keeps_its_photos(
+    album: Path, db_url: str
+) -> None:
+    engine = open_engine(db_url)
+    scan_library(engine, [str(album)], workers=1)
+    people = album / "people"
+    people.chmod(0o644)  # r without x: names can be listed, files not reached
+    try:
+        report = scan_library(engine, [str(album)], workers=1)
+    finally:
+        people.chmod(0o755)
+    assert report.missing == 0
+    assert any(reason == "cannot read: Permission denied" for _, reason in report.problems)
+    assert all(r.status != "missing" for r in photos(db_url).values())
+
+
 def test_interrupted_scan_resumes(
     album: Path, db_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -370,8 +429,8 @@ def test_second_scan_while_one_runs_is_refused(
             sys.executable,
             "-c",
             "import sys, time, pathlib\n"
-            "from photosort.store import scan_lock\n"
-            "with scan_lock(sys.argv[1]):\n"
+            "from photosort.store import writer_lock\n"
+            "with writer_lock(sys.argv[1]):\n"
             "    pathlib.Path(sys.argv[2]).touch()\n"
             "    time.sleep(30)\n",
             db_url,
@@ -429,6 +488,17 @@ def test_scan_killed_midway_leaves_a_sound_database(album: Path, tmp_path: Path)
     assert len(saved) == 8
     report = scan_library(engine, [str(album)])
     assert (report.unchanged, report.new) == (8, ALBUM_PHOTOS - 8)
+
+
+def test_an_album_photosort_wrote_is_not_scanned(
+    runner: CliRunner, album: Path, db_url: str
+) -> None:
+    """Its copies of photos would top the rankings; the manifest marks the folder."""
+    site = album / "site"
+    save_jpeg(site / "photos" / "copy.jpg", skimage_photo("astronaut"))
+    (site / ".photosort-report.json").write_text('{"files": ["photos/copy.jpg"]}')
+    assert scan_json(runner, db_url, album)["new"] == ALBUM_PHOTOS
+    assert not [p for p in photos(db_url) if p.startswith(str(site))]
 
 
 def test_files_given_directly_and_nested_roots(runner: CliRunner, album: Path, db_url: str) -> None:
@@ -554,6 +624,45 @@ def test_failed_classification_is_tried_again(album: Path, db_url: str) -> None:
     assert [(f.model_id, f.p_happy) for f in kept] == [(f.model_id, f.p_happy) for f in faces]
     assert {f.classify_error for f in kept} == {"classification failed: model exploded"}
     assert face_scan(db_url, people, BrightnessModel("model-b")).classified == 3
+
+
+class LoadingModel(BrightnessModel):
+    """A model that loads on its first ``predict``, as the real one does (seconds): it looks
+    at the library from another connection meanwhile."""
+
+    def __init__(self, db_file: Path) -> None:
+        super().__init__()
+        self.db_file = db_file
+        self.seen: tuple[str, int] | None = None
+
+    def predict(self, faces: np.ndarray) -> np.ndarray:
+        if self.seen is None:
+            conn = sqlite3.connect(self.db_file, timeout=0.2)
+            try:
+                committed = conn.execute("SELECT count(*) FROM photos").fetchone()[0]
+                try:
+                    conn.execute("BEGIN IMMEDIATE")
+                    conn.rollback()
+                    writable = "writable"
+                except sqlite3.OperationalError as exc:
+                    writable = str(exc)
+            finally:
+                conn.close()
+            self.seen = (writable, committed)
+        return super().predict(faces)
+
+
+@sqlite_only
+def test_no_write_transaction_stays_open_while_the_model_loads(album: Path, db_url: str) -> None:
+    """Other commands (``report`` caching an explanation, ``prune``) wait 10 s for a lock:
+    the scan commits what it found before the model loads, and holds no lock meanwhile."""
+    model = LoadingModel(Path(db_url.removeprefix("sqlite:///")))
+    report = face_scan(db_url, album, model)
+    assert report.classified > 0
+    assert model.seen is not None
+    writable, committed = model.seen
+    assert writable == "writable"
+    assert committed > 0
 
 
 def test_model_that_cannot_be_loaded_fails_the_scan_and_keeps_its_work(

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import re
+import shutil
 import socket
 import sqlite3
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -35,10 +38,10 @@ from photosort.store import (
     open_engine,
     path_under,
     relocate,
-    scan_lock,
     schema_revisions,
     stored_paths,
     utcnow,
+    writer_lock,
 )
 
 
@@ -74,6 +77,77 @@ def test_database_from_a_newer_photosort_is_refused(runner: CliRunner, tmp_path:
     result = runner.invoke(cli, ["status", "--db", str(db)])
     assert result.exit_code == 1
     assert "written by a newer photosort" in result.output
+
+
+def test_empty_alembic_version_is_a_one_line_error(runner: CliRunner, tmp_path: Path) -> None:
+    db = tmp_path / "damaged.db"
+    open_engine(f"sqlite:///{db}")
+    with sqlite3.connect(db) as conn:
+        conn.execute("delete from alembic_version")
+    result = runner.invoke(cli, ["status", "--db", str(db)])
+    assert result.exit_code == 1
+    assert result.output.count("\n") == 1
+    assert "holds photosort's tables but no schema revision" in result.output
+
+
+@pytest.mark.parametrize("leftover_wal", [False, True], ids=["checkpointed", "wal-left"])
+def test_library_in_a_read_only_folder_is_read(
+    runner: CliRunner, tmp_path: Path, leftover_wal: bool
+) -> None:
+    """A read-only bind mount of the library's folder (root only): reading commands work,
+    writing ones are refused in one line, also when a killed scan left its -wal file."""
+    from photosort.indexing import FaceOptions, scan_library
+    from photosort.reporting import build_report
+    from tests.conftest import build_test_album
+    from tests.test_report import RegionModel
+
+    album = tmp_path / "album"
+    build_test_album(album)
+    folder = tmp_path / "lib"
+    folder.mkdir()
+    db = folder / "library.db"
+    faces = FaceOptions(classifier=RegionModel())
+    scan_library(open_engine(f"sqlite:///{db}"), [str(album)], workers=1, faces=faces)
+    if leftover_wal:  # a scan killed before SQLite could checkpoint: work only in the -wal
+        gc.collect()
+        shutil.copy(db, tmp_path / "before")
+        conn = sqlite3.connect(db)
+        conn.execute("PRAGMA wal_autocheckpoint=0")
+        conn.execute("update photos set error = 'from the wal' where status = 'unreadable'")
+        conn.commit()
+        for suffix in ("-wal", "-shm"):
+            shutil.copy(db.with_name(db.name + suffix), tmp_path / suffix)
+        conn.close()
+        shutil.copy(tmp_path / "before", db)
+        for suffix in ("-wal", "-shm"):
+            shutil.copy(tmp_path / suffix, db.with_name(db.name + suffix))
+    mount = tmp_path / "readonly"
+    mount.mkdir()
+    bound = subprocess.run(["mount", "--bind", str(folder), str(mount)], capture_output=True)
+    if bound.returncode != 0:
+        pytest.skip("needs root and mount(8) to make a read-only folder")
+    try:
+        subprocess.run(["mount", "-o", "remount,bind,ro", str(mount)], check=True)
+        url = str(mount / "library.db")
+        status = runner.invoke(cli, ["status", "--db", url, "--errors", "--json"])
+        assert status.exit_code == 0, status.output
+        data = json.loads(status.stdout)
+        assert data["photos"] == 16
+        assert ({e["reason"] for e in data["errors"]} == {"from the wal"}) == leftover_wal
+        shown = runner.invoke(cli, ["show", str(album / "people" / "astronaut.jpg"), "--db", url])
+        assert shown.exit_code == 0, shown.output
+        album_out = tmp_path / "report"
+        engine = open_engine(f"sqlite:///{url}")
+        summary = build_report(engine, album_out, RegionModel(), n=1, samples=60)
+        assert summary.picks > 0 and summary.cached == 0  # explained, not cached
+        assert (album_out / "index.html").exists()
+        refused = runner.invoke(cli, ["prune", "--db", url])
+        assert refused.exit_code == 1 and "read-only" in refused.output, refused.output
+        assert refused.output.count("\n") == 1
+    finally:
+        gc.collect()  # the commands' engines, which hold the file open
+        if subprocess.run(["umount", str(mount)]).returncode != 0:
+            subprocess.run(["umount", "--lazy", str(mount)], check=True)
 
 
 def test_database_location_order(
@@ -225,6 +299,26 @@ def test_upgrade_drops_explanations_from_before_0005(tmp_path: Path) -> None:
         assert conn.execute("select p_happy from faces").fetchall() == [(0.5,)]
 
 
+def test_an_older_library_is_upgraded_under_the_writer_lock_and_says_so(
+    runner: CliRunner, tmp_path: Path
+) -> None:
+    """A migration rewrites a large library for minutes: never silently, never beside a
+    scan."""
+    db = tmp_path / "old.db"
+    url = f"sqlite:///{db}"
+    migrate_to(url, "0004")
+    with writer_lock(url):
+        refused = runner.invoke(cli, ["status", "--db", str(db)])
+    assert refused.exit_code == 1
+    assert f"another photosort scan (pid {os.getpid()}) is writing" in refused.output
+    assert schema_revisions(open_engine(url, migrate=False))[0] == "0004"
+    status = runner.invoke(cli, ["status", "--db", str(db)])
+    assert status.exit_code == 0, status.output
+    head = schema_revisions(open_engine(url, migrate=False))[1]
+    assert f"upgrading the library's schema from 0004 to {head}" in status.stderr
+    assert runner.invoke(cli, ["status", "--db", str(db)]).stderr == ""
+
+
 def test_unreachable_postgres_is_a_one_line_error(runner: CliRunner, tmp_path: Path) -> None:
     url = "postgresql://nobody@127.0.0.1:1/photos"  # nothing listens on port 1
     result = runner.invoke(cli, ["status", "--db", url])
@@ -280,9 +374,9 @@ def test_path_under_is_served_by_an_index(db_url: str) -> None:
 
 def test_second_writer_is_refused_with_the_holder_named(db_url: str) -> None:
     url = open_engine(db_url).url.render_as_string(hide_password=False)  # as the CLI does
-    with scan_lock(url, wait=0.2):
+    with writer_lock(url, wait=0.2):
         with pytest.raises(StoreError) as refused:
-            with scan_lock(url, wait=0.2):
+            with writer_lock(url, wait=0.2):
                 pass
     message = str(refused.value)
     assert "\n" not in message
@@ -290,7 +384,7 @@ def test_second_writer_is_refused_with_the_holder_named(db_url: str) -> None:
     assert re.match(rf"another photosort scan {holder} is writing ", message), message
     assert "photosort:photosort@" not in message  # the password stays hidden
     assert "+psycopg" not in message  # the URL as the user wrote it
-    with scan_lock(url, wait=0):  # released on the way out
+    with writer_lock(url, wait=0):  # released on the way out
         pass
 
 

@@ -1,0 +1,510 @@
+"""Faults, with real processes and real signals: whatever dies or races, nothing is lost.
+
+Each case runs ``photosort`` as a real process on an album big enough to catch it mid-scan
+(hard links to one large photo: little disk, real reading and hashing), does something
+hostile to it, then checks that the database is sound (``PRAGMA integrity_check``), that
+the library holds exactly the album's photos, that no process of the run is left (/proc),
+and that the next command works at once. Every process a test starts is ended when it
+finishes, also when it fails.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from photosort.cli import cli
+from photosort.sample import skimage_photo
+from photosort.scanning import examine
+from photosort.store import writer_lock
+from tests.conftest import ALBUM_PHOTOS, build_test_album
+
+READ_SECONDS = 3.0
+"""About how long two workers take to read the bulk of the big album, on any machine."""
+DEADLINE = 60.0
+"""No case should come near this; it only keeps a regression from hanging the suite."""
+PYTHON = os.environ.get("PHOTOSORT_TEST_PYTHON", sys.executable)
+"""The Python whose photosort the faults hit: this checkout's, or an installed wheel's
+(test_packaging runs the suite against one)."""
+PHOTOSORT = [PYTHON, "-m", "photosort"]
+
+
+@pytest.fixture(scope="session")
+def large_photo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A noisy 1600x1600 PNG (6.7 MB), made once."""
+    rng = np.random.default_rng(1)
+    base = np.asarray(Image.fromarray(skimage_photo("astronaut")).resize((1600, 1600)))
+    noisy = np.clip(base.astype(int) + rng.integers(-40, 40, base.shape), 0, 255)
+    path = tmp_path_factory.mktemp("large") / "large.png"
+    Image.fromarray(noisy.astype(np.uint8)).save(path, compress_level=1)
+    return path
+
+
+@pytest.fixture(scope="session")
+def bulk(large_photo: Path) -> int:
+    """How many copies of the large photo keep two workers reading for ``READ_SECONDS`` on
+    this machine, so that every case catches its scan midway, fast machine or slow."""
+    seconds = min(_timed(examine, str(large_photo)) for _ in range(3))
+    return max(60, min(400, round(2 * READ_SECONDS / seconds)))
+
+
+def _timed(fn: Callable[..., object], *args: object) -> float:
+    start = time.perf_counter()
+    fn(*args)
+    return time.perf_counter() - start
+
+
+@pytest.fixture
+def big_album(tmp_path: Path, large_photo: Path, bulk: int) -> Path:
+    """The test album and ``bulk`` names for the large photo: each costs a real read and
+    hash, yet they take the disk space of one."""
+    root = tmp_path / "album"
+    build_test_album(root)
+    folder = root / "bulk"
+    folder.mkdir()
+    for i in range(bulk):
+        os.link(large_photo, folder / f"p{i:03d}.png")
+    return root
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "library.db"
+
+
+def _stat_fields(pid: int) -> list[bytes] | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().rsplit(b")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def alive(pid: int) -> bool:
+    """A process that still runs: there, and not a zombie waiting to be reaped."""
+    fields = _stat_fields(pid)
+    return fields is not None and fields[0] != b"Z"
+
+
+def descendants(pid: int) -> set[int]:
+    """Every live process below ``pid``, from /proc."""
+    children: dict[int, list[int]] = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            fields = _stat_fields(int(name))
+            if fields is not None and fields[0] != b"Z":
+                children.setdefault(int(fields[1]), []).append(int(name))
+    found: set[int] = set()
+    todo = [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+class Runs:
+    """The processes a test started, and every process they started: all ended at teardown."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.tmp_path = tmp_path
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.seen: set[int] = set()
+
+    def start(self, *args: str, code: str | None = None) -> subprocess.Popen[bytes]:
+        """``photosort ARGS`` as a process of its own; with ``code``, that Python first (a
+        test's fault), then the command line as the console script runs it."""
+        n = len(self.procs)
+        if code is None:
+            command = [*PHOTOSORT, *args]
+        else:
+            main = "\nfrom photosort.cli import cli\ncli(prog_name='photosort')\n"
+            command = [PYTHON, "-c", code + main, *args]
+        proc = subprocess.Popen(
+            command,
+            stdout=open(self.tmp_path / f"out{n}", "wb"),  # noqa: SIM115 - closed by the child
+            stderr=open(self.tmp_path / f"err{n}", "wb"),  # noqa: SIM115
+        )
+        self.procs.append(proc)
+        return proc
+
+    def output(self, proc: subprocess.Popen[bytes]) -> tuple[str, str]:
+        n = self.procs.index(proc)
+        return (
+            (self.tmp_path / f"out{n}").read_text(errors="replace"),
+            (self.tmp_path / f"err{n}").read_text(errors="replace"),
+        )
+
+    def note(self, proc: subprocess.Popen[bytes]) -> set[int]:
+        """Remember the processes below ``proc`` now, so they can be checked after it dies."""
+        below = descendants(proc.pid)
+        self.seen |= below
+        return below
+
+    def wait_for(self, proc: subprocess.Popen[bytes], ready: Callable[[], bool]) -> None:
+        """Poll ``ready`` while ``proc`` runs, noting its workers as they come."""
+        deadline = time.monotonic() + DEADLINE
+        while not ready():
+            self.note(proc)
+            assert proc.poll() is None, f"exited {proc.returncode} too early: {self.output(proc)}"
+            assert time.monotonic() < deadline, "never got there"
+            time.sleep(0.02)
+        self.note(proc)
+
+    def finish(self, proc: subprocess.Popen[bytes]) -> int:
+        return proc.wait(timeout=DEADLINE)
+
+    def end_all(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                self.seen |= descendants(proc.pid)
+                proc.kill()
+            proc.wait()
+        for pid in self.seen:
+            if alive(pid) and _is_photosort(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+def _is_photosort(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            return b"photosort" in fh.read()
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def runs(tmp_path: Path) -> Iterator[Runs]:
+    started = Runs(tmp_path)
+    try:
+        yield started
+    finally:
+        started.end_all()
+
+
+def query(db: Path, sql: str, *params: object) -> list[tuple]:
+    """Read the library as another program would, while a scan may be writing it."""
+    try:
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
+    except sqlite3.OperationalError:
+        return []
+    try:
+        return conn.execute(sql, params).fetchall()
+    except sqlite3.OperationalError:
+        return []  # not created or migrated yet
+    finally:
+        conn.close()
+
+
+def committed(db: Path) -> int:
+    rows = query(db, "SELECT count(*) FROM photos")
+    return rows[0][0] if rows else 0
+
+
+def holds_lock(db: Path) -> bool:
+    """A scan is writing: the lock file names it (written once the lock is taken; an older
+    library is upgraded under the lock first, as ``db upgrade``)."""
+    try:
+        return db.with_name(db.name + ".lock").read_text().strip().endswith(" scan")
+    except OSError:
+        return False
+
+
+def gone_within(pids: set[int], seconds: float) -> float:
+    """Seconds until none of ``pids`` runs; fails after ``seconds``."""
+    start = time.monotonic()
+    while left := {p for p in pids if alive(p)}:
+        assert time.monotonic() - start < seconds, f"left running: {sorted(left)}"
+        time.sleep(0.02)
+    return time.monotonic() - start
+
+
+def assert_sound(db: Path, album: Path, total: int) -> None:
+    """Nothing lost, nothing counted twice: every file of the album is one sound row."""
+    assert query(db, "PRAGMA integrity_check") == [("ok",)]
+    rows = query(db, "SELECT path, status FROM photos")
+    assert len(rows) == total, len(rows)
+    assert len({path for path, _ in rows}) == total
+    assert all(path.startswith(str(album) + os.sep) for path, _ in rows)
+    assert not [path for path, status in rows if status == "missing"]
+
+
+def rescan(db: Path, album: Path, *extra: str) -> dict:
+    """The next scan: it must start at once (the lock is free) and complete the album."""
+    with writer_lock(f"sqlite:///{db}", wait=0):
+        pass
+    result = CliRunner().invoke(cli, ["scan", str(album), "--db", str(db), "--json", *extra])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def scan_args(album: Path, db: Path, workers: int) -> list[str]:
+    return ["scan", str(album), "--db", str(db), "--no-faces", "--quiet", f"--workers={workers}"]
+
+
+@pytest.mark.parametrize(
+    ("signum", "workers", "stage"),
+    [
+        (signal.SIGKILL, 2, "workers started"),
+        (signal.SIGKILL, 2, "first commit"),
+        (signal.SIGKILL, 1, "first commit"),
+        (signal.SIGTERM, 2, "first commit"),
+        (signal.SIGTERM, 1, "workers started"),
+        (signal.SIGINT, 2, "first commit"),
+        (signal.SIGKILL, 2, "model loading"),
+    ],
+    ids=lambda v: v.name if isinstance(v, signal.Signals) else str(v).replace(" ", "-"),
+)
+def test_scan_killed_leaves_no_process_and_the_next_scan_completes(
+    runs: Runs,
+    big_album: Path,
+    db: Path,
+    bulk: int,
+    signum: signal.Signals,
+    workers: int,
+    stage: str,
+) -> None:
+    args = scan_args(big_album, db, workers)
+    if stage == "model loading":  # with faces: the model loads after the first commit
+        args.remove("--no-faces")
+    proc = runs.start(*args)
+    if stage == "model loading":
+        runs.wait_for(proc, lambda: committed(db) > 0)
+        time.sleep(1.0)
+    elif stage == "first commit":
+        runs.wait_for(proc, lambda: committed(db) > 0)
+    elif workers > 1:
+        runs.wait_for(proc, lambda: len(runs.note(proc)) >= workers)
+    else:
+        runs.wait_for(proc, lambda: holds_lock(db))
+    workers_seen = runs.note(proc)
+    assert len(workers_seen) >= (workers if workers > 1 else 0)
+    assert committed(db) < (ALBUM_PHOTOS + bulk), "the scan was not caught midway"
+    proc.send_signal(signum)
+    returncode = runs.finish(proc)
+    gone_within(workers_seen, 5.0)
+    if signum == signal.SIGKILL:
+        assert returncode == -signal.SIGKILL
+    else:
+        out, err = runs.output(proc)
+        assert returncode == 130, (out, err)
+        assert "scan interrupted" in err and "Traceback" not in err, err
+    before = committed(db)
+    assert query(db, "PRAGMA integrity_check") == [("ok",)]
+    report = rescan(db, big_album, "--no-faces")
+    assert report["unchanged"] == before and report["new"] == (ALBUM_PHOTOS + bulk) - before
+    assert_sound(db, big_album, ALBUM_PHOTOS + bulk)
+
+
+def test_worker_killed_by_a_signal_costs_nothing_and_shows_no_traceback(
+    runs: Runs, big_album: Path, db: Path, bulk: int
+) -> None:
+    """SIGKILL of one worker (the out-of-memory killer): the pool is replaced, its calls are
+    run again, and the scan ends as if nothing had happened."""
+    proc = runs.start(*scan_args(big_album, db, 2))
+    runs.wait_for(proc, lambda: len(runs.note(proc)) >= 2 and committed(db) > 0)
+    victim = min(runs.note(proc))
+    os.kill(victim, signal.SIGKILL)
+    assert runs.finish(proc) == 0, runs.output(proc)
+    out, err = runs.output(proc)
+    assert "Traceback" not in err and "BrokenProcessPool" not in err, err
+    gone_within(runs.seen, 5.0)
+    assert_sound(db, big_album, ALBUM_PHOTOS + bulk)
+    assert not query(db, "SELECT path FROM photos WHERE error LIKE '%worker process%'")
+
+
+KILLER = (
+    "import os, signal\n"
+    "from photosort import indexing\n"
+    "real = indexing.examine\n"
+    "def examine(path, *args):\n"
+    "    if path.endswith('p050.png'):\n"
+    "        os.kill(os.getpid(), signal.SIGKILL)\n"
+    "    return real(path, *args)\n"
+    "indexing.examine = examine\n"
+)
+
+
+def test_photo_that_kills_its_worker_costs_only_that_photo(
+    runs: Runs, big_album: Path, db: Path, bulk: int
+) -> None:
+    """A photo whose reading kills the worker every time (a decoder that runs out of memory
+    on it): recorded as unreadable with the reason, and every other photo is read."""
+    proc = runs.start(*scan_args(big_album, db, 2), code=KILLER)
+    assert runs.finish(proc) == 0, runs.output(proc)
+    out, err = runs.output(proc)
+    assert "Traceback" not in err, err
+    assert_sound(db, big_album, ALBUM_PHOTOS + bulk)
+    killer = str(big_album / "bulk" / "p050.png")
+    reason = "the worker process reading it was killed (SIGKILL; out of memory?)"
+    assert query(db, "SELECT path, status, error FROM photos WHERE error LIKE '%worker%'") == [
+        (killer, "unreadable", reason)
+    ]
+    broken = query(db, "SELECT count(*) FROM photos WHERE status = 'unreadable'")[0][0]
+    assert broken == 4 + 1  # the album's broken files, and this one
+
+
+FIFO_AFTER_WALK = (
+    "import os\n"
+    "from photosort import indexing\n"
+    "real = indexing.walk\n"
+    "def walk(*args):\n"
+    "    for folder in real(*args):\n"
+    "        for entry in folder.files:\n"
+    "            if entry.path.endswith('p010.png'):\n"
+    "                os.unlink(entry.path)\n"
+    "                os.mkfifo(entry.path)\n"
+    "        yield folder\n"
+    "indexing.walk = walk\n"
+)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_file_that_becomes_a_fifo_after_the_walk_is_recorded_and_skipped(
+    runs: Runs, big_album: Path, db: Path, bulk: int, workers: int
+) -> None:
+    """Opened without blocking: a FIFO where the walk saw a photo would hang open()."""
+    proc = runs.start(*scan_args(big_album, db, workers), code=FIFO_AFTER_WALK)
+    assert runs.finish(proc) == 0, runs.output(proc)
+    fifo = str(big_album / "bulk" / "p010.png")
+    assert query(db, "SELECT status, error FROM photos WHERE path = ?", fifo) == [
+        ("unreadable", "not a regular file (a FIFO)")
+    ]
+    assert_sound(db, big_album, ALBUM_PHOTOS + bulk)
+    gone_within(runs.seen, 5.0)
+
+
+def test_sigterm_ends_a_scan_whose_worker_is_stuck(
+    runs: Runs, big_album: Path, db: Path, bulk: int
+) -> None:
+    """A worker stuck in a read that never returns (a hung network drive) must not keep the
+    scan from ending on SIGTERM or Ctrl-C: the workers are killed, not waited for."""
+    stuck = (
+        "import time\n"
+        "from photosort import indexing\n"
+        "real = indexing.examine\n"
+        "def examine(path, *args):\n"
+        "    if path.endswith('p030.png'):\n"
+        "        time.sleep(3600)\n"
+        "    return real(path, *args)\n"
+        "indexing.examine = examine\n"
+    )
+    proc = runs.start(*scan_args(big_album, db, 2), code=stuck)
+    runs.wait_for(proc, lambda: holds_lock(db) and len(runs.note(proc)) >= 2)
+    time.sleep(2.0)  # p030 is in flight by now, and the scan waits for it
+    proc.send_signal(signal.SIGTERM)
+    assert runs.finish(proc) == 130
+    gone_within(runs.seen, 5.0)
+    assert query(db, "PRAGMA integrity_check") == [("ok",)]
+    rescan(db, big_album, "--no-faces")
+    assert_sound(db, big_album, ALBUM_PHOTOS + bulk)
+
+
+def wait_until_scanning(runs: Runs, proc: subprocess.Popen[bytes], db: Path) -> None:
+    runs.wait_for(proc, lambda: holds_lock(db))
+
+
+def test_prune_racing_a_scan_loses_no_photo(
+    runs: Runs, big_album: Path, db: Path, bulk: int
+) -> None:
+    """The issue's repro: photos marked missing come back while prune runs beside the scan
+    that finds them again. Prune waits for the writer lock, then forgets only what is still
+    missing: nothing."""
+    runner = CliRunner()
+    url = str(db)
+    assert rescan(db, big_album, "--no-faces")["new"] == (ALBUM_PHOTOS + bulk)
+    away = big_album.parent / "away"
+    (big_album / "bulk").rename(away)
+    assert rescan(db, big_album, "--no-faces")["missing"] == bulk
+    away.rename(big_album / "bulk")
+    later = time.time() + 10
+    for path in (big_album / "bulk").iterdir():
+        os.utime(path, (later, later))
+    proc = runs.start(*scan_args(big_album, db, 2))
+    wait_until_scanning(runs, proc, db)
+    pruned = runner.invoke(cli, ["prune", "--db", url, "--json"])
+    if pruned.exit_code == 0:  # the scan had finished: nothing was missing any more
+        assert json.loads(pruned.stdout)["removed"] == 0
+    else:
+        assert pruned.exit_code == 1
+        assert f"another photosort scan (pid {proc.pid}) is writing" in pruned.output
+        assert pruned.output.count("\n") == 1 and "Warning" not in pruned.output
+    assert runs.finish(proc) == 0, runs.output(proc)
+    assert_sound(db, big_album, ALBUM_PHOTOS + bulk)
+    after = runner.invoke(cli, ["prune", "--db", url, "--json"])
+    assert after.exit_code == 0 and json.loads(after.stdout)["removed"] == 0
+
+
+def test_relocate_racing_a_scan_leaves_no_duplicate(
+    runs: Runs, big_album: Path, db: Path, bulk: int, tmp_path: Path
+) -> None:
+    """The library moved disks: a scan of the new place and a relocate from the old one at
+    once. The relocate waits for the writer lock; every photo ends under one path."""
+    assert rescan(db, big_album, "--no-faces")["new"] == (ALBUM_PHOTOS + bulk)
+    moved = tmp_path / "new-disk"
+    big_album.rename(moved)
+    proc = runs.start(*scan_args(moved, db, 2))
+    wait_until_scanning(runs, proc, db)
+    relocate = ["relocate", str(big_album), str(moved), "--db", str(db)]
+    relocated = CliRunner().invoke(cli, relocate)
+    if relocated.exit_code != 0:  # refused while the scan writes: run it again after
+        assert relocated.exit_code == 1
+        assert f"another photosort scan (pid {proc.pid}) is writing" in relocated.output
+    assert runs.finish(proc) == 0, runs.output(proc)
+    if relocated.exit_code != 0:
+        relocated = CliRunner().invoke(cli, relocate)
+    # The scan took over every photo it could recognise by content; relocating gives the
+    # rest (files without a content hash: empty, not an image) their new path.
+    assert relocated.exit_code == 0, relocated.output
+    assert_sound(db, moved, ALBUM_PHOTOS + bulk)
+    assert rescan(db, moved, "--no-faces")["unchanged"] == (ALBUM_PHOTOS + bulk)
+
+
+def test_report_works_while_a_scan_rereads_changed_photos(
+    runs: Runs, album: Path, db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reading, and report's caching of explanations, go on while a real scan re-reads
+    changed photos, loads the model and finds faces: the scan never keeps a write
+    transaction open for long. Here other commands wait 4 s for a lock instead of 10."""
+    from photosort import store
+    from photosort.indexing import FaceOptions, scan_library
+    from photosort.reporting import build_report
+    from photosort.store import open_engine
+    from tests.test_report import RegionModel
+
+    url = f"sqlite:///{db}"
+    scan_library(open_engine(url), [str(album)], workers=1, faces=FaceOptions(RegionModel()))
+    for photo in album.rglob("*.jpg"):  # new content: read, detect and classify again
+        if not photo.name.startswith(".") and photo.parent.name != "broken":
+            Image.open(photo).convert("RGB").save(photo, quality=60)
+    monkeypatch.setattr(store, "BUSY_SECONDS", 4)
+    proc = runs.start("scan", str(album), "--db", str(db), "--quiet", "--workers=2")
+    runs.wait_for(proc, lambda: holds_lock(db))
+    reports = 0
+    while proc.poll() is None:
+        out = tmp_path / f"report{reports}"
+        build_report(open_engine(url), out, RegionModel(), n=1, min_probability=0, samples=60)
+        status = CliRunner().invoke(cli, ["status", "--db", str(db)])
+        assert status.exit_code == 0, status.output
+        reports += 1
+    assert proc.wait() == 0, runs.output(proc)
+    assert reports >= 1
+    assert_sound(db, album, ALBUM_PHOTOS)
+    # Every face was found again and classified by the shipped model, not the stand-in.
+    assert query(db, "SELECT count(*) FROM faces WHERE model_id = ?", RegionModel().model_id) == [
+        (0,)
+    ]
+    assert query(db, "SELECT count(*) FROM faces")[0][0] > 0
