@@ -188,6 +188,7 @@ class ExplanationRow(Base):
     fit: Mapped[float] = mapped_column(Float)
     deletion_support: Mapped[float] = mapped_column(Float)
     deletion_random: Mapped[float] = mapped_column(Float)
+    deletion_spread: Mapped[float] = mapped_column(Float)
     segment_map: Mapped[bytes] = mapped_column(LargeBinary)
     weights: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime)

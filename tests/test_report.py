@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -18,8 +19,8 @@ from sqlalchemy.orm import Session
 
 from photosort.cli import cli
 from photosort.defaults import EMOTIONS
-from photosort.emotions import preprocess_faces
-from photosort.explaining import explain_face
+from photosort.emotions import preprocess_faces, resize_face
+from photosort.explaining import RANDOM_DRAWS, deletion_check, explain_face
 from photosort.indexing import FaceOptions, scan_library
 from photosort.ranking import top_photos
 from photosort.reporting import MANIFEST, ReportError, build_report
@@ -93,6 +94,75 @@ def test_explanation_highlights_the_region_the_model_looks_at() -> None:
     assert found.deletion_support > found.deletion_random and found.faithful
 
 
+def test_deletion_check_says_not_faithful_when_the_explanation_is_wrong() -> None:
+    """The check against random draws must fail weights that do not come from the model."""
+    model = RegionModel()
+    found = explain_face(face_crop(), model, "happy", samples=600, seed=3)
+    small = resize_face(face_crop())
+    label = EMOTIONS.index("happy")
+    right = deletion_check(small, found.segments, found.weights, model, label)
+    assert right.faithful and right.random_spread > 0
+    assert right.support - right.random_mean > 2 * right.random_spread
+    inverted = {s: -w for s, w in found.weights.items()}
+    assert not deletion_check(small, found.segments, inverted, model, label).faithful
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        values = rng.permutation(list(found.weights.values()))
+        shuffled = dict(zip(found.weights, values, strict=True))
+        assert not deletion_check(small, found.segments, shuffled, model, label).faithful
+
+    # A model that ignores the face: nothing hidden changes anything, nothing is faithful.
+    class Blind(RegionModel):
+        def predict(self, faces: np.ndarray) -> np.ndarray:
+            return np.full((len(faces), 7), 1 / 7)
+
+    assert not deletion_check(small, found.segments, found.weights, Blind(), label).faithful
+
+
+def test_deletion_check_hides_as_many_pixels_at_random_as_it_does_for_the_support() -> None:
+    hidden: list[int] = []
+
+    class Counting(RegionModel):
+        def predict(self, faces: np.ndarray) -> np.ndarray:
+            f = np.asarray(faces)
+            hidden.extend(int(n) for n in (f != f[0]).sum(axis=(1, 2)))
+            return super().predict(faces)
+
+    small = resize_face(face_crop())
+    found = explain_face(face_crop(), RegionModel(), "happy", samples=300, seed=1)
+    hidden.clear()
+    deletion_check(small, found.segments, found.weights, Counting(), EMOTIONS.index("happy"))
+    support, draws = hidden[1], hidden[2:]
+    assert len(draws) == RANDOM_DRAWS
+    mean_area = small.size / len(np.unique(found.segments))
+    assert all(abs(d - support) <= mean_area for d in draws), (support, draws)
+
+
+@pytest.mark.parametrize("model", [RegionModel(), ContrastModel()], ids=type)
+def test_explanations_are_the_lime_packages(model: RegionModel) -> None:
+    """photosort's numpy LIME gives the weights and fit lime's own image explainer gives."""
+    lime_image = pytest.importorskip("lime.lime_image")
+    small = resize_face(face_crop())
+    found = explain_face(face_crop(), model, "surprise", samples=300, seed=5)
+    label = EMOTIONS.index("surprise")
+    lime_image.tqdm = lambda iterable, *args, **kwargs: iterable  # its unconditional bar
+    theirs = lime_image.LimeImageExplainer(random_state=5).explain_instance(
+        np.stack([small] * 3, axis=-1),
+        lambda images: model.predict(np.asarray(images)[..., 0].astype(np.uint8)),
+        labels=(label,),
+        top_labels=None,
+        hide_color=int(small.mean()),
+        num_samples=300,
+        segmentation_fn=lambda _image: found.segments,
+        random_seed=5,  # else lime draws one first from the masks' random stream
+    )
+    expected = dict(theirs.local_exp[label])
+    assert set(expected) == set(found.weights)
+    for segment, weight in expected.items():
+        assert found.weights[segment] == pytest.approx(weight, abs=1e-9)
+    assert found.fit == pytest.approx(theirs.score, abs=1e-9)
+
+
 def test_explanation_is_deterministic_with_a_seed() -> None:
     a = explain_face(face_crop(), RegionModel(), "happy", samples=300, seed=7)
     b = explain_face(face_crop(), RegionModel(), "happy", samples=300, seed=7)
@@ -117,9 +187,15 @@ def test_report_writes_album_and_caches_explanations(
     out = tmp_path / "report"
     engine = open_engine(db_url)
     first = build_report(engine, out, RegionModel(), n=3, min_probability=0, samples=200)
-    # 4 faces (the two astronauts are one burst, one kept per emotion), each explained once
-    # however many emotions list it.
-    assert (first.explained, first.cached) == (4, 0)
+    # One explanation per pick, of the face that earned it for the pick's emotion.
+    earned = {
+        (pick.photo_id, pick.deciding.number, emotion)
+        for emotion in EMOTIONS
+        for pick in top_photos(engine, emotion, 3, min_probability=0)
+        if pick.deciding is not None
+    }
+    assert (first.explained, first.cached) == (len(earned), 0)
+    assert first.explained <= first.picks
     index = (out / "index.html").read_text()
     for emotion in EMOTIONS:
         assert f'id="{emotion}"' in index
@@ -128,7 +204,7 @@ def test_report_writes_album_and_caches_explanations(
     pages = sorted(p.name for p in out.glob("*.html"))
     assert "happy-01.html" in pages
     page = (out / "happy-01.html").read_text()
-    assert "Explanation fit" in page and "Deletion check" in page
+    assert "Explains happy. Fit" in page and "Deletion check" in page
     for src in [s.split('"')[0] for s in page.split('src="')[1:]]:
         assert (out / src).is_file(), src
     manifest = json.loads((out / MANIFEST).read_text())["files"]
@@ -147,6 +223,93 @@ def test_report_writes_album_and_caches_explanations(
     assert not (out / "happy-03.html").exists(), "pages of the earlier run are cleaned up"
     originals = {p: p.stat().st_mtime_ns for p in library.rglob("*.jpg")}
     assert originals == {p: p.stat().st_mtime_ns for p in library.rglob("*.jpg")}
+
+
+class MoodModel:
+    """Every face looks happy (50%); a brighter face looks angrier (up to 40%)."""
+
+    model_id = "mood-model"
+
+    def predict(self, faces: np.ndarray) -> np.ndarray:
+        bright = np.asarray([np.asarray(f, np.float32).mean() / 255 for f in faces])
+        angry = 0.4 * bright
+        probs = np.repeat(((0.5 - angry) / 5)[:, None], 7, axis=1)
+        probs[:, EMOTIONS.index("happy")] = 0.5
+        probs[:, EMOTIONS.index("angry")] = angry
+        return probs
+
+
+@pytest.fixture
+def two_faces(tmp_path: Path, db_url: str) -> Path:
+    """One photo, two faces: a darkened mirror image (face 1) and the astronaut (face 2)."""
+    astronaut = skimage_photo("astronaut")
+    dim = (astronaut[:, ::-1] * 0.55).astype(np.uint8)
+    photo = save_jpeg(tmp_path / "two" / "pair.jpg", np.concatenate([astronaut, dim], axis=1))
+    scan_library(open_engine(db_url), [str(photo.parent)], faces=FaceOptions(MoodModel()))
+    return photo
+
+
+def test_a_pick_explains_its_emotion_on_the_face_that_earned_it(
+    two_faces: Path,
+    db_url: str,
+    tmp_path: Path,
+    runner: CliRunner,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Both faces look happy most; the brighter one (face 2) earns the angry pick, so the
+    page explains angry on face 2, and face 1 only says how to get its explanation."""
+    engine = open_engine(db_url)
+    with Session(engine) as session:
+        faces = {f.idx + 1: f for f in session.scalars(select(FaceRow))}
+        assert len(faces) == 2
+        assert all(np.argmax(f.probabilities) == EMOTIONS.index("happy") for f in faces.values())
+        assert faces[2].p_angry > faces[1].p_angry
+        ids = {n: f.id for n, f in faces.items()}
+    out = tmp_path / "report"
+    options = dict(n=3, emotions=["angry"], min_probability=0, samples=100)
+    summary = build_report(engine, out, MoodModel(), **options)
+    assert (summary.picks, summary.explained, summary.cached) == (1, 1, 0)
+    with Session(engine) as session:
+        rows = session.execute(select(ExplanationRow.face_id, ExplanationRow.emotion)).all()
+    assert rows == [(ids[2], "angry")], "one explanation: the pick's emotion, its face"
+    page = (out / "angry-01.html").read_text()
+    assert "Face 2 earned this pick" in page
+    heatmap = f"faces/{ids[2]}-angry-lime.png"
+    assert heatmap in page and (out / heatmap).is_file()
+    assert "lime.png" not in page.replace(heatmap, "")
+    assert page.count('class="face deciding"') == 1 and page.count('class="box deciding"') == 1
+    hint = f"photosort explain {two_faces} --face 1 --emotion angry --out face1-angry.png"
+    assert hint + " --samples 100" in page
+    assert "--face 2 --emotion" not in page
+    index = (out / "index.html").read_text()
+    assert index.count('class="box deciding"') == 1 and index.count('class="box"') == 1
+
+    # The hint works as printed (from the CLI it names the library), and what it explains
+    # is cached: the next report shows it without computing anything.
+    from photosort import indexing
+
+    monkeypatch.setattr(indexing.LazyClassifier, "model", property(lambda self: MoodModel()))
+    monkeypatch.setattr(indexing.LazyClassifier, "model_id", "mood-model")
+    result = runner.invoke(cli, ["report", str(out), "--db", db_url, *_cli(options)])
+    assert result.exit_code == 0, result.output
+    page = (out / "angry-01.html").read_text()
+    command = page.split("<code>")[1].split("</code>")[0]
+    args = shlex.split(command.replace("face1-angry.png", str(tmp_path / "face1.png")))
+    assert args[-2] == "--db", "the hint names the library the report was given"
+    result = runner.invoke(cli, args[1:])
+    assert result.exit_code == 0, result.output
+    again = build_report(engine, out, MoodModel(), **options)
+    assert (again.explained, again.cached) == (0, 2)
+    page = (out / "angry-01.html").read_text()
+    assert f"faces/{ids[1]}-angry-lime.png" in page and "<code>" not in page
+
+
+def _cli(options: dict) -> list[str]:
+    return [
+        "-n", str(options["n"]), "--emotion", *options["emotions"],
+        "--min-probability", str(options["min_probability"]),
+        "--samples", str(options["samples"]),
+    ]  # fmt: skip
 
 
 def test_missing_photo_is_shown_from_its_crop(library: Path, db_url: str, tmp_path: Path) -> None:
