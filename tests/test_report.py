@@ -594,3 +594,32 @@ def test_a_photo_the_scan_accepted_is_not_refused_by_the_report(
     build_report(open_engine(db_url), out, RegionModel(), n=10, min_probability=0, samples=60)
     assert "unreadable since the scan" not in (out / "index.html").read_text()
     assert any((out / "photos").iterdir())
+
+
+def test_album_copies_come_from_one_reduced_decode_per_photo(
+    library: Path, db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A photo listed under several emotions is decoded once, at the large copy's size (a
+    JPEG in draft mode), and its thumbnail is made from that decode."""
+    from photosort import reporting
+
+    real = reporting.read_image
+    reads: list[tuple[str, int | None]] = []
+
+    def counting(path: str, *, max_side: int | None = None, **kwargs: object) -> object:
+        reads.append((path, max_side))
+        return real(path, max_side=max_side, **kwargs)
+
+    monkeypatch.setattr(reporting, "read_image", counting)
+    out = tmp_path / "report"
+    summary = build_report(
+        open_engine(db_url), out, RegionModel(), n=3, min_probability=0, samples=60
+    )
+    paths = [path for path, _ in reads]
+    assert summary.picks > len(paths) == len(set(paths)), "each photo decoded once"
+    assert {side for _, side in reads} == {reporting.LARGE_SIDE}
+    for thumb in (out / "photos").glob("*-thumb.jpg"):
+        large = thumb.with_name(thumb.name.replace("-thumb", ""))
+        with Image.open(thumb) as t, Image.open(large) as big:
+            assert max(t.size) <= reporting.THUMB_SIDE and max(big.size) <= reporting.LARGE_SIDE
+            assert abs(t.width / t.height - big.width / big.height) < 0.02, "same framing"
