@@ -26,7 +26,11 @@ DEFAULT_MIN_PROBABILITY = 0.25
 top-10 of a small library should not fill up with faces that show something else."""
 
 DEFAULT_SAMPLES = 1000
-"""Perturbed crops LIME asks the model about per explanation."""
+"""Perturbed crops LIME asks the model about per explanation. Chosen by
+``bench/bench_lime_samples.py``: against a 5000-sample reference, the five most supporting
+superpixels agree 0.80 at 250 samples, 0.85 at 500, 0.90 at 1000 and 2000, and 0.94 for a
+second 5000-sample run (the reference's own noise); 1000 is where more samples stop helping,
+and at 500 one explanation in ten keeps only three of the five."""
 
 DEFAULT_SEGMENTS = 40
 """Superpixels a face crop is cut into for LIME."""
