@@ -281,6 +281,7 @@ def test_a_pick_explains_its_emotion_on_the_face_that_earned_it(
     hint = f"photosort explain {two_faces} --face 1 --emotion angry --out face1-angry.png"
     assert hint + " --samples 100" in page
     assert "--face 2 --emotion" not in page
+    assert page.index('id="face-2"') < page.index('id="face-1"'), "the deciding face first"
     index = (out / "index.html").read_text()
     assert index.count('class="box deciding"') == 1 and index.count('class="box"') == 1
 
