@@ -78,9 +78,11 @@ class Explanation:
 
 
 def is_faithful(support: float, random_mean: float, random_spread: float) -> bool:
-    """Hiding what LIME calls supporting hurts clearly more than hiding as much at random:
-    beyond the random draws' spread, and by a margin a rounding shift cannot explain."""
-    return support - random_mean > max(FAITHFUL_SPREADS * random_spread, FAITHFUL_MARGIN)
+    """Hiding what LIME calls supporting lowers the probability, clearly more than hiding as
+    much at random: beyond the random draws' spread, and by a margin a rounding shift cannot
+    explain."""
+    margin = max(FAITHFUL_SPREADS * random_spread, FAITHFUL_MARGIN)
+    return support > 0 and support - random_mean > margin
 
 
 def _segment(image: np.ndarray, n_segments: int) -> np.ndarray:

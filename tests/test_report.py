@@ -117,6 +117,10 @@ def test_deletion_check_says_not_faithful_when_the_explanation_is_wrong() -> Non
             return np.full((len(faces), 7), 1 / 7)
 
     assert not deletion_check(small, found.segments, found.weights, Blind(), label).faithful
+    # Nothing supports the emotion: hiding "the support" hides nothing, whatever chance does.
+    against = {s: -abs(w) for s, w in found.weights.items()}
+    check = deletion_check(small, found.segments, against, model, label)
+    assert check.support == 0 and not check.faithful
 
 
 def test_deletion_check_hides_as_many_pixels_at_random_as_it_does_for_the_support() -> None:
