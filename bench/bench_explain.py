@@ -40,6 +40,7 @@ def lime_defaults(crop: np.ndarray, model: object, label: int) -> float:
     """LIME the way its tutorial does it; returns seconds."""
     from lime import lime_image
 
+    lime_image.tqdm = lambda iterable, *args, **kwargs: iterable  # its unconditional bar
     explainer = lime_image.LimeImageExplainer(random_state=0)
     rgb = np.stack([crop] * 3, axis=-1)
     start = time.perf_counter()

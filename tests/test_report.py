@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from photosort.cli import cli
 from photosort.defaults import EMOTIONS
 from photosort.emotions import preprocess_faces, resize_face
-from photosort.explaining import RANDOM_DRAWS, deletion_check, explain_face
+from photosort.explaining import RANDOM_DRAWS, deletion_check, explain_face, slic
 from photosort.indexing import FaceOptions, scan_library
 from photosort.ranking import top_photos
 from photosort.reporting import MANIFEST, ReportError, build_report
@@ -165,6 +165,38 @@ def test_explanations_are_the_lime_packages(model: RegionModel) -> None:
     for segment, weight in expected.items():
         assert found.weights[segment] == pytest.approx(weight, abs=1e-9)
     assert found.fit == pytest.approx(theirs.score, abs=1e-9)
+
+
+def test_superpixels_are_connected_regions_of_similar_size() -> None:
+    from collections import deque
+
+    small = resize_face(face_crop())
+    labels = slic(small, 40)
+    ids, sizes = np.unique(labels, return_counts=True)
+    assert list(ids) == list(range(len(ids))), "labelled 0..n-1"
+    assert 25 <= len(ids) <= 50 and sizes.min() >= 0.5 * small.size / 36
+    for label in ids:  # one 4-connected piece per label
+        pixels = set(zip(*np.nonzero(labels == label), strict=True))
+        seen, queue = {next(iter(pixels))}, deque([next(iter(pixels))])
+        while queue:
+            y, x = queue.popleft()
+            for q in ((y - 1, x), (y + 1, x), (y, x - 1), (y, x + 1)):
+                if q in pixels and q not in seen:
+                    seen.add(q)
+                    queue.append(q)
+        assert seen == pixels, label
+    # They follow the face: brightness varies less inside a superpixel than inside a grid cell.
+    inside = np.mean([small[labels == label].std() for label in ids])
+    cell = 48 // 6
+    grid = np.mean(
+        [
+            small[y : y + cell, x : x + cell].std()
+            for y in range(0, 48, cell)
+            for x in range(0, 48, cell)
+        ]
+    )
+    assert inside < 0.8 * grid
+    assert np.array_equal(labels, slic(small, 40))
 
 
 def test_explanation_is_deterministic_with_a_seed() -> None:
