@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import math
 import os
 import shlex
 import tempfile
@@ -255,7 +256,8 @@ def cached_explanation(
         fit=row.fit,
         deletion_support=row.deletion_support,
         deletion_random=row.deletion_random,
-        deletion_spread=row.deletion_spread,
+        # An unknown spread never passes the check.
+        deletion_spread=math.inf if row.deletion_spread is None else row.deletion_spread,
     )
 
 

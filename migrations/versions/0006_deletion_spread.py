@@ -2,9 +2,11 @@
 
 The check now calls an explanation faithful only when hiding its supporting superpixels
 lowers the probability clearly more than random draws hiding as many pixels do: beyond
-their mean by twice their standard deviation. Cached explanations hold neither that spread
-nor draws of matched area, so they are dropped (recomputed on demand, as in 0005) and the
-column is added. Faces, scores and everything else are kept.
+their mean by twice their standard deviation and by 2 points. Cached explanations hold
+neither that spread nor draws of matched area, so they are dropped (recomputed on demand,
+as in 0005) and the column is added. The column is nullable so that SQLite adds it in place
+(a NOT NULL column without a default would rebuild the table, leaving free pages behind);
+photosort always writes it. Faces, scores and everything else are kept.
 
 Revision ID: 0006
 Revises: 0005
@@ -24,12 +26,10 @@ depends_on = None
 
 def upgrade() -> None:
     op.execute("DELETE FROM explanations")
-    # SQLite cannot add a NOT NULL column without a default in place; batch mode rebuilds
-    # the (now empty) table instead.
-    with op.batch_alter_table("explanations", recreate="always") as batch:
-        batch.add_column(sa.Column("deletion_spread", sa.Float(), nullable=False))
+    with op.batch_alter_table("explanations") as batch:
+        batch.add_column(sa.Column("deletion_spread", sa.Float(), nullable=True))
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("explanations", recreate="always") as batch:
+    with op.batch_alter_table("explanations") as batch:
         batch.drop_column("deletion_spread")
