@@ -59,16 +59,17 @@ def main() -> None:
             "2" if quick else "4",
         ),
         "explain": run("bench_explain.py", "--faces", "3" if quick else "8"),
+        "lime": run("bench_lime_samples.py", "--wild", "3" if quick else "10"),
         "wild": run("bench_wild.py"),
         "cluster": run("bench_cluster.py", "--photos", "12" if quick else "24"),
     }
     if args.json:
         print(json.dumps(results, indent=2))
         return
-    s, f, m, p, e, w, c = (
-        results[k] for k in ("scan", "faces", "model", "pipeline", "explain", "wild", "cluster")
-    )
+    names = ("scan", "faces", "model", "pipeline", "explain", "lime", "wild", "cluster")
+    s, f, m, p, e, lime, w, c = (results[k] for k in names)
     wp = w["pipeline"]
+    agreement = {row["samples"]: row["top5_overlap_mean"] for row in lime["rows"]}
     default, whole = f["detectors"][0], f["detectors"][1]
     peaks = " / ".join(f"{mb:.0f} MB ({n})" for n, mb in s["peak_rss_mb"].items())
     rows = [
@@ -114,6 +115,16 @@ def main() -> None:
             f"{e['seconds_per_explanation']:.2f} s",
             f"x{e['speedup_vs_lime_defaults']:.1f} vs LIME defaults "
             f"({e['lime_defaults_seconds']:.1f} s)",
+        ),
+        (
+            f"LIME top-5 agreement, {e['samples']} samples",
+            f"{agreement[e['samples']]:.2f} vs {lime['reference_samples']} samples",
+            " / ".join(f"{n}: {a:.2f}" for n, a in agreement.items() if n != e["samples"]),
+        ),
+        (
+            "photosort explain (whole process)",
+            f"{e['explain_process_seconds']:.2f} s",
+            "goal <= 1.5 s",
         ),
         (
             f"Dask LocalCluster, {c['workers']} processes",

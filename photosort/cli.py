@@ -663,6 +663,9 @@ def report(
 ) -> None:
     """Write a static HTML album of the top photos per emotion, with LIME heatmaps.
 
+    Each pick's page explains the pick's emotion on the face that earned the pick; the
+    photo's other faces show the `photosort explain` command that explains them.
+
     Re-running into the same OUTDIR updates it. Files photosort did not write are left
     alone, and a report that would overwrite one is refused. Explanations are cached in the
     library, so a re-run costs little.
@@ -673,10 +676,18 @@ def report(
     """
     from photosort.indexing import LazyClassifier
     from photosort.reporting import build_report
+    from photosort.store import shown_url
 
     engine = open_library(db_url)
     chosen = [e.lower() for e in emotion] or list(EMOTIONS)
     picks = count * len(set(chosen))  # build_report drops repeated emotions
+    # The pages' `photosort explain` hints must reach this library and model.
+    same_library = []
+    source = click.get_current_context().get_parameter_source("db_url")
+    if db_url is not None and source == ParameterSource.COMMANDLINE:
+        same_library += ["--db", shown_url(db_url)]
+    if model_path is not None:
+        same_library += ["--model", model_path]
     with user_errors(), progress_bar("Explaining", picks, show_progress(quiet)) as advance:
         summary = build_report(
             engine,
@@ -688,6 +699,7 @@ def report(
             samples=samples,
             segments=segments,
             progress=advance,
+            explain_options=same_library,
         )
     if as_json:
         emit_json(
@@ -701,7 +713,7 @@ def report(
     elif not quiet:
         click.echo(
             f"Wrote {summary.index} ({plural(summary.picks, 'pick')}; "
-            f"{plural(summary.explained + summary.cached, 'face')} explained, "
+            f"{plural(summary.explained + summary.cached, 'explanation')}, "
             f"{summary.cached} of them from the cache)."
         )
     if open_browser:
@@ -776,6 +788,7 @@ def explain(
         "fit": round(found.fit, 4),
         "deletion_support": round(found.deletion_support, 4),
         "deletion_random": round(found.deletion_random, 4),
+        "deletion_spread": round(found.deletion_spread, 4),
         "faithful": found.faithful,
         "out": str(out_path),
     }
@@ -784,7 +797,9 @@ def explain(
     else:
         click.echo(
             f"{out_path}: {found.emotion} {found.probability:.0%}, fit {found.fit:.2f}, "
-            f"deletion check {'passed' if found.faithful else 'failed'}"
+            f"deletion check {'passed' if found.faithful else 'failed'} (hiding the support: "
+            f"-{found.deletion_support:.1%}, as many pixels at random: "
+            f"-{found.deletion_random:.1%} ± {found.deletion_spread:.1%})"
         )
 
 

@@ -2,7 +2,8 @@
 
 A photo's score for an emotion is the best probability of that emotion over its faces (ties
 broken by the larger face), or with ``every_face`` the weakest, for group photos where
-everyone should share it. Bursts of near-identical shots would fill a top-10 with one
+everyone should share it; the face that gives it is the photo's deciding face, the one the
+album explains. Bursts of near-identical shots would fill a top-10 with one
 moment, so by default only the best photo of each group of perceptually near-identical
 photos is kept. Rows are streamed from SQL in score order; nothing loads the whole library.
 """
@@ -30,6 +31,8 @@ class RankingError(PhotosortError):
 
 @dataclass(frozen=True)
 class RankedFace:
+    number: int
+    """1-based, as ``show`` lists and ``explain --face`` takes it."""
     box: tuple[float, float, float, float]
     score: float
     sharpness: float
@@ -65,6 +68,8 @@ class RankedPhoto:
     faces: list[RankedFace]
     folded: int = 0
     """Near-identical shots of the same moment left out for this one."""
+    deciding: RankedFace | None = None
+    """The face whose probability is the photo's score."""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -77,6 +82,7 @@ class RankedPhoto:
 def _face(row: FaceRow) -> RankedFace:
     probs = row.probabilities
     return RankedFace(
+        number=row.idx + 1,
         box=(row.x, row.y, row.w, row.h),
         score=row.score,
         sharpness=row.sharpness,
@@ -146,9 +152,32 @@ def top_photos(
                     break
         faces = _faces_of(session, [p[0] for p in picked], min_face)
     return [
-        RankedPhoto(pid, path, value, faces.get(pid, []), extra)
+        RankedPhoto(
+            pid,
+            path,
+            value,
+            faces.get(pid, []),
+            extra,
+            deciding_face(faces.get(pid, []), emotion, every_face=every_face),
+        )
         for (pid, path, value), extra in zip(picked, folded, strict=True)
     ]
+
+
+def deciding_face(
+    faces: list[RankedFace], emotion: str, *, every_face: bool = False
+) -> RankedFace | None:
+    """The face that gives a photo its score for ``emotion``, as :func:`top_photos` scores
+    it: the most likely classified face (``every_face``: the least likely), the larger one
+    on a tie; None when no face is classified."""
+    classified = [f for f in faces if f.probabilities]
+    if not classified:
+        return None
+    sign = -1 if every_face else 1
+    return max(
+        classified,
+        key=lambda f: (sign * f.probabilities[emotion], f.box[2] * f.box[3]),  # type: ignore[index]
+    )
 
 
 def _faces_of(

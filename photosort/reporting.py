@@ -5,6 +5,11 @@ Everything the album shows is written into OUTDIR: resized, upright copies of th
 in ``templates/`` with autoescaping on, inline CSS and a Content-Security-Policy that allows
 no network access, so the album works from ``file://`` anywhere. A manifest lists what
 photosort wrote; a re-run replaces and cleans up only those files.
+
+A pick page explains the pick's emotion on the face that earned the pick (ranking's deciding
+face): one explanation per pick, however many faces the photo has. Its other faces show
+their probabilities, an explanation for that emotion when the library has one cached (from
+``photosort explain`` or an earlier report), and otherwise the command that makes one.
 """
 
 from __future__ import annotations
@@ -12,8 +17,10 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import math
 import os
 import secrets
+import shlex
 import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -179,15 +186,20 @@ class _Output:
 @dataclass
 class FaceView:
     face_id: int
+    number: int
+    """1-based, as ``show`` lists and ``explain --face`` takes it."""
     box_pct: tuple[float, float, float, float]
     emotion: str | None
+    """The face's own most likely emotion."""
     bars: list[tuple[str, float]]
     crop: str
+    deciding: bool = False
+    """This face earned the pick: its probability of the pick's emotion is the score."""
+    explained: Explanation | None = None
+    """The explanation of the pick's emotion on this face, when there is one."""
     heatmap: str | None = None
-    fit: float | None = None
-    deletion_support: float | None = None
-    deletion_random: float | None = None
-    faithful: bool | None = None
+    hint: str | None = None
+    """The command that explains this face for the pick's emotion, when none is cached."""
     error: str | None = None
 
 
@@ -209,6 +221,10 @@ class PickView:
     taken_at: datetime | None
     faces: list[FaceView] = field(default_factory=list)
 
+    @property
+    def deciding(self) -> FaceView | None:
+        return next((f for f in self.faces if f.deciding), None)
+
 
 @dataclass(frozen=True)
 class ReportSummary:
@@ -216,6 +232,49 @@ class ReportSummary:
     picks: int
     explained: int
     cached: int
+
+
+def _cache_key(
+    face: FaceRow, model: ExplainingModel, emotion: str, samples: int, segments: int, seed: int
+) -> dict[str, Any]:
+    return {
+        "face_id": face.id,
+        "model_id": model.model_id,
+        "emotion": emotion,
+        "samples": samples,
+        "segments": segments,
+        "seed": seed,
+    }
+
+
+def cached_explanation(
+    session: Session,
+    face: FaceRow,
+    model: ExplainingModel,
+    emotion: str,
+    *,
+    samples: int,
+    segments: int,
+    seed: int,
+) -> Explanation | None:
+    """The face's explanation if the library has it cached; never computes one."""
+    key = _cache_key(face, model, emotion, samples, segments, seed)
+    row = session.scalars(select(ExplanationRow).filter_by(**key)).first()
+    if row is None:
+        return None
+    shape = json.loads(row.weights)
+    segment_map = np.frombuffer(row.segment_map, np.int16).reshape(shape["shape"])
+    return Explanation(
+        emotion=emotion,
+        probability=row.probability,
+        segments=segment_map,
+        weights={int(k): v for k, v in shape["weights"].items()},
+        fit=row.fit,
+        deletion_support=row.deletion_support,
+        deletion_random=row.deletion_random,
+        # An unknown spread never passes the check.
+        deletion_spread=math.inf if row.deletion_spread is None else row.deletion_spread,
+    )
 
 
 def explanation_for(
@@ -229,30 +288,11 @@ def explanation_for(
     seed: int,
 ) -> tuple[Explanation, bool]:
     """The face's explanation from the cache, or computed and cached; says if it was cached."""
-    key = {
-        "face_id": face.id,
-        "model_id": model.model_id,
-        "emotion": emotion,
-        "samples": samples,
-        "segments": segments,
-        "seed": seed,
-    }
-    row = session.scalars(select(ExplanationRow).filter_by(**key)).first()
-    if row is not None:
-        shape = json.loads(row.weights)
-        segment_map = np.frombuffer(row.segment_map, np.int16).reshape(shape["shape"])
-        return (
-            Explanation(
-                emotion=emotion,
-                probability=row.probability,
-                segments=segment_map,
-                weights={int(k): v for k, v in shape["weights"].items()},
-                fit=row.fit,
-                deletion_support=row.deletion_support,
-                deletion_random=row.deletion_random,
-            ),
-            True,
-        )
+    params = {"samples": samples, "segments": segments, "seed": seed}
+    cached = cached_explanation(session, face, model, emotion, **params)
+    if cached is not None:
+        return cached, True
+    key = _cache_key(face, model, emotion, samples, segments, seed)
     found = explain_face(
         decode_crop(face.crop), model, emotion, samples=samples, segments=segments, seed=seed
     )
@@ -265,6 +305,7 @@ def explanation_for(
             fit=found.fit,
             deletion_support=found.deletion_support,
             deletion_random=found.deletion_random,
+            deletion_spread=found.deletion_spread,
             segment_map=found.segments.astype(np.int16).tobytes(),
             weights=json.dumps({"shape": list(found.segments.shape), "weights": found.weights}),
             created_at=utcnow(),
@@ -286,16 +327,20 @@ def build_report(
     segments: int = DEFAULT_SEGMENTS,
     seed: int = 0,
     progress: Callable[[str], None] | None = None,
+    explain_options: Sequence[str] = (),
 ) -> ReportSummary:
-    """Write the album for the top ``n`` photos of each emotion into ``outdir``."""
+    """Write the album for the top ``n`` photos of each emotion into ``outdir``.
+
+    ``explain_options`` are repeated in the ``photosort explain`` hints (``--db``,
+    ``--model``), so that the command finds the same library and model as the report.
+    """
     outdir = check_outdir(outdir)
     emotions = list(dict.fromkeys(emotions))  # --emotion happy --emotion happy: one section
     out = _Output(outdir)
     out.check_free(["index.html"] + [page_name(e, r) for e in emotions for r in range(1, n + 1)])
     try:
-        return _build(
-            engine, out, model, n, emotions, min_probability, samples, segments, seed, progress
-        )
+        faces = _FaceViews(out, model, samples, segments, seed, explain_options)
+        return _build(engine, out, faces, n, emotions, min_probability, progress)
     except BaseException:
         # What this run wrote stays known (a failure, Ctrl-C), so a re-run replaces or removes
         # it; a run refused before writing anything leaves the folder as it was.
@@ -313,20 +358,15 @@ def page_name(emotion: str, rank: int) -> str:
 def _build(
     engine: Engine,
     out: _Output,
-    model: ExplainingModel,
+    faces: _FaceViews,
     n: int,
     emotions: Sequence[str],
     min_probability: float,
-    samples: int,
-    segments: int,
-    seed: int,
     progress: Callable[[str], None] | None,
 ) -> ReportSummary:
     sections: list[tuple[str, list[PickView]]] = []
     empty_reason = None
-    counts = {"explained": 0, "cached": 0}
     copies: dict[int, _Copies] = {}
-    views: dict[int, FaceView] = {}
     with Session(engine) as session:
         chosen: list[tuple[str, list[tuple[RankedPhoto, Photo]]]] = []
         for emotion in emotions:
@@ -357,14 +397,10 @@ def _build(
                     badge=copy.badge,
                     taken_at=photo.taken_at,
                 )
+                deciding = ranked_photo.deciding
                 for face in photo.faces:
-                    if face.id not in views:
-                        views[face.id], cached = _face_view(
-                            out, session, photo, face, model, samples, segments, seed
-                        )
-                        if views[face.id].heatmap is not None:
-                            counts["cached" if cached else "explained"] += 1
-                    pick.faces.append(views[face.id])
+                    earned = deciding is not None and face.idx + 1 == deciding.number
+                    pick.faces.append(faces.view(session, photo, face, emotion, deciding=earned))
                 picks.append(pick)
                 if progress is not None:
                     progress(f"{emotion} #{rank}")
@@ -372,7 +408,7 @@ def _build(
     env = templates()
     for _, picks in sections:
         for pick in picks:
-            page = env.get_template("pick.html").render(pick=pick, samples=samples)
+            page = env.get_template("pick.html").render(pick=pick, samples=faces.samples)
             out.write(pick.page, page.encode())
     index = env.get_template("index.html").render(
         sections=sections,
@@ -386,8 +422,8 @@ def _build(
     return ReportSummary(
         index=out.root / "index.html",
         picks=sum(len(p) for _, p in sections),
-        explained=counts["explained"],
-        cached=counts["cached"],
+        explained=faces.explained,
+        cached=faces.cached,
     )
 
 
@@ -427,9 +463,8 @@ def _files_needed(chosen: list[tuple[str, list[tuple[RankedPhoto, Photo]]]]) -> 
             names += [page_name(emotion, rank), *_copy_names(photo)]
             for face in photo.faces:
                 names.append(_crop_name(face))
-                predicted = predicted_emotion(face)
-                if predicted is not None:
-                    names.append(_heatmap_name(face, predicted))
+                if face.probabilities is not None:
+                    names.append(_heatmap_name(face, emotion))
     return names
 
 
@@ -466,41 +501,94 @@ def _jpeg(image: Any) -> bytes:
     return buf.getvalue()
 
 
-def _face_view(
-    out: _Output,
-    session: Session,
-    photo: Photo,
-    face: FaceRow,
-    model: ExplainingModel,
-    samples: int,
-    segments: int,
-    seed: int,
-) -> tuple[FaceView, bool]:
-    """A face's crop, bars and heatmap; says whether the explanation came from the cache."""
-    width, height = photo.width or 1, photo.height or 1
-    box = (
-        100 * face.x / width,
-        100 * face.y / height,
-        100 * face.w / width,
-        100 * face.h / height,
-    )
-    crop_file = out.write(_crop_name(face), face.crop)
-    probs = face.probabilities
-    emotion = predicted_emotion(face)
-    if probs is None or emotion is None:
-        error = face.classify_error or "not classified yet"
-        return FaceView(face.id, box, None, [], crop_file, error=error), False
-    view = FaceView(face.id, box, emotion, list(zip(EMOTIONS, probs, strict=True)), crop_file)
-    explanation, cached = explanation_for(
-        session, face, model, emotion, samples=samples, segments=segments, seed=seed
-    )
-    heat = heatmap_image(decode_crop(face.crop), explanation)
-    view.heatmap = out.write(_heatmap_name(face, emotion), png_bytes(heat))
-    view.fit = explanation.fit
-    view.deletion_support = explanation.deletion_support
-    view.deletion_random = explanation.deletion_random
-    view.faithful = explanation.faithful
-    return view, cached
+class _FaceViews:
+    """The faces of the pick pages: each crop written once, each explanation made once, and
+    only for the faces that earned a pick; the others get one only from the cache."""
+
+    def __init__(
+        self,
+        out: _Output,
+        model: ExplainingModel,
+        samples: int,
+        segments: int,
+        seed: int,
+        explain_options: Sequence[str],
+    ) -> None:
+        self.out = out
+        self.model = model
+        self.samples, self.segments, self.seed = samples, segments, seed
+        self.explain_options = list(explain_options)
+        self.crops: dict[int, str] = {}
+        self.heatmaps: dict[tuple[int, str], tuple[Explanation, str]] = {}
+        self.explained = 0
+        self.cached = 0
+
+    def view(
+        self, session: Session, photo: Photo, face: FaceRow, emotion: str, *, deciding: bool
+    ) -> FaceView:
+        """One face on the page of a pick for ``emotion``."""
+        width, height = photo.width or 1, photo.height or 1
+        box = (
+            100 * face.x / width,
+            100 * face.y / height,
+            100 * face.w / width,
+            100 * face.h / height,
+        )
+        if face.id not in self.crops:
+            self.crops[face.id] = self.out.write(_crop_name(face), face.crop)
+        number = face.idx + 1
+        probs = face.probabilities
+        predicted = predicted_emotion(face)
+        if probs is None or predicted is None:
+            error = face.classify_error or "not classified yet"
+            return FaceView(face.id, number, box, None, [], self.crops[face.id], error=error)
+        view = FaceView(
+            face.id,
+            number,
+            box,
+            predicted,
+            list(zip(EMOTIONS, probs, strict=True)),
+            self.crops[face.id],
+            deciding=deciding,
+        )
+        found = self._explanation(session, face, emotion, compute=deciding)
+        if found is None:
+            view.hint = self.hint(photo.path, number, emotion)
+        else:
+            view.explained, view.heatmap = found
+        return view
+
+    def _explanation(
+        self, session: Session, face: FaceRow, emotion: str, *, compute: bool
+    ) -> tuple[Explanation, str] | None:
+        key = (face.id, emotion)
+        if key in self.heatmaps:
+            return self.heatmaps[key]
+        params = {"samples": self.samples, "segments": self.segments, "seed": self.seed}
+        if compute:
+            found, cached = explanation_for(session, face, self.model, emotion, **params)
+        else:
+            found = cached_explanation(session, face, self.model, emotion, **params)
+            cached = True
+            if found is None:
+                return None
+        if cached:
+            self.cached += 1
+        else:
+            self.explained += 1
+        heat = heatmap_image(decode_crop(face.crop), found)
+        self.heatmaps[key] = found, self.out.write(_heatmap_name(face, emotion), png_bytes(heat))
+        return self.heatmaps[key]
+
+    def hint(self, path: str, number: int, emotion: str) -> str:
+        """The ``photosort explain`` command that explains (and caches) one face."""
+        args = ["photosort", "explain", path, "--face", str(number), "--emotion", emotion]
+        args += ["--out", f"face{number}-{emotion}.png"]
+        if self.samples != DEFAULT_SAMPLES:
+            args += ["--samples", str(self.samples)]
+        if self.segments != DEFAULT_SEGMENTS:
+            args += ["--segments", str(self.segments)]
+        return shlex.join(args + self.explain_options)
 
 
 def explain_photo_face(

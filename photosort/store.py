@@ -190,6 +190,8 @@ class ExplanationRow(Base):
     fit: Mapped[float] = mapped_column(Float)
     deletion_support: Mapped[float] = mapped_column(Float)
     deletion_random: Mapped[float] = mapped_column(Float)
+    deletion_spread: Mapped[float | None] = mapped_column(Float, nullable=True)
+    """None only in principle (revision 0006 added it and dropped the rows without it)."""
     segment_map: Mapped[bytes] = mapped_column(LargeBinary)
     weights: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime)

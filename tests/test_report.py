@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -18,8 +19,8 @@ from sqlalchemy.orm import Session
 
 from photosort.cli import cli
 from photosort.defaults import EMOTIONS
-from photosort.emotions import preprocess_faces
-from photosort.explaining import explain_face
+from photosort.emotions import preprocess_faces, resize_face
+from photosort.explaining import RANDOM_DRAWS, deletion_check, explain_face, slic
 from photosort.indexing import FaceOptions, scan_library
 from photosort.ranking import top_photos
 from photosort.reporting import MANIFEST, ReportError, build_report
@@ -93,6 +94,111 @@ def test_explanation_highlights_the_region_the_model_looks_at() -> None:
     assert found.deletion_support > found.deletion_random and found.faithful
 
 
+def test_deletion_check_says_not_faithful_when_the_explanation_is_wrong() -> None:
+    """The check against random draws must fail weights that do not come from the model."""
+    model = RegionModel()
+    found = explain_face(face_crop(), model, "happy", samples=600, seed=3)
+    small = resize_face(face_crop())
+    label = EMOTIONS.index("happy")
+    right = deletion_check(small, found.segments, found.weights, model, label)
+    assert right.faithful and right.random_spread > 0
+    assert right.support - right.random_mean > 2 * right.random_spread
+    inverted = {s: -w for s, w in found.weights.items()}
+    assert not deletion_check(small, found.segments, inverted, model, label).faithful
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        values = rng.permutation(list(found.weights.values()))
+        shuffled = dict(zip(found.weights, values, strict=True))
+        assert not deletion_check(small, found.segments, shuffled, model, label).faithful
+
+    # A model that ignores the face: nothing hidden changes anything, nothing is faithful.
+    class Blind(RegionModel):
+        def predict(self, faces: np.ndarray) -> np.ndarray:
+            return np.full((len(faces), 7), 1 / 7)
+
+    assert not deletion_check(small, found.segments, found.weights, Blind(), label).faithful
+    # Nothing supports the emotion: hiding "the support" hides nothing, whatever chance does.
+    against = {s: -abs(w) for s, w in found.weights.items()}
+    check = deletion_check(small, found.segments, against, model, label)
+    assert check.support == 0 and not check.faithful
+
+
+def test_deletion_check_hides_as_many_pixels_at_random_as_it_does_for_the_support() -> None:
+    hidden: list[int] = []
+
+    class Counting(RegionModel):
+        def predict(self, faces: np.ndarray) -> np.ndarray:
+            f = np.asarray(faces)
+            hidden.extend(int(n) for n in (f != f[0]).sum(axis=(1, 2)))
+            return super().predict(faces)
+
+    small = resize_face(face_crop())
+    found = explain_face(face_crop(), RegionModel(), "happy", samples=300, seed=1)
+    hidden.clear()
+    deletion_check(small, found.segments, found.weights, Counting(), EMOTIONS.index("happy"))
+    support, draws = hidden[1], hidden[2:]
+    assert len(draws) == RANDOM_DRAWS
+    mean_area = small.size / len(np.unique(found.segments))
+    assert all(abs(d - support) <= mean_area for d in draws), (support, draws)
+
+
+@pytest.mark.parametrize("model", [RegionModel(), ContrastModel()], ids=type)
+def test_explanations_are_the_lime_packages(model: RegionModel) -> None:
+    """photosort's numpy LIME gives the weights and fit lime's own image explainer gives."""
+    lime_image = pytest.importorskip("lime.lime_image")
+    small = resize_face(face_crop())
+    found = explain_face(face_crop(), model, "surprise", samples=300, seed=5)
+    label = EMOTIONS.index("surprise")
+    lime_image.tqdm = lambda iterable, *args, **kwargs: iterable  # its unconditional bar
+    theirs = lime_image.LimeImageExplainer(random_state=5).explain_instance(
+        np.stack([small] * 3, axis=-1),
+        lambda images: model.predict(np.asarray(images)[..., 0].astype(np.uint8)),
+        labels=(label,),
+        top_labels=None,
+        hide_color=int(small.mean()),
+        num_samples=300,
+        segmentation_fn=lambda _image: found.segments,
+        random_seed=5,  # else lime draws one first from the masks' random stream
+    )
+    expected = dict(theirs.local_exp[label])
+    assert set(expected) == set(found.weights)
+    for segment, weight in expected.items():
+        assert found.weights[segment] == pytest.approx(weight, abs=1e-9)
+    assert found.fit == pytest.approx(theirs.score, abs=1e-9)
+
+
+def test_superpixels_are_connected_regions_of_similar_size() -> None:
+    from collections import deque
+
+    small = resize_face(face_crop())
+    labels = slic(small, 40)
+    ids, sizes = np.unique(labels, return_counts=True)
+    assert list(ids) == list(range(len(ids))), "labelled 0..n-1"
+    assert 25 <= len(ids) <= 50 and sizes.min() >= 0.5 * small.size / 36
+    for label in ids:  # one 4-connected piece per label
+        pixels = set(zip(*np.nonzero(labels == label), strict=True))
+        seen, queue = {next(iter(pixels))}, deque([next(iter(pixels))])
+        while queue:
+            y, x = queue.popleft()
+            for q in ((y - 1, x), (y + 1, x), (y, x - 1), (y, x + 1)):
+                if q in pixels and q not in seen:
+                    seen.add(q)
+                    queue.append(q)
+        assert seen == pixels, label
+    # They follow the face: brightness varies less inside a superpixel than inside a grid cell.
+    inside = np.mean([small[labels == label].std() for label in ids])
+    cell = 48 // 6
+    grid = np.mean(
+        [
+            small[y : y + cell, x : x + cell].std()
+            for y in range(0, 48, cell)
+            for x in range(0, 48, cell)
+        ]
+    )
+    assert inside < 0.8 * grid
+    assert np.array_equal(labels, slic(small, 40))
+
+
 def test_explanation_is_deterministic_with_a_seed() -> None:
     a = explain_face(face_crop(), RegionModel(), "happy", samples=300, seed=7)
     b = explain_face(face_crop(), RegionModel(), "happy", samples=300, seed=7)
@@ -117,9 +223,15 @@ def test_report_writes_album_and_caches_explanations(
     out = tmp_path / "report"
     engine = open_engine(db_url)
     first = build_report(engine, out, RegionModel(), n=3, min_probability=0, samples=200)
-    # 4 faces (the two astronauts are one burst, one kept per emotion), each explained once
-    # however many emotions list it.
-    assert (first.explained, first.cached) == (4, 0)
+    # One explanation per pick, of the face that earned it for the pick's emotion.
+    earned = {
+        (pick.photo_id, pick.deciding.number, emotion)
+        for emotion in EMOTIONS
+        for pick in top_photos(engine, emotion, 3, min_probability=0)
+        if pick.deciding is not None
+    }
+    assert (first.explained, first.cached) == (len(earned), 0)
+    assert first.explained <= first.picks
     index = (out / "index.html").read_text()
     for emotion in EMOTIONS:
         assert f'id="{emotion}"' in index
@@ -128,7 +240,7 @@ def test_report_writes_album_and_caches_explanations(
     pages = sorted(p.name for p in out.glob("*.html"))
     assert "happy-01.html" in pages
     page = (out / "happy-01.html").read_text()
-    assert "Explanation fit" in page and "Deletion check" in page
+    assert "Explains happy. Fit" in page and "Deletion check" in page
     for src in [s.split('"')[0] for s in page.split('src="')[1:]]:
         assert (out / src).is_file(), src
     manifest = json.loads((out / MANIFEST).read_text())["files"]
@@ -147,6 +259,94 @@ def test_report_writes_album_and_caches_explanations(
     assert not (out / "happy-03.html").exists(), "pages of the earlier run are cleaned up"
     originals = {p: p.stat().st_mtime_ns for p in library.rglob("*.jpg")}
     assert originals == {p: p.stat().st_mtime_ns for p in library.rglob("*.jpg")}
+
+
+class MoodModel:
+    """Every face looks happy (50%); a brighter face looks angrier (up to 40%)."""
+
+    model_id = "mood-model"
+
+    def predict(self, faces: np.ndarray) -> np.ndarray:
+        bright = np.asarray([np.asarray(f, np.float32).mean() / 255 for f in faces])
+        angry = 0.4 * bright
+        probs = np.repeat(((0.5 - angry) / 5)[:, None], 7, axis=1)
+        probs[:, EMOTIONS.index("happy")] = 0.5
+        probs[:, EMOTIONS.index("angry")] = angry
+        return probs
+
+
+@pytest.fixture
+def two_faces(tmp_path: Path, db_url: str) -> Path:
+    """One photo, two faces: a darkened mirror image (face 1) and the astronaut (face 2)."""
+    astronaut = skimage_photo("astronaut")
+    dim = (astronaut[:, ::-1] * 0.55).astype(np.uint8)
+    photo = save_jpeg(tmp_path / "two" / "pair.jpg", np.concatenate([astronaut, dim], axis=1))
+    scan_library(open_engine(db_url), [str(photo.parent)], faces=FaceOptions(MoodModel()))
+    return photo
+
+
+def test_a_pick_explains_its_emotion_on_the_face_that_earned_it(
+    two_faces: Path,
+    db_url: str,
+    tmp_path: Path,
+    runner: CliRunner,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Both faces look happy most; the brighter one (face 2) earns the angry pick, so the
+    page explains angry on face 2, and face 1 only says how to get its explanation."""
+    engine = open_engine(db_url)
+    with Session(engine) as session:
+        faces = {f.idx + 1: f for f in session.scalars(select(FaceRow))}
+        assert len(faces) == 2
+        assert all(np.argmax(f.probabilities) == EMOTIONS.index("happy") for f in faces.values())
+        assert faces[2].p_angry > faces[1].p_angry
+        ids = {n: f.id for n, f in faces.items()}
+    out = tmp_path / "report"
+    options = dict(n=3, emotions=["angry"], min_probability=0, samples=100)
+    summary = build_report(engine, out, MoodModel(), **options)
+    assert (summary.picks, summary.explained, summary.cached) == (1, 1, 0)
+    with Session(engine) as session:
+        rows = session.execute(select(ExplanationRow.face_id, ExplanationRow.emotion)).all()
+    assert rows == [(ids[2], "angry")], "one explanation: the pick's emotion, its face"
+    page = (out / "angry-01.html").read_text()
+    assert "Face 2 earned this pick" in page
+    heatmap = f"faces/{ids[2]}-angry-lime.png"
+    assert heatmap in page and (out / heatmap).is_file()
+    assert "lime.png" not in page.replace(heatmap, "")
+    assert page.count('class="face deciding"') == 1 and page.count('class="box deciding"') == 1
+    hint = f"photosort explain {two_faces} --face 1 --emotion angry --out face1-angry.png"
+    assert hint + " --samples 100" in page
+    assert "--face 2 --emotion" not in page
+    assert page.index('id="face-2"') < page.index('id="face-1"'), "the deciding face first"
+    index = (out / "index.html").read_text()
+    assert index.count('class="box deciding"') == 1 and index.count('class="box"') == 1
+
+    # The hint works as printed (from the CLI it names the library), and what it explains
+    # is cached: the next report shows it without computing anything.
+    from photosort import indexing
+
+    monkeypatch.setattr(indexing.LazyClassifier, "model", property(lambda self: MoodModel()))
+    monkeypatch.setattr(indexing.LazyClassifier, "model_id", "mood-model")
+    result = runner.invoke(cli, ["report", str(out), "--db", db_url, *_cli(options)])
+    assert result.exit_code == 0, result.output
+    page = (out / "angry-01.html").read_text()
+    command = page.split("<code>")[1].split("</code>")[0]
+    args = shlex.split(command.replace("face1-angry.png", str(tmp_path / "face1.png")))
+    assert args[-2] == "--db", "the hint names the library the report was given"
+    result = runner.invoke(cli, args[1:])
+    assert result.exit_code == 0, result.output
+    again = build_report(engine, out, MoodModel(), **options)
+    assert (again.explained, again.cached) == (0, 2)
+    page = (out / "angry-01.html").read_text()
+    assert f"faces/{ids[1]}-angry-lime.png" in page and "<code>" not in page
+
+
+def _cli(options: dict) -> list[str]:
+    return [
+        "-n", str(options["n"]), "--emotion", *options["emotions"],
+        "--min-probability", str(options["min_probability"]),
+        "--samples", str(options["samples"]),
+    ]  # fmt: skip
 
 
 def test_missing_photo_is_shown_from_its_crop(library: Path, db_url: str, tmp_path: Path) -> None:
@@ -453,3 +653,32 @@ def test_a_photo_the_scan_accepted_is_not_refused_by_the_report(
     build_report(open_engine(db_url), out, RegionModel(), n=10, min_probability=0, samples=60)
     assert "unreadable since the scan" not in (out / "index.html").read_text()
     assert any((out / "photos").iterdir())
+
+
+def test_album_copies_come_from_one_reduced_decode_per_photo(
+    library: Path, db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A photo listed under several emotions is decoded once, at the large copy's size (a
+    JPEG in draft mode), and its thumbnail is made from that decode."""
+    from photosort import reporting
+
+    real = reporting.read_image
+    reads: list[tuple[str, int | None]] = []
+
+    def counting(path: str, *, max_side: int | None = None, **kwargs: object) -> object:
+        reads.append((path, max_side))
+        return real(path, max_side=max_side, **kwargs)
+
+    monkeypatch.setattr(reporting, "read_image", counting)
+    out = tmp_path / "report"
+    summary = build_report(
+        open_engine(db_url), out, RegionModel(), n=3, min_probability=0, samples=60
+    )
+    paths = [path for path, _ in reads]
+    assert summary.picks > len(paths) == len(set(paths)), "each photo decoded once"
+    assert {side for _, side in reads} == {reporting.LARGE_SIDE}
+    for thumb in (out / "photos").glob("*-thumb.jpg"):
+        large = thumb.with_name(thumb.name.replace("-thumb", ""))
+        with Image.open(thumb) as t, Image.open(large) as big:
+            assert max(t.size) <= reporting.THUMB_SIDE and max(big.size) <= reporting.LARGE_SIDE
+            assert abs(t.width / t.height - big.width / big.height) < 0.02, "same framing"

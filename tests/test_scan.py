@@ -749,6 +749,7 @@ def test_other_detector_settings_find_faces_again(
                 fit=0.5,
                 deletion_support=0.1,
                 deletion_random=0.0,
+                deletion_spread=0.0,
                 segment_map=b"",
                 weights="[]",
                 created_at=utcnow(),

@@ -319,6 +319,45 @@ def test_an_older_library_is_upgraded_under_the_writer_lock_and_says_so(
     assert runner.invoke(cli, ["status", "--db", str(db)]).stderr == ""
 
 
+def test_upgrade_to_0006_retires_explanations_without_the_random_spread(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    migrate_to(url, "0005")
+    with sqlite3.connect(tmp_path / "old.db") as conn:
+        conn.execute(
+            "insert into photos (path, folder, size, mtime_ns, status, first_seen, last_seen,"
+            " read_at) values ('/a/b.jpg', '/a', 10, 5, 'ok', '2024-01-01', '2024-01-01',"
+            " '2024-01-01')"
+        )
+        conn.execute(OLD_FACE)
+        conn.execute(
+            "insert into explanations (face_id, model_id, emotion, samples, segments, seed,"
+            " probability, fit, deletion_support, deletion_random, segment_map, weights,"
+            " created_at) values (1, 'm', 'happy', 10, 4, 0, 0.98, 0.5, 0.1, 0.0, x'00', '{}',"
+            " '2024-01-01')"
+        )
+    engine = open_engine(url)
+    with sqlite3.connect(tmp_path / "old.db") as conn:
+        assert conn.execute("select count(*) from explanations").fetchone() == (0,)
+        assert conn.execute("select p_happy from faces").fetchall() == [(0.5,)]
+        columns = {row[1] for row in conn.execute("pragma table_info(explanations)")}
+        assert "deletion_spread" in columns
+        assert conn.execute("pragma freelist_count").fetchone() == (0,), "added in place"
+        indexes = {row[1] for row in conn.execute("pragma index_list(explanations)")}
+        assert "ix_explanations_face_id" in indexes
+        # Deleting the face still deletes its explanations (the rebuilt table keeps the FK).
+        conn.execute("pragma foreign_keys = on")
+        conn.execute(
+            "insert into explanations (face_id, model_id, emotion, samples, segments, seed,"
+            " probability, fit, deletion_support, deletion_random, deletion_spread,"
+            " segment_map, weights, created_at) values (1, 'm', 'happy', 10, 4, 0, 0.98, 0.5,"
+            " 0.1, 0.0, 0.02, x'00', '{}', '2024-01-01')"
+        )
+        conn.execute("delete from faces")
+        assert conn.execute("select count(*) from explanations").fetchone() == (0,)
+    current, head = schema_revisions(engine)
+    assert current == head
+
+
 def test_unreachable_postgres_is_a_one_line_error(runner: CliRunner, tmp_path: Path) -> None:
     url = "postgresql://nobody@127.0.0.1:1/photos"  # nothing listens on port 1
     result = runner.invoke(cli, ["status", "--db", url])
