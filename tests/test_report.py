@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from photosort.cli import cli
 from photosort.defaults import EMOTIONS
 from photosort.emotions import preprocess_faces, resize_face
-from photosort.explaining import RANDOM_DRAWS, deletion_check, explain_face, slic
+from photosort.explaining import RANDOM_DRAWS, deletion_check, explain_face, segment
 from photosort.indexing import FaceOptions, scan_library
 from photosort.ranking import top_photos
 from photosort.reporting import MANIFEST, ReportError, build_report
@@ -142,36 +142,11 @@ def test_deletion_check_hides_as_many_pixels_at_random_as_it_does_for_the_suppor
     assert all(abs(d - support) <= mean_area for d in draws), (support, draws)
 
 
-@pytest.mark.parametrize("model", [RegionModel(), ContrastModel()], ids=type)
-def test_explanations_are_the_lime_packages(model: RegionModel) -> None:
-    """photosort's numpy LIME gives the weights and fit lime's own image explainer gives."""
-    lime_image = pytest.importorskip("lime.lime_image")
-    small = resize_face(face_crop())
-    found = explain_face(face_crop(), model, "surprise", samples=300, seed=5)
-    label = EMOTIONS.index("surprise")
-    lime_image.tqdm = lambda iterable, *args, **kwargs: iterable  # its unconditional bar
-    theirs = lime_image.LimeImageExplainer(random_state=5).explain_instance(
-        np.stack([small] * 3, axis=-1),
-        lambda images: model.predict(np.asarray(images)[..., 0].astype(np.uint8)),
-        labels=(label,),
-        top_labels=None,
-        hide_color=int(small.mean()),
-        num_samples=300,
-        segmentation_fn=lambda _image: found.segments,
-        random_seed=5,  # else lime draws one first from the masks' random stream
-    )
-    expected = dict(theirs.local_exp[label])
-    assert set(expected) == set(found.weights)
-    for segment, weight in expected.items():
-        assert found.weights[segment] == pytest.approx(weight, abs=1e-9)
-    assert found.fit == pytest.approx(theirs.score, abs=1e-9)
-
-
 def test_superpixels_are_connected_regions_of_similar_size() -> None:
     from collections import deque
 
     small = resize_face(face_crop())
-    labels = slic(small, 40)
+    labels = segment(small, 40)
     ids, sizes = np.unique(labels, return_counts=True)
     assert list(ids) == list(range(len(ids))), "labelled 0..n-1"
     assert 25 <= len(ids) <= 50 and sizes.min() >= 0.5 * small.size / 36
@@ -196,7 +171,7 @@ def test_superpixels_are_connected_regions_of_similar_size() -> None:
         ]
     )
     assert inside < 0.8 * grid
-    assert np.array_equal(labels, slic(small, 40))
+    assert np.array_equal(labels, segment(small, 40))
 
 
 def test_explanation_is_deterministic_with_a_seed() -> None:
