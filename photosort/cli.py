@@ -797,9 +797,9 @@ def explain(
     else:
         click.echo(
             f"{out_path}: {found.emotion} {found.probability:.0%}, fit {found.fit:.2f}, "
-            f"deletion check {'passed' if found.faithful else 'failed'} (hiding the support: "
-            f"-{found.deletion_support:.1%}, as many pixels at random: "
-            f"-{found.deletion_random:.1%} ± {found.deletion_spread:.1%})"
+            f"deletion check {'passed' if found.faithful else 'failed'} (hiding the support "
+            f"lowers it by {found.deletion_support:.1%}, as many pixels at random by "
+            f"{found.deletion_random:.1%} ± {found.deletion_spread:.1%})"
         )
 
 
