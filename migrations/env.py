@@ -29,6 +29,12 @@ def _run(connection: object) -> None:
         render_as_batch=True,
         compare_type=True,
         include_object=include_object,
+        # photosort passes a callback to report each revision as it is applied.
+        **(
+            {"on_version_apply": config.attributes["on_version_apply"]}
+            if "on_version_apply" in config.attributes
+            else {}
+        ),
     )
     with context.begin_transaction():
         context.run_migrations()

@@ -11,6 +11,7 @@ import os
 import re
 import signal
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -156,8 +157,16 @@ def migrate_library(engine: Any) -> bool:
         "library this takes minutes",
         err=True,
     )
+    started = time.monotonic()
+
+    def applied(revision: str) -> None:
+        click.echo(
+            f"photosort: schema revision {revision} applied ({time.monotonic() - started:.1f} s)",
+            err=True,
+        )
+
     with writer_lock(engine.url, command="db upgrade"):
-        return upgrade(engine)
+        return upgrade(engine, applied)
 
 
 @contextmanager

@@ -399,12 +399,16 @@ def _pg_session(dbapi_connection: Any, _record: Any) -> None:
     dbapi_connection.commit()
 
 
-def _migrations_config(connection: Any) -> Any:
+def _migrations_config(connection: Any, applied: Callable[[str], None] | None = None) -> Any:
     from alembic.config import Config
 
     cfg = Config()
     cfg.set_main_option("script_location", str(resource_dir("migrations")))
     cfg.attributes["connection"] = connection
+    if applied is not None:
+        cfg.attributes["on_version_apply"] = lambda *, step, **_: applied(
+            ", ".join(step.up_revision_ids)
+        )
     return cfg
 
 
@@ -461,8 +465,12 @@ def pending_upgrade(engine: Engine) -> tuple[str | None, str] | None:
     return current, head
 
 
-def upgrade(engine: Engine) -> bool:
-    """Bring the schema up to the newest revision; return whether anything was applied."""
+def upgrade(engine: Engine, applied: Callable[[str], None] | None = None) -> bool:
+    """Bring the schema up to the newest revision; return whether anything was applied.
+
+    ``applied`` is called with each revision's id once it has run: a long upgrade shows
+    where it is.
+    """
     from alembic import command
 
     if pending_upgrade(engine) is None:
@@ -472,7 +480,7 @@ def upgrade(engine: Engine) -> bool:
             # Machines opening a new library at once: one migrates, the others then find it
             # current (SQLite serialises writers by itself).
             conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
-        command.upgrade(_migrations_config(conn), "head")
+        command.upgrade(_migrations_config(conn, applied), "head")
     return True
 
 

@@ -316,6 +316,9 @@ def test_an_older_library_is_upgraded_under_the_writer_lock_and_says_so(
     assert status.exit_code == 0, status.output
     head = schema_revisions(open_engine(url, migrate=False))[1]
     assert f"upgrading the library's schema from 0004 to {head}" in status.stderr
+    # Each revision says when it is done: a long upgrade shows where it is.
+    assert "schema revision 0005 applied" in status.stderr
+    assert f"schema revision {head} applied" in status.stderr
     assert runner.invoke(cli, ["status", "--db", str(db)]).stderr == ""
 
 
