@@ -42,8 +42,9 @@ class ClusterExecutor(Executor):
     def __init__(self, client: Any, address: str) -> None:
         self.client = client
         self.address = address
-        self._executor = client.get_executor(pure=False)
-        self._outstanding: set[Future[Any]] = set()
+        # Each call's own future beside the cluster's: the cluster forgets a result whose
+        # future is garbage-collected, so this keeps it until the call is done.
+        self._outstanding: dict[Future[Any], Any] = {}
         self._broken: BaseException | None = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -63,7 +64,7 @@ class ClusterExecutor(Executor):
 
     def _fail_all(self, exc: BaseException) -> None:
         with self._lock:
-            pending, self._outstanding = self._outstanding, set()
+            pending, self._outstanding = self._outstanding, {}
             self._broken = exc
         for future in pending:
             if not future.done():
@@ -77,32 +78,38 @@ class ClusterExecutor(Executor):
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
         if self._broken is not None:
             raise self.lost(self._broken)
+        outer: Future[Any] = Future()
         try:
-            inner = self._executor.submit(fn, *args, **kwargs)
+            inner = self.client.submit(fn, *args, pure=False, **kwargs)
         except Exception as exc:  # noqa: BLE001 - a closed client raises many types
             raise self.lost(exc) from None
-        outer: Future[Any] = Future()
         with self._lock:
-            self._outstanding.add(outer)
-
-        def relay(done: Future[Any]) -> None:
-            with self._lock:
-                if outer not in self._outstanding:
-                    return  # already failed by the watchdog
-                self._outstanding.discard(outer)
-            try:
-                outer.set_result(done.result())
-            except BaseException as exc:  # noqa: BLE001 - handed on through the future
-                if type(exc).__name__ == "KilledWorker":
-                    # The scheduler gave up on this call after it took down several
-                    # workers: it costs its photo only, like a lost local worker.
-                    exc = WorkerLost("the worker processes reading it were killed, each in turn")
-                elif _is_cluster_failure(exc):
-                    exc = self.lost(exc)
-                outer.set_exception(exc)
-
-        inner.add_done_callback(relay)
+            self._outstanding[outer] = inner
+        inner.add_done_callback(lambda done: self._relay(outer, done))
         return outer
+
+    def _relay(self, outer: Future[Any], done: Any) -> None:
+        """Hand a finished call's outcome on, by the cluster's own account of it."""
+        with self._lock:
+            if self._outstanding.pop(outer, None) is None:
+                return  # already failed by the watchdog
+        try:
+            if done.status == "finished":
+                outer.set_result(done.result())
+                return
+            exc = done.exception() if done.status == "error" else None
+        except Exception as lost:  # noqa: BLE001 - the client gone while asking
+            exc = lost
+        if exc is None or _is_cluster_failure(exc):
+            outer.set_exception(self.lost(exc or ConnectionError(done.status)))
+        elif type(exc).__name__ == "KilledWorker":
+            # The scheduler gave up on this call after it took down several workers: it
+            # costs its photo only, like a lost local worker.
+            outer.set_exception(
+                WorkerLost("the worker processes reading it were killed, each in turn")
+            )
+        else:
+            outer.set_exception(exc)
 
     def lost(self, exc: BaseException) -> ClusterError:
         return ClusterError(
@@ -112,7 +119,6 @@ class ClusterExecutor(Executor):
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         self._stop.set()
-        self._executor.shutdown(wait=False)
 
 
 def _is_cluster_failure(exc: BaseException) -> bool:
