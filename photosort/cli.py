@@ -694,7 +694,7 @@ def report(
     same_library = []
     source = click.get_current_context().get_parameter_source("db_url")
     if db_url is not None and source == ParameterSource.COMMANDLINE:
-        same_library += ["--db", shown_url(db_url)]
+        same_library += ["--db", shown_url(db_url, for_command=True)]
     if model_path is not None:
         same_library += ["--model", model_path]
     with user_errors(), progress_bar("Explaining", picks, show_progress(quiet)) as advance:

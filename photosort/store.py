@@ -317,15 +317,19 @@ def driver_url(url: str | URL) -> URL:
     return parsed
 
 
-def shown_url(url: str | URL) -> str:
+def shown_url(url: str | URL, *, for_command: bool = False) -> str:
     """The library for messages: an SQLite file's plain path, else its URL with the password
-    hidden and the driver photosort picks left out."""
+    hidden and the driver photosort picks left out. ``for_command``: the password left out
+    altogether, for a command written into a page (libpq finds it in ~/.pgpass or
+    $PGPASSWORD), rather than a masked one no command could use."""
     db_file = sqlite_file(url)
     if db_file is not None:
         return str(db_file)
     parsed = make_url(url)
     if parsed.drivername == "postgresql+psycopg":
         parsed = parsed.set(drivername="postgresql")
+    if for_command:
+        return parsed._replace(password=None).render_as_string(hide_password=False)
     return parsed.render_as_string(hide_password=True)
 
 
