@@ -245,6 +245,39 @@ def test_move_into_a_folder_scanned_first_and_copy(
     assert rows[str(copy)].id != rows[str(album / "people" / "astronaut.jpg")].id
 
 
+def test_copies_of_a_moved_photo_found_at_once_never_share_its_row(
+    album: Path, db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two scans of other folders each find a copy of a photo that left its place, at the
+    same moment: the one that moves the row first keeps it, the other records a new photo."""
+    engine = open_engine(db_url)
+    scan_library(engine, [str(album)], workers=1)
+    old = album / "pets" / "chelsea.jpg"
+    before = photos(db_url)[str(old)]
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir()
+    second.mkdir()
+    shutil.copy2(old, second / "chelsea.jpg")
+    shutil.move(old, first / "chelsea.jpg")
+    take_over = indexing._Writer._take_over
+    raced: dict[str, ScanReport] = {}
+
+    def second_scan_gets_there_first(self: object, row: Photo, entry: object) -> bool:
+        if not raced:  # between the first scan reading the row and moving it
+            monkeypatch.setattr(indexing._Writer, "_take_over", take_over)
+            raced["second"] = scan_library(engine, [str(second)], workers=1)
+        return take_over(self, row, entry)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(indexing._Writer, "_take_over", second_scan_gets_there_first)
+    report = scan_library(engine, [str(first)], workers=1)
+    assert (raced["second"].moved, raced["second"].new) == (1, 0)
+    assert (report.moved, report.new) == (0, 1)
+    rows = photos(db_url)
+    assert rows[str(second / "chelsea.jpg")].id == before.id
+    assert rows[str(first / "chelsea.jpg")].id != before.id
+    assert str(old) not in rows
+
+
 def test_deleted_file_is_missing_then_pruned(runner: CliRunner, album: Path, db_url: str) -> None:
     scan_json(runner, db_url, album)
     gone = album / "things" / "rocket.jpg"
