@@ -535,26 +535,32 @@ class _Writer:
             select(Photo).where(Photo.content_hash == facts.content_hash).order_by(Photo.id)
         ).all()
         for candidate in candidates:
-            gone = candidate.status == "missing" or not os.path.exists(candidate.path)
-            if gone and self._take_over(candidate, entry):
+            there = os.path.exists(candidate.path)
+            if (candidate.status == "missing" or not there) and self._take_over(
+                candidate, entry, still_missing=there
+            ):
                 return candidate
         return None
 
-    def _take_over(self, row: Photo, entry: FileEntry) -> bool:
+    def _take_over(self, row: Photo, entry: FileEntry, *, still_missing: bool) -> bool:
         """Give ``row`` the moved file's place, unless another scan moved it first.
 
         A scan of another folder may find a copy of the same photo at the same time: the
-        row moves only if its path is still the one read, so one row never ends up with two
-        files, and the scan that loses records its copy as a new photo. The batch is
-        committed first, so this scan holds no other row while it waits for this one (a
-        scan marking its folder's photos missing holds it), and no two scans wait for each
-        other; the move commits at once for the same reason.
+        row moves only if its path is still the one read (and, when its file is there, it
+        is still missing: not found again meanwhile by the scan of its folder), so one row
+        never ends up with two files, and the scan that loses records its copy as a new
+        photo. The batch is committed first, so this scan holds no other row while it waits
+        for this one (a scan marking its folder's photos missing holds it), and no two scans
+        wait for each other; the move commits at once for the same reason.
         """
         self.session.commit()
         restored = case((Photo.error.is_(None), "ok"), else_="unreadable")
+        unchanged = [Photo.id == row.id, Photo.path == row.path]
+        if still_missing:
+            unchanged.append(Photo.status == "missing")
         moved = self.session.execute(
             update(Photo)
-            .where(Photo.id == row.id, Photo.path == row.path)
+            .where(*unchanged)
             .values(
                 path=entry.path,
                 folder=entry.folder,
