@@ -352,8 +352,8 @@ def scan(
         photosort scan ~/Pictures /media/usb/DCIM --json
         photosort scan /mnt/nas/photos --cluster tcp://scheduler:8786
     """
-    from photosort.indexing import FaceOptions, LazyClassifier, scan_library
-    from photosort.scanning import check_root, count_files
+    from photosort.indexing import FaceOptions, LazyClassifier, scan_library, scan_roots
+    from photosort.scanning import count_files
     from photosort.store import writer_lock
 
     engine = open_library(db_url, create=True)
@@ -369,8 +369,10 @@ def scan(
     handle_termination()
     bar_wanted = show_progress(quiet)
     try:
-        with user_errors(), writer_lock(engine.url):
-            total = count_files([check_root(p) for p in paths]) if bar_wanted else 0
+        with user_errors():
+            roots = scan_roots(paths)
+        with user_errors(), writer_lock(engine.url, roots=roots):
+            total = count_files(roots) if bar_wanted else 0
             with progress_bar("Scanning", total, bar_wanted, file_label) as advance:
                 report = scan_library(
                     engine,

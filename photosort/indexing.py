@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 import numpy as np
 from PIL import Image
-from sqlalchemy import Engine, and_, not_, or_, select, update
+from sqlalchemy import Engine, and_, case, not_, or_, select, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
@@ -193,7 +193,7 @@ def scan_library(
     With ``cluster`` (a Dask scheduler's address) the per-photo work runs on that cluster's
     workers instead of local processes.
     """
-    roots = _dedupe_roots([check_root(p) for p in paths])
+    roots = scan_roots(paths)
     report = ScanReport()
     started = time.perf_counter()
     now = utcnow()
@@ -252,7 +252,7 @@ def scan_library(
             # can end the scan.
             report.missing = _mark_missing(session, roots, unlisted, now)
             if faces is not None:
-                _reclassify(session, faces, report)
+                _reclassify(session, faces, report, roots)
             scan.state = "done"
         except BaseException:
             # Keep the committed batches; the open one may hold a half-applied photo.
@@ -271,10 +271,11 @@ def scan_library(
     return report
 
 
-def _dedupe_roots(roots: list[str]) -> list[str]:
-    """Drop roots inside other roots, so no folder is walked twice."""
+def scan_roots(paths: Sequence[str]) -> list[str]:
+    """The folders (and files) a scan of ``paths`` walks and claims: resolved, checked
+    (WalkError), and without any inside another, so no folder is walked twice."""
     kept: list[str] = []
-    for root in sorted(set(roots)):
+    for root in sorted({check_root(p) for p in paths}):
         if not any(root.startswith(k.rstrip(os.sep) + os.sep) for k in kept):
             kept.append(root)
     return kept
@@ -374,10 +375,19 @@ def _set_probabilities(
     return len(faces)
 
 
-def _reclassify(session: Session, options: FaceOptions, report: ScanReport) -> None:
-    """Classify stored crops whose probabilities are missing, failed or came from another
-    model."""
-    stale = select(FaceRow).order_by(FaceRow.id).limit(CLASSIFY_BATCH)
+def _reclassify(
+    session: Session, options: FaceOptions, report: ScanReport, roots: list[str]
+) -> None:
+    """Classify stored crops under ``roots`` whose probabilities are missing, failed or came
+    from another model. Only this scan's folders: a scan of other folders running beside it
+    owns theirs, and may be replacing their faces."""
+    under = select(Photo.id).where(or_(*(path_under(Photo.path, root) for root in roots)))
+    stale = (
+        select(FaceRow)
+        .where(FaceRow.photo_id.in_(under))
+        .order_by(FaceRow.id)
+        .limit(CLASSIFY_BATCH)
+    )
     if not options.reclassify:
         stale = stale.where(
             FaceRow.model_id.is_(None)
@@ -454,7 +464,6 @@ class _Writer:
         if row is None:
             moved = self._find_moved(entry, facts)
             if moved is not None:
-                self._touch(moved, entry)
                 report.moved += 1
                 return moved
             report.new += 1
@@ -518,21 +527,56 @@ class _Writer:
             raise
 
     def _find_moved(self, entry: FileEntry, facts: FileFacts) -> Photo | None:
-        """A row with the same content whose file is gone: the same photo, moved here."""
+        """A row with the same content whose file is gone: the same photo, moved here and
+        taken over (``_take_over``)."""
         if facts.content_hash is None:
             return None
         candidates = self.session.scalars(
             select(Photo).where(Photo.content_hash == facts.content_hash).order_by(Photo.id)
-        )
+        ).all()
         for candidate in candidates:
-            if candidate.status == "missing" or not os.path.exists(candidate.path):
+            there = os.path.exists(candidate.path)
+            if (candidate.status == "missing" or not there) and self._take_over(
+                candidate, entry, still_missing=there
+            ):
                 return candidate
         return None
 
+    def _take_over(self, row: Photo, entry: FileEntry, *, still_missing: bool) -> bool:
+        """Give ``row`` the moved file's place, unless another scan moved it first.
+
+        A scan of another folder may find a copy of the same photo at the same time: the
+        row moves only if its path is still the one read (and, when its file is there, it
+        is still missing: not found again meanwhile by the scan of its folder), so one row
+        never ends up with two files, and the scan that loses records its copy as a new
+        photo. The batch is committed first, so this scan holds no other row while it waits
+        for this one (a scan marking its folder's photos missing holds it), and no two scans
+        wait for each other; the move commits at once for the same reason.
+        """
+        self.session.commit()
+        restored = case((Photo.error.is_(None), "ok"), else_="unreadable")
+        unchanged = [Photo.id == row.id, Photo.path == row.path]
+        if still_missing:
+            unchanged.append(Photo.status == "missing")
+        moved = self.session.execute(
+            update(Photo)
+            .where(*unchanged)
+            .values(
+                path=entry.path,
+                folder=entry.folder,
+                size=entry.size,
+                mtime_ns=entry.mtime_ns,
+                last_seen=self.now,
+                status=restored,
+            )
+            .execution_options(synchronize_session=False)
+        )
+        self.session.commit()
+        self.session.refresh(row)
+        return moved.rowcount == 1
+
     def _touch(self, row: Photo, entry: FileEntry) -> None:
-        """Same content, new place or new timestamp: keep identity and derived data."""
-        row.path = entry.path
-        row.folder = entry.folder
+        """Same content, new timestamp: keep identity and derived data."""
         row.size = entry.size
         row.mtime_ns = entry.mtime_ns
         row.last_seen = self.now

@@ -59,6 +59,10 @@ BUSY_SECONDS = 10
 SCAN_LOCK_KEY = 0x70686F746F736F72
 """PostgreSQL advisory lock key ("photosor" in ASCII) of the writer lock; per database."""
 MIGRATION_LOCK_KEY = SCAN_LOCK_KEY + 1
+CLAIMS_LOCK_KEY = SCAN_LOCK_KEY + 2
+"""Held while a scan reads and adds ``scan_claims`` rows, so overlapping claims never both pass."""
+CLAIM_LOCK_CLASS = 0x70686F74
+"""First key of the two-key advisory lock a running scan holds on its claim row's id."""
 LOCK_WAIT_SECONDS = 3.0
 """How long a second writer waits for the lock before it is refused with the holder named."""
 CONNECT_TIMEOUT_SECONDS = 10
@@ -166,6 +170,18 @@ class Scan(Base):
     counts: Mapped[str | None] = mapped_column(Text)
 
 
+class ScanClaim(Base):
+    """The folders a running scan of a PostgreSQL library writes (``writer_lock``)."""
+
+    __tablename__ = "scan_claims"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    roots: Mapped[str] = mapped_column(Text)
+    host: Mapped[str] = mapped_column(Text)
+    pid: Mapped[int] = mapped_column(Integer)
+    claimed_at: Mapped[datetime] = mapped_column(DateTime)
+
+
 class ExplanationRow(Base):
     """A cached LIME explanation, keyed by face, model and parameters.
 
@@ -240,6 +256,12 @@ def path_under(column: Any, folder: str) -> Any:
     upper = prefix[:-1] + chr(ord(os.sep) + 1)
     ordered = _CodepointOrder(column)
     return or_(column == folder, and_(ordered >= prefix, ordered < upper))
+
+
+def roots_overlap(a: str, b: str) -> bool:
+    """Whether two scanned paths share photos: the same, or one inside the other."""
+    a_dir, b_dir = a.rstrip(os.sep) + os.sep, b.rstrip(os.sep) + os.sep
+    return a == b or a.startswith(b_dir) or b.startswith(a_dir)
 
 
 def chunked(items: Sequence[T], size: int = SQL_CHUNK) -> Iterator[Sequence[T]]:
@@ -596,19 +618,27 @@ os.register_at_fork(after_in_child=_close_held_locks_in_child)
 
 @contextmanager
 def writer_lock(
-    url: str | URL, *, command: str = "scan", wait: float = LOCK_WAIT_SECONDS
+    url: str | URL,
+    *,
+    command: str = "scan",
+    wait: float | None = None,
+    roots: Sequence[str] | None = None,
 ) -> Iterator[None]:
-    """Hold the library's writer lock, so that two commands never write it at once.
+    """Hold the library's writer lock, so that commands never write the same photos at once.
 
-    Every command that writes (scan, prune, relocate, db upgrade) takes it. A second writer
-    waits up to ``wait`` seconds (a scan that is just finishing), then is refused with the
-    holder's command and process id. For an SQLite file the lock is an advisory ``flock`` on
-    ``<db>.lock`` beside it, which the kernel releases when the process dies, even by
-    SIGKILL, and which forked workers do not keep (``_close_held_locks_in_child``): no stale
-    locks to clean up. PostgreSQL has its own (``_pg_writer_lock``).
+    Every command that writes takes it. ``prune``, ``relocate`` and ``db upgrade`` (no
+    ``roots``) take the whole library. A scan passes its ``roots``: on PostgreSQL it shares
+    the library with scans of other folders and is refused only beside one whose roots
+    overlap its own (``_pg_writer_lock``); an SQLite file has one writer at a time. A writer
+    that cannot start waits up to ``wait`` seconds (default ``LOCK_WAIT_SECONDS``: a scan
+    that is just finishing), then is refused with the holder named. For an SQLite file the
+    lock is an advisory ``flock`` on ``<db>.lock`` beside it, which the kernel releases when
+    the process dies, even by SIGKILL, and which forked workers do not keep
+    (``_close_held_locks_in_child``): no stale locks to clean up.
     """
+    wait = LOCK_WAIT_SECONDS if wait is None else wait
     if make_url(url).get_backend_name() == "postgresql":
-        with _pg_writer_lock(url, command, wait):
+        with _pg_writer_lock(url, command, wait, roots):
             yield
         return
     db_file = sqlite_file(url)
@@ -662,14 +692,18 @@ _WRITER_NAME = re.compile(r"photosort (\w[\w ]*) (\d+)@(.*)")
 
 
 @contextmanager
-def _pg_writer_lock(url: str | URL, command: str, wait: float) -> Iterator[None]:
-    """The writer lock on PostgreSQL: a session-level advisory lock on a connection of its own.
+def _pg_writer_lock(
+    url: str | URL, command: str, wait: float, roots: Sequence[str] | None
+) -> Iterator[None]:
+    """The writer lock on PostgreSQL: session-level advisory locks on a connection of its own.
 
-    Machines that share the library see the same lock. The connection's
-    ``application_name`` carries this process's id and host, which ``pg_stat_activity``
-    shows to every role, so a refused writer can name the holder. The server drops the
-    lock when the session ends: when the holder exits or is killed, and, through the TCP
-    keepalives set here, within about two minutes of its machine vanishing.
+    The library lock is taken shared by scans and exclusively by the other writers, so
+    scans run together and ``prune`` runs alone. A scan then claims its roots
+    (``_claim_roots``). Machines that share the library see the same locks. The
+    connection's ``application_name`` carries this process's id and host, which
+    ``pg_stat_activity`` shows to every role, so a refused writer can name the holder. The
+    server drops the locks when the session ends: when the holder exits or is killed, and,
+    through the TCP keepalives set here, within about two minutes of its machine vanishing.
     """
     parsed = driver_url(url)
     shown = shown_url(url)
@@ -684,19 +718,79 @@ def _pg_writer_lock(url: str | URL, command: str, wait: float) -> Iterator[None]
             conn = engine.connect()
             for setting in ("idle = 60", "interval = 10", "count = 6"):
                 conn.exec_driver_sql(f"SET tcp_keepalives_{setting}")
-            lock = text("SELECT pg_try_advisory_lock(:key)").bindparams(key=SCAN_LOCK_KEY)
-            acquired = _try_for(wait, lambda: bool(conn.scalar(lock)))
-            holder = "" if acquired else _pg_lock_holder(conn)
+            mode = "_shared" if roots is not None else ""
+            lock = text(f"SELECT pg_try_advisory_lock{mode}(:key)").bindparams(key=SCAN_LOCK_KEY)
+            refusal = ""
+            if not _try_for(wait, lambda: bool(conn.scalar(lock))):
+                refusal = f"another {_pg_lock_holder(conn)} is writing {shown}"
+            elif roots is not None:
+                refusal = _claim_roots(conn, roots, wait, shown)
         except (OperationalError, DatabaseError) as exc:
             reason = first_line(exc.orig or exc)
             raise StoreError(f"cannot lock database {shown}: {reason}") from exc
-        if holder:
-            raise StoreError(f"another {holder} is writing {shown}; wait for it to finish")
+        if refusal:
+            raise StoreError(f"{refusal}; wait for it to finish")
         yield
     finally:
         if conn is not None:
-            conn.close()  # ends the session, which releases the lock
+            conn.close()  # ends the session, which releases the locks
         engine.dispose()
+
+
+_DELETE_STALE_CLAIMS = text(
+    """
+    DELETE FROM scan_claims AS c
+    WHERE NOT EXISTS (
+        SELECT FROM pg_locks AS l
+        WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
+          AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+          AND l.classid::bigint = :cls AND l.objid::bigint = c.id)
+    """
+).bindparams(cls=CLAIM_LOCK_CLASS)
+
+
+def _claim_roots(conn: Any, roots: Sequence[str], wait: float, shown: str) -> str:
+    """Record this scan's roots unless a running scan's overlap them; return the refusal.
+
+    The row is tied to this session by an advisory lock on its id, which the server drops
+    with the session: a row without its lock was left by a killed scan, and is deleted
+    here. Claims are read and added under ``CLAIMS_LOCK_KEY``, so two scans of one folder
+    starting together never both pass. The row needs no deleting on the way out.
+    """
+    table = ScanClaim.__table__
+    refusal = ""
+
+    def attempt() -> bool:
+        nonlocal refusal
+        conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": CLAIMS_LOCK_KEY})
+        try:
+            conn.execute(_DELETE_STALE_CLAIMS)
+            for claim in conn.execute(select(table)):
+                theirs = json.loads(claim.roots)
+                clash = next((r for r in theirs for o in roots if roots_overlap(r, o)), None)
+                if clash is not None:
+                    refusal = f"another photosort scan (pid {claim.pid} on {claim.host}) is "
+                    refusal += f"scanning {clash} into {shown}"
+                    return False
+            claim_id = conn.scalar(
+                table.insert()
+                .values(
+                    roots=json.dumps(list(roots)),
+                    host=socket.gethostname(),
+                    pid=os.getpid(),
+                    claimed_at=utcnow(),
+                )
+                .returning(table.c.id)
+            )
+            conn.execute(
+                text("SELECT pg_advisory_lock(:cls, :id)"),
+                {"cls": CLAIM_LOCK_CLASS, "id": claim_id},
+            )
+            return True
+        finally:
+            conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": CLAIMS_LOCK_KEY})
+
+    return "" if _try_for(wait, attempt) else refusal
 
 
 def _pg_lock_holder(conn: Any) -> str:

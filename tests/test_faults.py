@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -24,11 +25,15 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from PIL import Image
+from sqlalchemy import create_engine
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.pool import NullPool
 
 from photosort.cli import cli
 from photosort.sample import skimage_photo
 from photosort.scanning import examine
-from photosort.store import writer_lock
+from photosort.store import driver_url, writer_lock
 from tests.conftest import ALBUM_PHOTOS, build_test_album
 
 READ_SECONDS = 3.0
@@ -508,3 +513,187 @@ def test_report_works_while_a_scan_rereads_changed_photos(
         (0,)
     ]
     assert query(db, "SELECT count(*) FROM faces")[0][0] > 0
+
+
+# --- PostgreSQL: scans of disjoint folders at once ---
+
+
+def pg_claims(url: str) -> list[int]:
+    """The pids in the library's scan claims, live or left by a killed scan."""
+    from sqlalchemy import select
+
+    from photosort.store import ScanClaim
+
+    engine = create_engine(driver_url(url), poolclass=NullPool)
+    try:
+        with engine.connect() as conn:
+            return sorted(conn.scalars(select(ScanClaim.pid)))
+    except DBAPIError:
+        return []  # not created yet
+    finally:
+        engine.dispose()
+
+
+def library_rows(url: str) -> set[tuple]:
+    """Every photo as a comparable tuple: what it is, and how many faces it has."""
+    from sqlalchemy import func, select
+
+    from photosort.store import FaceRow, Photo, open_engine
+
+    engine = open_engine(url)
+    try:
+        with engine.connect() as conn:
+            faces = func.count(FaceRow.id)
+            query = (
+                select(Photo.path, Photo.content_hash, Photo.status, Photo.faces_state, faces)
+                .outerjoin(FaceRow)
+                .group_by(Photo.id)
+            )
+            return {tuple(row) for row in conn.execute(query)}
+    finally:
+        engine.dispose()
+
+
+def photo_ids(url: str) -> dict[str, int]:
+    from sqlalchemy import select
+
+    from photosort.store import Photo, open_engine
+
+    engine = open_engine(url)
+    try:
+        with engine.connect() as conn:
+            return dict(conn.execute(select(Photo.path, Photo.id)).all())
+    finally:
+        engine.dispose()
+
+
+def scan_spans(url: str) -> list[tuple]:
+    from sqlalchemy import select
+
+    from photosort.store import Scan, open_engine
+
+    engine = open_engine(url)
+    try:
+        with engine.connect() as conn:
+            return list(conn.execute(select(Scan.started_at, Scan.finished_at).order_by(Scan.id)))
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture
+def two_albums(tmp_path: Path, large_photo: Path) -> tuple[Path, Path]:
+    """Two folders of the test album, each with a dozen large photos to find faces in: a
+    scan of either takes seconds."""
+    folders = (tmp_path / "one", tmp_path / "two")
+    for folder in folders:
+        build_test_album(folder)
+        (folder / "bulk").mkdir()
+        for i in range(12):
+            os.link(large_photo, folder / "bulk" / f"p{i:02d}.png")
+    return folders
+
+
+def test_scans_of_disjoint_folders_run_together_and_equal_one_scan(
+    runs: Runs, postgres_url: str, two_albums: tuple[Path, Path], tmp_path: Path
+) -> None:
+    procs = [
+        runs.start("scan", str(folder), "--db", postgres_url, "--json", "--workers=1")
+        for folder in two_albums
+    ]
+    reports = []
+    for proc in procs:
+        assert runs.finish(proc) == 0, runs.output(proc)
+        reports.append(json.loads(runs.output(proc)[0]))
+    (first_start, first_end), (second_start, second_end) = scan_spans(postgres_url)
+    assert first_start < second_end and second_start < first_end, "they ran one after the other"
+    alone = f"sqlite:///{tmp_path / 'alone.db'}"
+    both = runs.start("scan", *map(str, two_albums), "--db", alone, "--json", "--workers=1")
+    assert runs.finish(both) == 0, runs.output(both)
+    single = json.loads(runs.output(both)[0])
+    for key in ("scanned", "new", "moved", "missing", "errors", "faces", "classified"):
+        assert reports[0][key] + reports[1][key] == single[key], key
+    assert single["faces"] > 0 and single["new"] == 2 * (ALBUM_PHOTOS + 12)
+    assert library_rows(postgres_url) == library_rows(alone)
+    assert pg_claims(postgres_url) == sorted(proc.pid for proc in procs)  # left, not live
+    gone_within(runs.seen, 5.0)
+
+
+def test_overlapping_scans_and_prune_are_refused_until_the_scan_is_killed(
+    runs: Runs,
+    postgres_url: str,
+    big_album: Path,
+    two_albums: tuple[Path, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A scan running (with faces, so it takes long) refuses only scans of its folder, of one
+    inside it or of one holding it, naming itself; a scan of another folder runs beside it.
+    SIGKILL leaves its claim in the table, and the next scan of its folder sees it is dead."""
+    from photosort import store
+
+    monkeypatch.setattr(store, "LOCK_WAIT_SECONDS", 0.5)
+    runner = CliRunner()
+    root = os.path.realpath(big_album)
+    proc = runs.start("scan", str(big_album), "--db", postgres_url, "--quiet", "--workers=1")
+    runs.wait_for(proc, lambda: pg_claims(postgres_url) == [proc.pid])
+    holder = f"another photosort scan (pid {proc.pid} on {socket.gethostname()})"
+    shown = make_url(postgres_url).render_as_string(hide_password=True)
+    for overlapping in (big_album, big_album / "bulk", big_album.parent):
+        refused = runner.invoke(cli, ["scan", str(overlapping), "--db", postgres_url])
+        assert refused.exit_code == 1
+        expected = f"Error: {holder} is scanning {root} into {shown}; wait for it to finish\n"
+        assert refused.output == expected
+    for command in (["prune"], ["relocate", str(big_album), str(tmp_path)]):
+        refused = runner.invoke(cli, [*command, "--db", postgres_url])
+        assert refused.exit_code == 1
+        assert refused.output == f"Error: {holder} is writing {shown}; wait for it to finish\n"
+    beside = runner.invoke(
+        cli, ["scan", str(two_albums[0]), "--db", postgres_url, "--json", "--no-faces"]
+    )
+    assert beside.exit_code == 0, beside.output
+    assert json.loads(beside.stdout)["new"] == ALBUM_PHOTOS + 12
+    assert proc.poll() is None, "the scan was not caught midway"
+    proc.kill()
+    assert runs.finish(proc) == -signal.SIGKILL
+    assert proc.pid in pg_claims(postgres_url)
+    monkeypatch.setattr(store, "LOCK_WAIT_SECONDS", 3.0)  # time for the server to notice
+    after = runner.invoke(cli, ["scan", str(big_album), "--db", postgres_url, "--no-faces"])
+    assert after.exit_code == 0, after.output
+    assert proc.pid not in pg_claims(postgres_url)
+    assert runner.invoke(cli, ["prune", "--db", postgres_url]).exit_code == 0
+    gone_within(runs.seen, 5.0)
+
+
+def test_photos_moved_between_concurrently_scanned_folders_keep_their_identity(
+    runs: Runs, postgres_url: str, two_albums: tuple[Path, Path]
+) -> None:
+    """Each scan takes over the row of the photo that came from the other's folder (by its
+    content hash). A scan that ends its walk first may mark its photo that left missing
+    (its report says so); the other then takes the row over all the same."""
+    one, two = two_albums
+    first = runs.start("scan", str(one), str(two), "--db", postgres_url, "--workers=1")
+    assert runs.finish(first) == 0, runs.output(first)
+    before = photo_ids(postgres_url)
+    moves = {
+        one / "people" / "astronaut.jpg": two / "people" / "astronaut from one.jpg",
+        two / "pets" / "chelsea.jpg": one / "pets" / "chelsea from two.jpg",
+    }
+    for old, new in moves.items():
+        old.rename(new)
+    procs = [
+        runs.start("scan", str(folder), "--db", postgres_url, "--json", "--workers=1")
+        for folder in two_albums
+    ]
+    reports = []
+    for proc in procs:
+        assert runs.finish(proc) == 0, runs.output(proc)
+        reports.append(json.loads(runs.output(proc)[0]))
+    assert [(r["moved"], r["new"]) for r in reports] == [(1, 0), (1, 0)]
+    assert all(r["missing"] <= 1 for r in reports)
+    after = photo_ids(postgres_url)
+    assert len(after) == len(before)
+    for old, new in moves.items():
+        assert after[str(new)] == before[str(old)]
+    statuses = {status for _, _, status, _, _ in library_rows(postgres_url)}
+    assert "missing" not in statuses
+    gone_within(runs.seen, 5.0)

@@ -12,6 +12,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -243,6 +244,70 @@ def test_move_into_a_folder_scanned_first_and_copy(
     rows = photos(db_url)
     assert rows[str(new)].id == before.id
     assert rows[str(copy)].id != rows[str(album / "people" / "astronaut.jpg")].id
+
+
+def race_take_over(
+    monkeypatch: pytest.MonkeyPatch, other_scan: Callable[[], ScanReport]
+) -> list[ScanReport]:
+    """Run ``other_scan`` once, between a scan reading a moved photo's row and moving it."""
+    take_over = indexing._Writer._take_over
+    raced: list[ScanReport] = []
+
+    def other_scan_first(self: object, row: Photo, entry: object, **kw: bool) -> bool:
+        monkeypatch.setattr(indexing._Writer, "_take_over", take_over)
+        raced.append(other_scan())
+        return take_over(self, row, entry, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(indexing._Writer, "_take_over", other_scan_first)
+    return raced
+
+
+def test_copies_of_a_moved_photo_found_at_once_never_share_its_row(
+    album: Path, db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two scans of other folders each find a copy of a photo that left its place, at the
+    same moment: the one that moves the row first keeps it, the other records a new photo."""
+    engine = open_engine(db_url)
+    scan_library(engine, [str(album)], workers=1)
+    old = album / "pets" / "chelsea.jpg"
+    before = photos(db_url)[str(old)]
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir()
+    second.mkdir()
+    shutil.copy2(old, second / "chelsea.jpg")
+    shutil.move(old, first / "chelsea.jpg")
+    raced = race_take_over(monkeypatch, lambda: scan_library(engine, [str(second)], workers=1))
+    report = scan_library(engine, [str(first)], workers=1)
+    assert (raced[0].moved, raced[0].new) == (1, 0)
+    assert (report.moved, report.new) == (0, 1)
+    rows = photos(db_url)
+    assert rows[str(second / "chelsea.jpg")].id == before.id
+    assert rows[str(first / "chelsea.jpg")].id != before.id
+    assert str(old) not in rows
+
+
+def test_a_missing_photo_found_again_at_its_place_keeps_its_row_from_a_copy(
+    album: Path, db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A photo marked missing comes back: the scan of its folder finds it again while a scan
+    of another folder finds a copy. The copy never takes the row the original got back."""
+    engine = open_engine(db_url)
+    scan_library(engine, [str(album)], workers=1)
+    photo = album / "pets" / "chelsea.jpg"
+    before = photos(db_url)[str(photo)]
+    away = tmp_path / "chelsea.jpg"
+    shutil.move(photo, away)
+    assert scan_library(engine, [str(album)], workers=1).missing == 1
+    shutil.move(away, photo)
+    other = tmp_path / "other"
+    other.mkdir()
+    shutil.copy2(photo, other / "chelsea.jpg")
+    raced = race_take_over(monkeypatch, lambda: scan_library(engine, [str(album)], workers=1))
+    report = scan_library(engine, [str(other)], workers=1)
+    assert raced[0].missing == 0 and (report.moved, report.new) == (0, 1)
+    rows = photos(db_url)
+    assert (rows[str(photo)].id, rows[str(photo)].status) == (before.id, "ok")
+    assert rows[str(other / "chelsea.jpg")].id != before.id
 
 
 def test_deleted_file_is_missing_then_pruned(runner: CliRunner, album: Path, db_url: str) -> None:

@@ -38,6 +38,7 @@ from photosort.store import (
     open_engine,
     path_under,
     relocate,
+    roots_overlap,
     schema_revisions,
     stored_paths,
     utcnow,
@@ -359,6 +360,42 @@ def test_upgrade_to_0006_retires_explanations_without_the_random_spread(tmp_path
         assert conn.execute("select count(*) from explanations").fetchone() == (0,)
     current, head = schema_revisions(engine)
     assert current == head
+
+
+def test_upgrade_to_0007_adds_an_empty_claims_table_and_keeps_rows(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    migrate_to(url, "0006")
+    with sqlite3.connect(tmp_path / "old.db") as conn:
+        conn.execute(
+            "insert into photos (path, folder, size, mtime_ns, status, first_seen, last_seen,"
+            " read_at) values ('/a/b.jpg', '/a', 10, 5, 'ok', '2024-01-01', '2024-01-01',"
+            " '2024-01-01')"
+        )
+        conn.execute(OLD_FACE)
+    engine = open_engine(url)
+    with sqlite3.connect(tmp_path / "old.db") as conn:
+        assert conn.execute("select path from photos").fetchall() == [("/a/b.jpg",)]
+        assert conn.execute("select p_happy from faces").fetchall() == [(0.5,)]
+        columns = [row[1] for row in conn.execute("pragma table_info(scan_claims)")]
+        assert columns == ["id", "roots", "host", "pid", "claimed_at"]
+        assert conn.execute("select count(*) from scan_claims").fetchone() == (0,)
+    assert schema_revisions(engine) == ("0007", "0007")
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "overlap"),
+    [
+        ("/p/a", "/p/a", True),
+        ("/p/a", "/p/a/b", True),
+        ("/p/a/b", "/p/a", True),
+        ("/", "/p", True),
+        ("/p/a", "/p/ab", False),
+        ("/p/a", "/p/b", False),
+        ("/p/a.jpg", "/p/a", False),
+    ],
+)
+def test_roots_overlap_when_equal_or_nested(a: str, b: str, overlap: bool) -> None:
+    assert roots_overlap(a, b) is overlap
 
 
 def test_unreachable_postgres_is_a_one_line_error(runner: CliRunner, tmp_path: Path) -> None:
