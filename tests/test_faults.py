@@ -19,7 +19,9 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -534,50 +536,52 @@ def pg_claims(url: str) -> list[int]:
         engine.dispose()
 
 
-def library_rows(url: str) -> set[tuple]:
-    """Every photo as a comparable tuple: what it is, and how many faces it has."""
-    from sqlalchemy import func, select
-
-    from photosort.store import FaceRow, Photo, open_engine
+@contextmanager
+def library(url: str) -> Iterator[Any]:
+    """A connection to the library, its engine disposed after: no pooled connection lingers
+    between the cases' subprocesses."""
+    from photosort.store import open_engine
 
     engine = open_engine(url)
     try:
         with engine.connect() as conn:
-            faces = func.count(FaceRow.id)
-            query = (
-                select(Photo.path, Photo.content_hash, Photo.status, Photo.faces_state, faces)
-                .outerjoin(FaceRow)
-                .group_by(Photo.id)
-            )
-            return {tuple(row) for row in conn.execute(query)}
+            yield conn
     finally:
         engine.dispose()
+
+
+def library_rows(url: str) -> set[tuple]:
+    """Every photo as a comparable tuple: what it is, and how many faces it has."""
+    from sqlalchemy import func, select
+
+    from photosort.store import FaceRow, Photo
+
+    faces = func.count(FaceRow.id)
+    query = (
+        select(Photo.path, Photo.content_hash, Photo.status, Photo.faces_state, faces)
+        .outerjoin(FaceRow)
+        .group_by(Photo.id)
+    )
+    with library(url) as conn:
+        return {tuple(row) for row in conn.execute(query)}
 
 
 def photo_ids(url: str) -> dict[str, int]:
     from sqlalchemy import select
 
-    from photosort.store import Photo, open_engine
+    from photosort.store import Photo
 
-    engine = open_engine(url)
-    try:
-        with engine.connect() as conn:
-            return dict(conn.execute(select(Photo.path, Photo.id)).all())
-    finally:
-        engine.dispose()
+    with library(url) as conn:
+        return dict(conn.execute(select(Photo.path, Photo.id)).all())
 
 
 def scan_spans(url: str) -> list[tuple]:
     from sqlalchemy import select
 
-    from photosort.store import Scan, open_engine
+    from photosort.store import Scan
 
-    engine = open_engine(url)
-    try:
-        with engine.connect() as conn:
-            return list(conn.execute(select(Scan.started_at, Scan.finished_at).order_by(Scan.id)))
-    finally:
-        engine.dispose()
+    with library(url) as conn:
+        return list(conn.execute(select(Scan.started_at, Scan.finished_at).order_by(Scan.id)))
 
 
 @pytest.fixture

@@ -238,6 +238,22 @@ OLD_FACE = (
 """A face row as revisions 0002 to 0004 store it, for the migration tests."""
 
 
+def add_old_explained_face(conn: sqlite3.Connection) -> None:
+    """A photo with one face and one cached explanation, in the schema of 0004 and 0005."""
+    conn.execute(
+        "insert into photos (path, folder, size, mtime_ns, status, first_seen, last_seen,"
+        " read_at) values ('/a/b.jpg', '/a', 10, 5, 'ok', '2024-01-01', '2024-01-01',"
+        " '2024-01-01')"
+    )
+    conn.execute(OLD_FACE)
+    conn.execute(
+        "insert into explanations (face_id, model_id, emotion, samples, segments, seed,"
+        " probability, fit, deletion_support, deletion_random, segment_map, weights,"
+        " created_at) values (1, 'm', 'happy', 10, 4, 0, 0.98, 0.5, 0.1, 0.0, x'00', '{}',"
+        " '2024-01-01')"
+    )
+
+
 def migrate_to(url: str, revision: str) -> None:
     from alembic import command
 
@@ -282,18 +298,7 @@ def test_upgrade_drops_explanations_from_before_0005(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'old.db'}"
     migrate_to(url, "0004")
     with sqlite3.connect(tmp_path / "old.db") as conn:
-        conn.execute(
-            "insert into photos (path, folder, size, mtime_ns, status, first_seen, last_seen,"
-            " read_at) values ('/a/b.jpg', '/a', 10, 5, 'ok', '2024-01-01', '2024-01-01',"
-            " '2024-01-01')"
-        )
-        conn.execute(OLD_FACE)
-        conn.execute(
-            "insert into explanations (face_id, model_id, emotion, samples, segments, seed,"
-            " probability, fit, deletion_support, deletion_random, segment_map, weights,"
-            " created_at) values (1, 'm', 'happy', 10, 4, 0, 0.98, 0.5, 0.1, 0.0, x'00', '{}',"
-            " '2024-01-01')"
-        )
+        add_old_explained_face(conn)
     open_engine(url)
     with sqlite3.connect(tmp_path / "old.db") as conn:
         assert conn.execute("select count(*) from explanations").fetchone() == (0,)
@@ -327,18 +332,7 @@ def test_upgrade_to_0006_retires_explanations_without_the_random_spread(tmp_path
     url = f"sqlite:///{tmp_path / 'old.db'}"
     migrate_to(url, "0005")
     with sqlite3.connect(tmp_path / "old.db") as conn:
-        conn.execute(
-            "insert into photos (path, folder, size, mtime_ns, status, first_seen, last_seen,"
-            " read_at) values ('/a/b.jpg', '/a', 10, 5, 'ok', '2024-01-01', '2024-01-01',"
-            " '2024-01-01')"
-        )
-        conn.execute(OLD_FACE)
-        conn.execute(
-            "insert into explanations (face_id, model_id, emotion, samples, segments, seed,"
-            " probability, fit, deletion_support, deletion_random, segment_map, weights,"
-            " created_at) values (1, 'm', 'happy', 10, 4, 0, 0.98, 0.5, 0.1, 0.0, x'00', '{}',"
-            " '2024-01-01')"
-        )
+        add_old_explained_face(conn)
     engine = open_engine(url)
     with sqlite3.connect(tmp_path / "old.db") as conn:
         assert conn.execute("select count(*) from explanations").fetchone() == (0,)
