@@ -246,13 +246,30 @@ def emit_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))
 
 
+_TERMINATED: list[int] = []
+
+
 def _raise_interrupt(signum: int, frame: Any) -> None:
+    _TERMINATED.append(signum)
     raise KeyboardInterrupt
 
 
 def handle_termination() -> None:
     """Treat SIGTERM like Ctrl-C so a killed scan also rolls back its open batch cleanly."""
     signal.signal(signal.SIGTERM, _raise_interrupt)
+
+
+def interruptible(advance: Callable[[str], None] | None) -> Callable[[str], None]:
+    """A progress callback that ends the work once SIGTERM came: the KeyboardInterrupt the
+    handler raises is lost when it lands in a finalizer or a garbage-collector callback."""
+
+    def step(item: str) -> None:
+        if _TERMINATED:
+            raise KeyboardInterrupt
+        if advance is not None:
+            advance(item)
+
+    return step
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -379,10 +396,12 @@ def scan(
                     list(paths),
                     max_megapixels=max_megapixels,
                     workers=workers,
-                    progress=advance,
+                    progress=interruptible(advance),
                     faces=face_options,
                     cluster=cluster,
                 )
+        if _TERMINATED:  # the signal's interrupt was swallowed after the last file
+            raise KeyboardInterrupt
     except KeyboardInterrupt:
         click.echo(
             "photosort: scan interrupted; finished work is saved, run it again to carry on",
