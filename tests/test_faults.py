@@ -597,17 +597,20 @@ def two_albums(tmp_path: Path, large_photo: Path) -> tuple[Path, Path]:
     return folders
 
 
-def test_scans_of_disjoint_folders_run_together_and_equal_one_scan(
-    runs: Runs, postgres_url: str, two_albums: tuple[Path, Path], tmp_path: Path
-) -> None:
-    procs = [
-        runs.start("scan", str(folder), "--db", postgres_url, "--json", "--workers=1")
-        for folder in two_albums
-    ]
+def scan_at_once(runs: Runs, url: str, folders: tuple[Path, ...]) -> tuple[list[dict], list[int]]:
+    """Start one scan per folder together, wait for all; their JSON reports and pids."""
+    procs = [runs.start("scan", str(f), "--db", url, "--json", "--workers=1") for f in folders]
     reports = []
     for proc in procs:
         assert runs.finish(proc) == 0, runs.output(proc)
         reports.append(json.loads(runs.output(proc)[0]))
+    return reports, [proc.pid for proc in procs]
+
+
+def test_scans_of_disjoint_folders_run_together_and_equal_one_scan(
+    runs: Runs, postgres_url: str, two_albums: tuple[Path, Path], tmp_path: Path
+) -> None:
+    reports, pids = scan_at_once(runs, postgres_url, two_albums)
     (first_start, first_end), (second_start, second_end) = scan_spans(postgres_url)
     assert first_start < second_end and second_start < first_end, "they ran one after the other"
     alone = f"sqlite:///{tmp_path / 'alone.db'}"
@@ -618,7 +621,7 @@ def test_scans_of_disjoint_folders_run_together_and_equal_one_scan(
         assert reports[0][key] + reports[1][key] == single[key], key
     assert single["faces"] > 0 and single["new"] == 2 * (ALBUM_PHOTOS + 12)
     assert library_rows(postgres_url) == library_rows(alone)
-    assert pg_claims(postgres_url) == sorted(proc.pid for proc in procs)  # left, not live
+    assert pg_claims(postgres_url) == sorted(pids)  # left, not live
     gone_within(runs.seen, 5.0)
 
 
@@ -684,14 +687,7 @@ def test_photos_moved_between_concurrently_scanned_folders_keep_their_identity(
     }
     for old, new in moves.items():
         old.rename(new)
-    procs = [
-        runs.start("scan", str(folder), "--db", postgres_url, "--json", "--workers=1")
-        for folder in two_albums
-    ]
-    reports = []
-    for proc in procs:
-        assert runs.finish(proc) == 0, runs.output(proc)
-        reports.append(json.loads(runs.output(proc)[0]))
+    reports, pids = scan_at_once(runs, postgres_url, two_albums)
     assert [(r["moved"], r["new"]) for r in reports] == [(1, 0), (1, 0)]
     assert all(r["missing"] <= 1 for r in reports)
     after = photo_ids(postgres_url)
