@@ -687,7 +687,7 @@ def test_photos_moved_between_concurrently_scanned_folders_keep_their_identity(
     }
     for old, new in moves.items():
         old.rename(new)
-    reports, pids = scan_at_once(runs, postgres_url, two_albums)
+    reports, _ = scan_at_once(runs, postgres_url, two_albums)
     assert [(r["moved"], r["new"]) for r in reports] == [(1, 0), (1, 0)]
     assert all(r["missing"] <= 1 for r in reports)
     after = photo_ids(postgres_url)
