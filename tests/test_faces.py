@@ -15,10 +15,11 @@ from PIL import Image
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from photosort import faces as faces_module
 from photosort import indexing
 from photosort.cli import cli
 from photosort.defaults import EMOTIONS, WORKING_SIDE
-from photosort.faces import crop_face, iou, make_detector, sharpness
+from photosort.faces import BlazeFace, crop_face, crop_frame, iou, make_detector, sharpness
 from photosort.images import read_array, read_image
 from photosort.indexing import FaceOptions, decode_crop, scan_library
 from photosort.ranking import RankingError, top_photos
@@ -105,6 +106,57 @@ def test_small_faces_are_found_on_tiles() -> None:
     tiled = make_detector("blazeface").detect(canvas)  # type: ignore[attr-defined]
     assert len(tiled) == 4
     assert len(whole) < len(tiled)
+
+
+def close_up(canvas_share: float) -> tuple[np.ndarray, tuple[float, float, float, float]]:
+    """The astronaut's face cut at its box (brow to chin) on a grey canvas ``canvas_share``
+    times its side, as tight portrait crops come (JAFFE's, passport photos); 330 px."""
+    x, y, w, h = (int(v) for v in ASTRONAUT_FACE)
+    face = skimage_photo("astronaut")[y : y + h, x : x + w]
+    side = int(w * canvas_share)
+    canvas = np.full((side, side, 3), 128, np.uint8)
+    at = (side - w) // 2
+    canvas[at : at + h, at : at + w] = face
+    scale = 330 / side
+    return np.asarray(Image.fromarray(canvas).resize((330, 330))), (
+        at * scale,
+        at * scale,
+        w * scale,
+        h * scale,
+    )
+
+
+@pytest.mark.parametrize("canvas_share", [1.0, 1.5])
+def test_a_face_filling_the_frame_is_found_as_a_close_up(canvas_share: float) -> None:
+    image, where = close_up(canvas_share)
+    assert BlazeFace(close_ups=False).detect(image) == [], "the full-range model misses it"
+    faces = make_detector().detect(image)  # type: ignore[attr-defined]
+    assert len(faces) == 1
+    assert iou(faces[0].box, where) > 0.5
+    assert crop_frame(faces[0]) is not None, "with landmarks, so it is framed like FER faces"
+
+
+def test_a_close_up_both_models_find_is_one_face_with_the_full_range_box() -> None:
+    image, _ = close_up(2.0)
+    full = BlazeFace(close_ups=False).detect(image)
+    assert len(full) == 1
+    assert make_detector().detect(image) == full  # type: ignore[attr-defined]
+
+
+def test_short_range_faces_smaller_than_a_close_up_are_dropped(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On real photos the short-range model takes chests for faces at a quarter of the
+    side: only faces spanning CLOSE_UP_SHARE of it count. The astronaut's face spans a
+    fifth; with the full-range model silenced, the short-range one alone still sees it."""
+    image = skimage_photo("astronaut")
+    detector = BlazeFace()
+    monkeypatch.setattr(detector._full, "run", lambda window, min_score: [])
+    assert detector._close is not None and detector._close.run(image, 0.6)
+    assert detector.detect(image) == []
+    monkeypatch.setattr(faces_module, "CLOSE_UP_SHARE", 0.15)
+    (face,) = detector.detect(image)
+    assert iou(face.box, ASTRONAUT_FACE) > 0.6
 
 
 def test_scan_stores_faces_crops_and_probabilities(sample: Path, db_url: str) -> None:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from PIL import Image
 
+from photosort import faces
 from photosort.faces import (
     CROP_SIZE,
     FER_EYE_DISTANCE,
@@ -84,6 +86,14 @@ def test_a_face_at_the_edge_is_padded_black_as_fer_pads() -> None:
     assert (crop[:, :5] < 5).mean() > 0.9  # left of the photo: nothing but padding
 
 
-def test_the_framing_is_part_of_the_settings_key() -> None:
-    """A library cropped another way has its faces found and cut again on the next scan."""
-    assert FaceSettings().key.endswith(":fer-eyes-1")
+def test_the_framing_and_the_models_are_part_of_the_settings_key(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A library cropped another way, or whose faces other models found, has its faces
+    found and cut again on the next scan."""
+    key = FaceSettings().key
+    assert ":fer-eyes-1:" in key
+    for name in ("CROP_FRAMING", "DETECTION"):
+        with monkeypatch.context() as patch:
+            patch.setattr(faces, name, "another")
+            assert FaceSettings().key != key
