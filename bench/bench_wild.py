@@ -2,11 +2,12 @@
 
 An ablation, all in one run: the crop (the detector's box with a margin, as photosort cut
 faces before; its centre 60%; the FER-2013 framing from the landmarks at several scales),
-then the model as it runs (Keras; int8 LiteRT; with mirrored-face averaging; with the
-per-class offsets). Each row changes one thing. The last row is the real pipeline,
-``evaluate`` on the folder, exactly as ``scan`` detects and crops. The per-class offsets
-were fitted on PublicTest, so its row there is in-sample: ``--folds`` also fits them on
-one half of PublicTest and measures the other half, the figure to expect on held-out faces.
+the detector (without the short-range model's close-ups, as before), then the model as it
+runs (Keras; int8 LiteRT; with mirrored-face averaging; with the per-class offsets). Each
+row changes one thing. The last row is the real pipeline, ``evaluate`` on the folder,
+exactly as ``scan`` detects and crops. The per-class offsets were fitted on PublicTest, so
+its row there is in-sample: ``--folds`` also fits them on one half of PublicTest and
+measures the other half, the figure to expect on held-out faces.
 
     .venv/bin/python bench/bench_wild.py                 # ../shared/data, the shipped model
     .venv/bin/python bench/bench_wild.py --json
@@ -30,16 +31,15 @@ from photosort.defaults import EMOTIONS
 from photosort.emotions import DEFAULT_MODEL, KERAS_MODEL, load_model, preprocess_faces, softmax
 from photosort.evaluating import evaluate_photos, photo_report
 from photosort.exporting import fit_offsets
-from photosort.faces import CROP_SIZE, _box_crop, crop_face, make_detector
+from photosort.faces import CROP_SIZE, BlazeFace, _box_crop, crop_face, make_detector
 from photosort.images import read_image
 from photosort.metrics import classification_report, fit_temperature
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def detect_largest(folder: Path, rows: list[dict[str, str]]) -> list[Any]:
+def detect_largest(folder: Path, rows: list[dict[str, str]], detector: Any) -> list[Any]:
     """Each photo's largest face, found on the working-size image, and a large decode."""
-    detector = make_detector()
     found = []
     for row in rows:
         working = read_image(folder / row["path"], max_side=1000)
@@ -112,7 +112,7 @@ def main() -> None:
     )
     lite, keras = load_model(args.model), load_model(args.keras)
     offsets = np.asarray(lite.offsets if lite.offsets is not None else np.zeros(len(EMOTIONS)))
-    found = detect_largest(folder, rows)
+    found = detect_largest(folder, rows, make_detector())
 
     def framed(scale: float):
         def cut(image: Any, face: Any) -> np.ndarray:
@@ -159,6 +159,17 @@ def main() -> None:
                 ),
             }
         )
+    # The detector before close-ups: the full-range model alone, on tiles as scan runs it.
+    crops, have = crops_by(detect_largest(folder, rows, BlazeFace(close_ups=False)), framed(1.0))
+    table.insert(
+        len(cuts),
+        {
+            "change": "detector: full-range only (before close-ups); Keras",
+            "wild": photo_figures(
+                keras.network_logits(preprocess_faces(crops), False), have, labels, groups
+            ),
+        },
+    )
     held_out = cross_validated(lite.network_logits(x_fer, True), fer, args.folds)
     pipeline, _ = evaluate_photos(folder, args.model, labels=args.data / "wild" / "labels.csv")
     result = {
