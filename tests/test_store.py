@@ -25,8 +25,10 @@ from sqlalchemy.pool import NullPool
 
 from photosort import store
 from photosort.cli import cli
+from photosort.resources import resource_dir
 from photosort.store import (
     CODEPOINT_PATH_INDEX,
+    SCHEMA_HEAD,
     SQL_CHUNK,
     Base,
     FaceRow,
@@ -54,6 +56,24 @@ def test_migrations_and_models_agree(db_url: str) -> None:
     assert diff == []
     current, head = schema_revisions(engine)
     assert current == head
+
+
+def test_schema_head_is_the_newest_migration() -> None:
+    from alembic.script import ScriptDirectory
+
+    assert ScriptDirectory(str(resource_dir("migrations"))).get_current_head() == SCHEMA_HEAD
+
+
+def test_a_current_library_opens_without_loading_alembic(tmp_path: Path) -> None:
+    """Read commands (top, show, explain) on a current library skip Alembic's import."""
+    url = f"sqlite:///{tmp_path / 'lib.db'}"
+    open_engine(url).dispose()
+    probe = (
+        "import sys; from photosort.store import open_engine; "
+        f"open_engine({url!r}); print(sorted(m for m in sys.modules if m.startswith('alembic')))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
 
 
 def test_db_upgrade_command(runner: CliRunner, tmp_path: Path) -> None:
