@@ -3,8 +3,9 @@
 A ``distributed.Client``'s executor is a ``concurrent.futures.Executor``, as the local
 worker pool is, so the scan streams the same calls to it (read, hash, detect, crop) with a
 bounded number in flight, and keeps the walk, the model and the database writes in its own
-process. The scheduler re-runs the calls of a worker that dies on another worker; a
-scheduler that goes away fails the calls in flight, which ends the scan with one line and
+process. The scheduler re-runs the calls of a worker that dies on another worker, and a
+result lost with its worker before it reached the scan is asked for again; a scheduler
+that goes away fails the calls in flight, which ends the scan with one line and
 keeps what was committed. ``distributed`` is an optional extra, imported only here.
 """
 
@@ -16,6 +17,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from photosort.errors import PhotosortError
@@ -25,6 +27,21 @@ CONNECT_TIMEOUT = "10s"
 LOST_AFTER = 3.0
 """Seconds without a scheduler after which the calls in flight are given up."""
 WATCH_INTERVAL = 0.5
+
+
+RESENDS = 3
+"""How often one call is sent again after its result was lost with a worker."""
+
+
+@dataclass(frozen=True)
+class _Call:
+    fn: Callable[..., Any]
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    resends: int
+
+    def again(self) -> _Call:
+        return _Call(self.fn, self.args, self.kwargs, self.resends - 1)
 
 
 class ClusterError(PhotosortError):
@@ -79,16 +96,19 @@ class ClusterExecutor(Executor):
         if self._broken is not None:
             raise self.lost(self._broken)
         outer: Future[Any] = Future()
+        self._send(outer, _Call(fn, args, kwargs, RESENDS))
+        return outer
+
+    def _send(self, outer: Future[Any], call: _Call) -> None:
         try:
-            inner = self.client.submit(fn, *args, pure=False, **kwargs)
+            inner = self.client.submit(call.fn, *call.args, pure=False, **call.kwargs)
         except Exception as exc:  # noqa: BLE001 - a closed client raises many types
             raise self.lost(exc) from None
         with self._lock:
             self._outstanding[outer] = inner
-        inner.add_done_callback(lambda done: self._relay(outer, done))
-        return outer
+        inner.add_done_callback(lambda done: self._relay(outer, done, call))
 
-    def _relay(self, outer: Future[Any], done: Any) -> None:
+    def _relay(self, outer: Future[Any], done: Any, call: _Call) -> None:
         """Hand a finished call's outcome on, by the cluster's own account of it."""
         with self._lock:
             if self._outstanding.pop(outer, None) is None:
@@ -101,6 +121,14 @@ class ClusterExecutor(Executor):
         except Exception as lost:  # noqa: BLE001 - the client gone while asking
             exc = lost
         if exc is None or _is_cluster_failure(exc):
+            if call.resends and self._broken is None and self.client.status == "running":
+                # A result lost with the worker that held it, the scheduler still there:
+                # the call is a pure function of its photo, so it runs again.
+                try:
+                    self._send(outer, call.again())
+                except ClusterError as failed:
+                    outer.set_exception(failed)
+                return
             outer.set_exception(self.lost(exc or ConnectionError(done.status)))
         elif type(exc).__name__ == "KilledWorker":
             # The scheduler gave up on this call after it took down several workers: it
