@@ -30,6 +30,10 @@ WATCH_INTERVAL = 0.5
 
 
 RESENDS = 3
+FETCH_SECONDS = 5.0
+"""How long fetching a finished call's result may take (it is a few crops: milliseconds)
+before the call is sent again: from a worker that has just died, Dask would retry the
+dead address for its 30 s connect timeout."""
 """How often one call is sent again after its result was lost with a worker."""
 
 
@@ -115,7 +119,7 @@ class ClusterExecutor(Executor):
                 return  # already failed by the watchdog
         try:
             if done.status == "finished":
-                outer.set_result(done.result())
+                outer.set_result(done.result(timeout=FETCH_SECONDS))
                 return
             exc = done.exception() if done.status == "error" else None
         except Exception as lost:  # noqa: BLE001 - the client gone while asking
