@@ -27,14 +27,12 @@ CONNECT_TIMEOUT = "10s"
 LOST_AFTER = 3.0
 """Seconds without a scheduler after which the calls in flight are given up."""
 WATCH_INTERVAL = 0.5
-
-
 RESENDS = 3
+"""How often one call is sent again after its result was lost with a worker."""
 FETCH_SECONDS = 5.0
 """How long fetching a finished call's result may take (it is a few crops: milliseconds)
 before the call is sent again: from a worker that has just died, Dask would retry the
 dead address for its 30 s connect timeout."""
-"""How often one call is sent again after its result was lost with a worker."""
 
 
 @dataclass(frozen=True)

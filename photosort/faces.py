@@ -33,8 +33,10 @@ from photosort.native import quiet_stderr
 
 MODEL_FILE = "face_detection_full_range.tflite"
 INPUT = 192
+FULL_RANGE_MODEL = (MODEL_FILE, INPUT, ((4, 1),))
+"""The full-range model: file, input side, anchor layers (stride, anchors per cell)."""
 CLOSE_UP_MODEL = ("face_detection_short_range.tflite", 128, ((8, 2), (16, 6)))
-"""The short-range model: file, input side, anchor layers (stride, anchors per cell)."""
+"""The short-range model, the same way."""
 CLOSE_UP_SHARE = 1 / 3
 """A close-up's face spans at least this share of the image's shorter side. Smaller faces
 are the full-range model's; the short-range one, asked about them, also takes chests and
@@ -214,7 +216,7 @@ class BlazeFace:
     ) -> None:
         self.tiles = tiles
         self.min_score = min_score
-        self._full = _Network(MODEL_FILE, INPUT, ((4, 1),))
+        self._full = _Network(*FULL_RANGE_MODEL)
         self._close = _Network(*CLOSE_UP_MODEL) if close_ups else None
 
     def windows(self, width: int, height: int) -> list[tuple[int, int, int, int]]:
@@ -239,13 +241,13 @@ class BlazeFace:
         for x, y, w, h in self.windows(width, height):
             for face in self._full.run(image[y : y + h, x : x + w], self.min_score):
                 found.append(face.shifted(x, y))
-        merged = weighted_nms(found, iou_threshold=NMS_IOU)
+        merged = weighted_nms(found)
         if self._close is None:
             return merged
         least = CLOSE_UP_SHARE * min(width, height)
         close_ups = [
             face
-            for face in weighted_nms(self._close.run(image, self.min_score), iou_threshold=NMS_IOU)
+            for face in weighted_nms(self._close.run(image, self.min_score))
             if max(face.w, face.h) >= least and not any(same_face(face, f) for f in merged)
         ]
         return merged + close_ups
@@ -273,7 +275,7 @@ def same_face(a: Face, b: Face, iou_threshold: float = NMS_IOU) -> bool:
     return iou(a.box, b.box) > iou_threshold or _containment(a, b) > 0.8
 
 
-def weighted_nms(faces: list[Face], *, iou_threshold: float) -> list[Face]:
+def weighted_nms(faces: list[Face], *, iou_threshold: float = NMS_IOU) -> list[Face]:
     """Merge overlapping detections into one box each, averaged by score (MediaPipe's way)."""
     remaining = sorted(faces, key=lambda f: f.score, reverse=True)
     merged: list[Face] = []
