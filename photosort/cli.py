@@ -254,14 +254,25 @@ def _raise_interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
+def _quiet_lost_interrupt(unraisable: Any) -> None:
+    """Keep the KeyboardInterrupt a signal raised inside a finalizer off stderr: it is not
+    lost (`interruptible` raises it again), so its "Exception ignored" traceback only alarms."""
+    if _TERMINATED and isinstance(unraisable.exc_value, KeyboardInterrupt):
+        return
+    sys.__unraisablehook__(unraisable)
+
+
 def handle_termination() -> None:
-    """Treat SIGTERM like Ctrl-C so a killed scan also rolls back its open batch cleanly."""
+    """Treat SIGTERM like Ctrl-C so a killed scan also rolls back its open batch cleanly; both
+    are remembered, so neither is lost when it lands in a garbage-collector callback."""
     signal.signal(signal.SIGTERM, _raise_interrupt)
+    signal.signal(signal.SIGINT, _raise_interrupt)
+    sys.unraisablehook = _quiet_lost_interrupt
 
 
 def interruptible(advance: Callable[[str], None] | None) -> Callable[[str], None]:
-    """A progress callback that ends the work once SIGTERM came: the KeyboardInterrupt the
-    handler raises is lost when it lands in a finalizer or a garbage-collector callback."""
+    """A progress callback that ends the work once SIGTERM or SIGINT came: the KeyboardInterrupt
+    the handler raises is lost when it lands in a finalizer or a garbage-collector callback."""
 
     def step(item: str) -> None:
         if _TERMINATED:

@@ -697,3 +697,29 @@ def test_photos_moved_between_concurrently_scanned_folders_keep_their_identity(
     statuses = {status for _, _, status, _, _ in library_rows(postgres_url)}
     assert "missing" not in statuses
     gone_within(runs.seen, 5.0)
+
+
+def test_a_signal_landing_in_a_finalizer_is_kept_and_prints_no_traceback() -> None:
+    script = """
+import os, signal
+from photosort import cli
+
+class Finalized:
+    def __del__(self):
+        os.kill(os.getpid(), signal.SIGTERM)
+        for _ in range(1000):
+            pass
+
+cli.handle_termination()
+Finalized()
+try:
+    cli.interruptible(None)("next photo")
+except KeyboardInterrupt:
+    print("interrupted after", cli._TERMINATED)
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"interrupted after [{int(signal.SIGTERM)}]"
+    assert "Traceback" not in done.stderr and "Exception ignored" not in done.stderr
