@@ -113,3 +113,41 @@ def classification_report(
     report["ece_uncalibrated"] = round(expected_calibration_error(softmax(logits), labels), 4)
     report["temperature"] = temperature
     return report
+
+
+def label_set_split(
+    pred: np.ndarray,
+    labels: np.ndarray,
+    majority: np.ndarray,
+    goals: tuple[float, float] = (0.70, 0.82),
+) -> dict[str, Any]:
+    """How far one network can meet an original-label goal and a FER+ goal at once.
+
+    The two label sets disagree on many faces, and a prediction can match only one of them
+    there; so the faces where they agree (and those without a FER+ majority) must carry both
+    goals. ``agree_accuracy_needed`` is the least accuracy on the agreeing faces that meets
+    both ``goals`` (original labels, FER+ majority) with the model's hits elsewhere as they
+    are, the disagreeing faces' hits shared out between the two label sets at will.
+    """
+    has = majority >= 0
+    agree, disagree, none = has & (labels == majority), has & (labels != majority), ~has
+    original, ferplus = pred == labels, pred == majority
+    hits_disagree = int((original | ferplus)[disagree].sum())
+    hits_none = int(original[none].sum())
+    needed = (goals[0] * len(labels) - hits_none + goals[1] * int(has.sum()) - hits_disagree) / 2
+
+    def share(hits: np.ndarray, mask: np.ndarray) -> float:
+        return round(float(hits[mask].mean()), 4) if mask.any() else 0.0
+
+    return {
+        "agree_n": int(agree.sum()),
+        "agree_accuracy": share(original, agree),
+        "agree_accuracy_needed": round(needed / agree.sum(), 4) if agree.any() else 0.0,
+        "disagree_n": int(disagree.sum()),
+        "disagree_original": share(original, disagree),
+        "disagree_ferplus": share(ferplus, disagree),
+        "no_majority_n": int(none.sum()),
+        "no_majority_accuracy": share(original, none),
+        "ferplus_oracle_accuracy": share(np.where(has, majority, labels) == labels, has | none),
+        "goals": list(goals),
+    }

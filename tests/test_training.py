@@ -492,6 +492,22 @@ def test_classification_report_counts() -> None:
     assert report["per_class"]["angry"] == {"precision": 0.0, "recall": 0.0, "support": 0}
 
 
+def test_label_set_split_says_what_accuracy_both_goals_need_where_the_labels_agree() -> None:
+    # faces 0-5: both label sets agree; 6-7: they disagree; 8-9: no FER+ majority
+    labels = np.array([0, 1, 2, 3, 4, 5, 2, 4, 6, 6])
+    majority = np.array([0, 1, 2, 3, 4, 5, 6, 6, -1, -1])
+    pred = np.array([0, 1, 2, 3, 0, 0, 2, 6, 6, 0])
+    split = metrics.label_set_split(pred, labels, majority, goals=(0.8, 0.75))
+    assert (split["agree_n"], split["disagree_n"], split["no_majority_n"]) == (6, 2, 2)
+    assert split["agree_accuracy"] == round(4 / 6, 4)
+    assert (split["disagree_original"], split["disagree_ferplus"]) == (0.5, 0.5)
+    assert split["no_majority_accuracy"] == 0.5
+    assert split["ferplus_oracle_accuracy"] == 0.8  # predicting FER+ loses the 2 disagreeing
+    # goals: 8 of 10 original hits and 6 of 8 FER+ hits; the disagreeing 2 give one of them,
+    # the unlabelled 1: the agreeing faces must give x with x + 2 + 1 + x >= 14, x >= 5.5
+    assert split["agree_accuracy_needed"] == round(5.5 / 6, 4)
+
+
 def test_ferplus_majority_follows_the_ferplus_papers_rule() -> None:
     #                   an  di fe ha sa su ne  contempt unknown NF
     counts = np.array(
