@@ -30,7 +30,7 @@ from bench_wild import fer_figures
 
 from photosort.datasets import load_data, split_usage
 from photosort.emotions import DEFAULT_MODEL, EMOTIONS, load_model, preprocess_faces, softmax
-from photosort.exporting import fit_offsets
+from photosort.exporting import balance_weights, fit_offsets
 
 ROOT = Path(__file__).resolve().parent.parent
 GOALS = {"accuracy": 0.70, "min_recall": 0.50, "ferplus_accuracy": 0.82}
@@ -43,8 +43,7 @@ def shared_loss_gradient(
     """d(loss)/d(logits) of ``share`` x class-weighted CE on the labels + the rest x CE on FER+."""
     k = z.shape[1]
     p = softmax(z)
-    counts = np.bincount(labels, minlength=k).astype(np.float64)
-    w_orig = ((counts.mean() / np.maximum(counts, 1)) ** power)[labels]
+    w_orig = balance_weights(labels, k, power)
     has = majority >= 0
     target_fer = np.zeros_like(p)
     target_fer[has] = np.eye(k)[majority[has]]

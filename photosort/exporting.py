@@ -35,6 +35,13 @@ REPRESENTATIVE_FACES = 500
 """Training faces that set int8's activation ranges: a fixed, evenly spaced sample."""
 
 
+def balance_weights(labels: np.ndarray, k: int, power: float = DEFAULT_BALANCE) -> np.ndarray:
+    """Each face's weight ``(mean count / its class's count) ** power``: rare classes count more."""
+    counts = np.bincount(labels, minlength=k).astype(np.float64)
+    weight = np.where(counts > 0, counts.mean() / np.maximum(counts, 1), 0.0) ** power
+    return weight[labels]
+
+
 def fit_offsets(
     logits: np.ndarray, labels: np.ndarray, power: float = DEFAULT_BALANCE, steps: int = 400
 ) -> np.ndarray:
@@ -45,9 +52,7 @@ def fit_offsets(
     stops absorbing angry, fear and sad. Gradient descent on a convex loss; zero-mean result.
     """
     k = logits.shape[1]
-    counts = np.bincount(labels, minlength=k).astype(np.float64)
-    weight = np.where(counts > 0, counts.mean() / np.maximum(counts, 1), 0.0) ** power
-    w = weight[labels]
+    w = balance_weights(labels, k, power)
     onehot = np.eye(k)[labels]
     offsets = np.zeros(k)
     for _ in range(steps):
