@@ -20,3 +20,7 @@ def first_line(exc: BaseException) -> str:
     """
     text = str(exc).strip()
     return text.splitlines()[0].strip() if text else type(exc).__name__
+
+
+class DetectorError(PhotosortError):
+    """A face model cannot run (its weights or runtime are missing)."""

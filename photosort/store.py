@@ -54,7 +54,7 @@ from photosort.errors import PhotosortError, first_line
 from photosort.resources import resource_dir
 
 PHOTO_STATUSES = ("ok", "unreadable", "missing")
-SCHEMA_HEAD = "0007"
+SCHEMA_HEAD = "0008"
 """The newest revision in ``migrations/`` (a test holds the two together)."""
 BUSY_SECONDS = 10
 """How long a command waits for a database another process has locked before giving up."""
@@ -147,6 +147,9 @@ class FaceRow(Base):
     p_sad: Mapped[float | None] = mapped_column(Float)
     p_surprise: Mapped[float | None] = mapped_column(Float)
     p_neutral: Mapped[float | None] = mapped_column(Float)
+    landmarks: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    """The face mesh's ``(468, 3)`` float16 landmarks in the crop's pixels."""
+    mesh_presence: Mapped[float | None] = mapped_column(Float, nullable=True)
 
     photo: Mapped[Photo] = relationship(back_populates="faces")
     explanations: Mapped[list[ExplanationRow]] = relationship(

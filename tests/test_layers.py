@@ -12,6 +12,7 @@ LAYERS = [
     {"errors", "defaults", "resources", "native"},
     {"images"},
     {"scanning", "cluster"},
+    {"landmarks"},
     {"faces"},
     {"emotions"},
     {"datasets", "network", "explaining"},

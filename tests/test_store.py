@@ -393,7 +393,23 @@ def test_upgrade_to_0007_adds_an_empty_claims_table_and_keeps_rows(tmp_path: Pat
         columns = [row[1] for row in conn.execute("pragma table_info(scan_claims)")]
         assert columns == ["id", "roots", "host", "pid", "claimed_at"]
         assert conn.execute("select count(*) from scan_claims").fetchone() == (0,)
-    assert schema_revisions(engine) == ("0007", "0007")
+    assert schema_revisions(engine) == ("0008", "0008")
+
+
+def test_upgrade_to_0008_adds_empty_landmark_columns_and_keeps_faces(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    migrate_to(url, "0007")
+    with sqlite3.connect(tmp_path / "old.db") as conn:
+        conn.execute(
+            "insert into photos (path, folder, size, mtime_ns, status, first_seen, last_seen,"
+            " read_at) values ('/a/b.jpg', '/a', 10, 5, 'ok', '2024-01-01', '2024-01-01',"
+            " '2024-01-01')"
+        )
+        conn.execute(OLD_FACE)
+    open_engine(url)
+    with sqlite3.connect(tmp_path / "old.db") as conn:
+        rows = conn.execute("select p_happy, landmarks, mesh_presence from faces").fetchall()
+    assert rows == [(0.5, None, None)]
 
 
 @pytest.mark.parametrize(
