@@ -609,7 +609,7 @@ def top(
     and include the whole of it, in local time.
 
     \b
-    Examples:
+    Example:
         photosort top happy -n 10
         photosort top happy --since 2023 --until 2023-08
     """
@@ -787,7 +787,7 @@ def report(
     library, so a re-run costs little.
 
     \b
-    Examples:
+    Example:
         photosort report ~/photosort-album -n 10 --emotion happy --emotion surprise --open
         photosort report ~/album-by-year --since 2019 --until 2023-06 --by-year
     """
