@@ -117,9 +117,7 @@ def test_top_keeps_photos_taken_in_the_period(dated: Path, db_url: str) -> None:
     assert dates["no-exif-2023.jpg"] == (FILE_TIMES["no-exif-2023.jpg"], True)
 
 
-def test_top_since_until_on_the_command_line(
-    dated: Path, db_url: str, runner: CliRunner
-) -> None:
+def test_top_since_until_on_the_command_line(dated: Path, db_url: str, runner: CliRunner) -> None:
     base = ["top", "happy", "--db", db_url, "--min-probability", "0"]
     result = runner.invoke(cli, [*base, "--since", "2023", "--until", "2023-12", "--json"])
     assert result.exit_code == 0, result.output
@@ -211,9 +209,7 @@ def test_library_summary_dates_cover_capture_and_file_times(dated: Path, db_url:
     assert summary.models == ["test-model-1"]
 
 
-def test_index_sums_up_the_library_in_local_time(
-    dated: Path, db_url: str, tmp_path: Path
-) -> None:
+def test_index_sums_up_the_library_in_local_time(dated: Path, db_url: str, tmp_path: Path) -> None:
     shutil.copy2(dated / "summer.jpg", dated / "summer-copy.jpg")  # a near-duplicate
     engine = open_engine(db_url)
     scan_library(engine, [str(dated)], faces=FaceOptions(BrightnessModel()))
@@ -225,9 +221,7 @@ def test_index_sums_up_the_library_in_local_time(
     assert "<dt>Library</dt><dd>6 photos, 6 faces</dd>" in summary
     assert "2022-12-31 to 2024-01-01 (2 dated by their file's time)" in summary
     assert "<dt>Near-duplicates hidden</dt><dd>1</dd>" in summary
-    assert (
-        "<code>region-model</code> (faces classified by <code>test-model-1</code>)" in summary
-    )
+    assert "<code>region-model</code> (faces classified by <code>test-model-1</code>)" in summary
     written = re.search(r"written (\d{4}-\d\d-\d\d \d\d:\d\d) XST \(UTC-05:00\)", index)
     assert written, index[:2000]
     stamp = datetime.strptime(written.group(1), "%Y-%m-%d %H:%M")

@@ -551,9 +551,9 @@ def test_report_in_a_real_browser(library: Path, db_url: str, tmp_path: Path) ->
 
 # Each index thumbnail: its box's height, the shape of the frame drawn in it and of the photo,
 # and whether the frame (and so every face box) lies within the box.
-THUMB_GEOMETRY = """Array.from(document.querySelectorAll('.thumb')).filter(t => t.querySelector('.frame img')).map(t => {
-  const box = t.getBoundingClientRect(), frame = t.querySelector('.frame').getBoundingClientRect();
-  const img = t.querySelector('.frame img');
+THUMB_GEOMETRY = """Array.from(document.querySelectorAll('.thumb .frame')).map(f => {
+  const box = f.parentElement.getBoundingClientRect(), frame = f.getBoundingClientRect();
+  const img = f.querySelector('img');
   return {height: box.height, frame: frame.width / frame.height,
           natural: img.naturalWidth / img.naturalHeight,
           inside: frame.left >= box.left - 0.5 && frame.right <= box.right + 0.5 &&
