@@ -44,16 +44,19 @@ def date_span(text: str) -> tuple[datetime, datetime]:
     found = _DATE.fullmatch(text.strip())
     if found is None:
         raise ValueError(f"{text!r} is not a date: use {DATE_FORMS}")
-    year, month, day = (int(g) if g else None for g in found.groups())
+    year = int(found[1])
+    month = int(found[2]) if found[2] else None
+    day = int(found[3]) if found[3] else None
     try:
-        start = datetime(year, month or 1, day or 1)  # type: ignore[arg-type]
+        start = datetime(year, month or 1, day or 1)
         if day is not None:
-            end = datetime.fromordinal(start.toordinal() + 1)
+            end = start + timedelta(days=1)
         elif month is not None:
-            end = datetime(year + (month == 12), month % 12 + 1, 1)  # type: ignore[operator]
+            end = datetime(year + (month == 12), month % 12 + 1, 1)
         else:
-            end = datetime(year + 1, 1, 1)  # type: ignore[operator]
-        _epoch_ns(start), _epoch_ns(end)
+            end = datetime(year + 1, 1, 1)
+        for bound in (start, end):  # the platform must turn it into a file time
+            _epoch_ns(bound)
     except (ValueError, OverflowError, OSError):
         raise ValueError(f"{text!r} is not a date in the calendar: use {DATE_FORMS}") from None
     return start, end
