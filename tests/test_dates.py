@@ -22,7 +22,7 @@ from photosort.reporting import build_report
 from photosort.sample import save_jpeg, skimage_photo
 from photosort.store import open_engine
 from tests.test_faces import BrightnessModel
-from tests.test_report import RegionModel
+from tests.test_report import RegionModel, links
 
 # A zone five hours behind UTC, all year (a POSIX TZ string: no tz database needed). A file
 # written at 22:00 on New Year's Eve here is already in the new year in UTC.
@@ -199,6 +199,12 @@ def test_report_since_until_and_by_year(dated: Path, db_url: str, tmp_path: Path
         ranks = [int(page[6:8]) for page, _ in cards(group)]
         assert ranks == sorted(ranks)
     assert sorted(int(p[6:8]) for p, _ in cards(index)) == list(range(1, len(ranked) + 1))
+    # Previous and next follow the index's order, year by year.
+    order = [page for page, _ in cards(index)]
+    assert order != sorted(order), "the years reorder the ranks"
+    for before, page, after in zip([None, *order[:-1]], order, [*order[1:], None], strict=True):
+        nav = links((out / page).read_text())
+        assert (nav.get("prev"), nav.get("next")) == (before, after)
 
 
 def test_library_summary_dates_cover_capture_and_file_times(dated: Path, db_url: str) -> None:
