@@ -39,9 +39,11 @@ from photosort.defaults import (
 from photosort.errors import PhotosortError
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from sqlalchemy.engine import URL
 
-    from photosort.ranking import PhotoFaces
+    from photosort.ranking import Period, PhotoFaces
 
 
 class DatabaseParam(click.ParamType):
@@ -60,6 +62,51 @@ class DatabaseParam(click.ParamType):
                 if ctx.get_parameter_source(param.name) == ParameterSource.ENVIRONMENT:
                     hint = "$PHOTOSORT_DB"
             raise click.BadParameter(str(exc), ctx, param, param_hint=hint) from None
+
+
+class DateParam(click.ParamType):
+    """``--since``/``--until``: a year, month or day, as the local time it covers."""
+
+    name = "YYYY[-MM[-DD]]"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> tuple[datetime, datetime]:
+        from photosort.ranking import date_span
+
+        if isinstance(value, tuple):
+            return value
+        try:
+            return date_span(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+def date_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """``--since`` and ``--until``, shared by top and report; see :func:`period_of`."""
+    func = click.option(
+        "--until",
+        type=DateParam(),
+        help="Only photos taken up to the end of this year, month or day.",
+    )(func)
+    return click.option(
+        "--since",
+        type=DateParam(),
+        help="Only photos taken in or after this year, month or day (2023, 2023-06, "
+        "2023-06-14; the capture time, else the file's time).",
+    )(func)
+
+
+def period_of(
+    since: tuple[datetime, datetime] | None, until: tuple[datetime, datetime] | None
+) -> Period:
+    """The period --since and --until name, or a one-line usage error when it is empty."""
+    from photosort.ranking import Period, RankingError
+
+    try:
+        return Period(since[0] if since else None, until[1] if until else None)
+    except RankingError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--since' / '--until'") from None
 
 
 def db_option(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -539,6 +586,7 @@ def prune(db_url: URL | None, as_json: bool, dry_run: bool) -> None:
     is_flag=True,
     help="Keep near-identical shots (bursts) instead of the best of each.",
 )
+@date_options
 def top(
     emotion: str,
     count: int,
@@ -549,17 +597,25 @@ def top(
     under: str | None,
     every_face: bool,
     keep_duplicates: bool,
+    since: tuple[datetime, datetime] | None,
+    until: tuple[datetime, datetime] | None,
 ) -> None:
     """List the photos that show EMOTION best.
 
     EMOTION is one of angry, disgust, fear, happy, sad, surprise, neutral.
 
+    A photo's date is its capture time (EXIF), or for a photo without one its file's
+    modification time, marked with a *. --since and --until take a year, a month or a day
+    and include the whole of it, in local time.
+
     \b
     Example:
         photosort top happy -n 10
+        photosort top happy --since 2023 --until 2023-08
     """
     from photosort.ranking import top_photos
 
+    period = period_of(since, until)
     engine = open_library(db_url)
     with user_errors():
         ranked = top_photos(
@@ -571,21 +627,27 @@ def top(
             under=under,
             every_face=every_face,
             keep_duplicates=keep_duplicates,
+            period=period,
         )
     if as_json:
         emit_json([r.as_dict() for r in ranked])
         return
     if not ranked:
         filters = " (--min-probability" + (", --min-face" if min_face else "")
-        filters += (", --under" if under else "") + ")"
+        filters += (", --under" if under else "") + (", --since" if since else "")
+        filters += (", --until" if until else "") + ")"
+        taken = f" among the photos taken {period.describe()}" if period.bounded else ""
         click.echo(
             f"No photo shows {emotion.lower()} with a probability of {min_probability:.0%} or "
-            f"more{filters}."
+            f"more{taken}{filters}."
         )
         return
-    click.echo(f"{'#':>3}  {emotion.lower():>7}  faces  path")
+    click.echo(f"{'#':>3}  {emotion.lower():>7}  faces  {'taken':<11}  path")
     for i, r in enumerate(ranked, 1):
-        click.echo(f"{i:>3}  {r.score:>7.1%}  {len(r.faces):>5}  {safe(r.path)}")
+        date = f"{r.date:%Y-%m-%d}{'*' if r.date_from_file else ''}" if r.date else ""
+        click.echo(f"{i:>3}  {r.score:>7.1%}  {len(r.faces):>5}  {date:<11}  {safe(r.path)}")
+    if any(r.date_from_file for r in ranked):
+        click.echo("* no capture time in the photo: the date of its file")
     # A short list may be short because bursts were folded: say so.
     hidden = sum(r.folded for r in ranked) if len(ranked) < count else 0
     if hidden:
@@ -689,6 +751,12 @@ def lime_options(func: Callable[..., Any]) -> Callable[..., Any]:
 @quiet_option
 @click.option("--open", "open_browser", is_flag=True, help="Open the album in a browser.")
 @model_option
+@date_options
+@click.option(
+    "--by-year",
+    is_flag=True,
+    help="Show each emotion's picks grouped by the year they were taken.",
+)
 def report(
     outdir: Path,
     count: int,
@@ -701,11 +769,18 @@ def report(
     quiet: bool,
     open_browser: bool,
     model_path: str | None,
+    since: tuple[datetime, datetime] | None,
+    until: tuple[datetime, datetime] | None,
+    by_year: bool,
 ) -> None:
     """Write a static HTML album of the top photos per emotion, with LIME heatmaps.
 
     Each pick's page explains the pick's emotion on the face that earned the pick; the
     photo's other faces show the `photosort explain` command that explains them.
+
+    --since and --until keep the photos taken in a year, month or day (2023, 2023-06,
+    2023-06-14; --until includes the whole of it), by capture time, else by the file's time,
+    which the album marks. --by-year groups each emotion's picks by year.
 
     Re-running into the same OUTDIR updates it. Files photosort did not write are left
     alone, and a report that would overwrite one is refused. Explanations are cached in the
@@ -714,11 +789,13 @@ def report(
     \b
     Example:
         photosort report ~/photosort-album -n 10 --emotion happy --emotion surprise --open
+        photosort report ~/album-by-year --since 2019 --until 2023-06 --by-year
     """
     from photosort.indexing import LazyClassifier
     from photosort.reporting import build_report
     from photosort.store import shown_url
 
+    period = period_of(since, until)
     engine = open_library(db_url)
     chosen = [e.lower() for e in emotion] or list(EMOTIONS)
     picks = count * len(set(chosen))  # build_report drops repeated emotions
@@ -741,6 +818,8 @@ def report(
             segments=segments,
             progress=advance,
             explain_options=same_library,
+            period=period,
+            by_year=by_year,
         )
     if as_json:
         emit_json(

@@ -6,14 +6,19 @@ everyone should share it; the face that gives it is the photo's deciding face, t
 album explains. Bursts of near-identical shots would fill a top-10 with one
 moment, so by default only the best photo of each group of perceptually near-identical
 photos is kept. Rows are streamed from SQL in score order; nothing loads the whole library.
+
+A photo's date is its capture time (EXIF, in the camera's local time), or for a photo without
+one its file's modification time in local time; :class:`Period` filters on that date.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, func, or_, select
+from sqlalchemy import ColumnElement, Engine, and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from photosort.defaults import DEFAULT_MIN_PROBABILITY, EMOTIONS
@@ -27,6 +32,91 @@ DUPLICATE_BITS = 6
 
 class RankingError(PhotosortError):
     """The question cannot be answered yet (an empty library, a photo never scanned)."""
+
+
+_DATE = re.compile(r"(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?")
+DATE_FORMS = "a year (2023), a month (2023-06) or a day (2023-06-14)"
+
+
+def date_span(text: str) -> tuple[datetime, datetime]:
+    """The local time a year, month or day covers, as [start, end); ValueError with the
+    reason, in words for the user, when ``text`` names none."""
+    found = _DATE.fullmatch(text.strip())
+    if found is None:
+        raise ValueError(f"{text!r} is not a date: use {DATE_FORMS}")
+    year = int(found[1])
+    month = int(found[2]) if found[2] else None
+    day = int(found[3]) if found[3] else None
+    try:
+        start = datetime(year, month or 1, day or 1)
+        if day is not None:
+            end = start + timedelta(days=1)
+        elif month is not None:
+            end = datetime(year + (month == 12), month % 12 + 1, 1)
+        else:
+            end = datetime(year + 1, 1, 1)
+        for bound in (start, end):  # the platform must turn it into a file time
+            _epoch_ns(bound)
+    except (ValueError, OverflowError, OSError):
+        raise ValueError(f"{text!r} is not a date in the calendar: use {DATE_FORMS}") from None
+    return start, end
+
+
+def _epoch_ns(local: datetime) -> int:
+    """A naive local time as file times count it (nanoseconds since the epoch, UTC)."""
+    return int(local.timestamp()) * 1_000_000_000
+
+
+def photo_date(taken_at: datetime | None, mtime_ns: int) -> tuple[datetime, bool]:
+    """A photo's date and whether it is its file's time (the photo holds no capture time)."""
+    if taken_at is not None:
+        return taken_at, False
+    return datetime.fromtimestamp(mtime_ns / 1e9), True
+
+
+def _last_day(end: datetime) -> datetime:
+    """The day an exclusive end closes: the period up to 2024-01-01 ends on 2023-12-31."""
+    return datetime.fromordinal((end - timedelta(microseconds=1)).toordinal())
+
+
+@dataclass(frozen=True)
+class Period:
+    """Photos dated from ``start`` up to, not including, ``end`` (local times; None: open)."""
+
+    start: datetime | None = None
+    end: datetime | None = None
+
+    def __post_init__(self) -> None:
+        if self.start is not None and self.end is not None and self.start >= self.end:
+            raise RankingError(
+                f"the period would start on {self.start:%Y-%m-%d}, after it ends on "
+                f"{_last_day(self.end):%Y-%m-%d}"
+            )
+
+    @property
+    def bounded(self) -> bool:
+        return self.start is not None or self.end is not None
+
+    def clause(self) -> ColumnElement[bool]:
+        """SQL for "the photo's date is in the period": the capture time, or the file's
+        time for photos without one, compared as local times."""
+        taken: list[ColumnElement[bool]] = [Photo.taken_at.is_not(None)]
+        by_file: list[ColumnElement[bool]] = [Photo.taken_at.is_(None)]
+        if self.start is not None:
+            taken.append(Photo.taken_at >= self.start)
+            by_file.append(Photo.mtime_ns >= _epoch_ns(self.start))
+        if self.end is not None:
+            taken.append(Photo.taken_at < self.end)
+            by_file.append(Photo.mtime_ns < _epoch_ns(self.end))
+        return or_(and_(*taken), and_(*by_file))
+
+    def describe(self) -> str:
+        """The period in words, its last day included: "2023-01-01 to 2023-12-31"."""
+        first = f"{self.start:%Y-%m-%d}" if self.start else None
+        last = f"{_last_day(self.end):%Y-%m-%d}" if self.end else None
+        if first and last:
+            return first if first == last else f"{first} to {last}"
+        return f"from {first}" if first else f"up to {last}"
 
 
 @dataclass(frozen=True)
@@ -70,11 +160,16 @@ class RankedPhoto:
     """Near-identical shots of the same moment left out for this one."""
     deciding: RankedFace | None = None
     """The face whose probability is the photo's score."""
+    date: datetime | None = None
+    """Its capture time, or its file's time when ``date_from_file``."""
+    date_from_file: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "path": self.path,
             "score": round(self.score, 4),
+            "date": self.date.isoformat(timespec="seconds") if self.date else None,
+            "date_from": "file" if self.date_from_file else "capture",
             "faces": [f.as_dict() for f in self.faces],
         }
 
@@ -111,16 +206,17 @@ def top_photos(
     under: str | None = None,
     every_face: bool = False,
     keep_duplicates: bool = False,
+    period: Period | None = None,
 ) -> list[RankedPhoto]:
     """The ``n`` photos that show ``emotion`` best, each with a score of at least
-    ``min_probability``; missing photos are left out."""
+    ``min_probability`` (and dated in ``period``); missing photos are left out."""
     if emotion not in EMOTIONS:
         raise RankingError(f"unknown emotion {emotion!r}; choose from {', '.join(EMOTIONS)}")
     column = getattr(FaceRow, EMOTION_COLUMNS[EMOTIONS.index(emotion)])
     score = (func.min(column) if every_face else func.max(column)).label("score")
     size = func.max(FaceRow.w * FaceRow.h).label("size")
     query = (
-        select(Photo.id, Photo.path, Photo.phash, score, size)
+        select(Photo.id, Photo.path, Photo.phash, Photo.taken_at, Photo.mtime_ns, score, size)
         .join(FaceRow, FaceRow.photo_id == Photo.id)
         .where(Photo.status == "ok", column.is_not(None), FaceRow.w >= min_face)
         .group_by(Photo.id)
@@ -129,14 +225,16 @@ def top_photos(
     )
     if under is not None:
         query = query.where(or_(*(path_under(Photo.path, p) for p in stored_paths(under))))
-    picked: list[tuple[int, str, float]] = []
+    if period is not None and period.bounded:
+        query = query.where(period.clause())
+    picked: list[tuple[int, str, float, tuple[datetime, bool]]] = []
     folded: list[int] = []
     hashes: list[tuple[str, int]] = []  # a kept photo's hash, and its place in ``picked``
     with Session(engine) as session:
         _check_library(session)
         # Closing the result releases a server-side cursor left open by stopping early.
         with session.execute(query.execution_options(yield_per=200)) as rows:
-            for photo_id, path, phash, value, _size in rows:
+            for photo_id, path, phash, taken_at, mtime_ns, value, _size in rows:
                 if not keep_duplicates and phash is not None:
                     twin = next(
                         (i for kept, i in hashes if hash_distance(phash, kept) <= DUPLICATE_BITS),
@@ -146,7 +244,7 @@ def top_photos(
                         folded[twin] += 1
                         continue
                     hashes.append((phash, len(picked)))
-                picked.append((photo_id, path, value))
+                picked.append((photo_id, path, value, photo_date(taken_at, mtime_ns)))
                 folded.append(0)
                 if len(picked) >= n:
                     break
@@ -159,8 +257,10 @@ def top_photos(
             faces.get(pid, []),
             extra,
             deciding_face(faces.get(pid, []), emotion, every_face=every_face),
+            date,
+            from_file,
         )
-        for (pid, path, value), extra in zip(picked, folded, strict=True)
+        for (pid, path, value, (date, from_file)), extra in zip(picked, folded, strict=True)
     ]
 
 
@@ -236,3 +336,52 @@ def photo_faces(engine: Engine, path: str) -> PhotoFaces:
             error=photo.error or photo.faces_error,
             faces=[_face(f) for f in photo.faces],
         )
+
+
+@dataclass(frozen=True)
+class LibrarySummary:
+    """What an album says about the library it comes from."""
+
+    photos: int
+    faces: int
+    first: datetime | None
+    last: datetime | None
+    """The earliest and latest photo dates (capture time, else the file's time)."""
+    dated_by_file: int
+    """Photos without a capture time, dated by their file's time."""
+    models: list[str]
+    """The models the faces were classified with, the most used first."""
+
+
+def library_summary(engine: Engine) -> LibrarySummary:
+    """Count the library's readable photos and their faces, and find the dates they cover,
+    in a few aggregate queries (no rows are loaded)."""
+    ok = Photo.status == "ok"
+    with Session(engine) as session:
+        photos, first_taken, last_taken = session.execute(
+            select(func.count(), func.min(Photo.taken_at), func.max(Photo.taken_at)).where(ok)
+        ).one()
+        by_file, first_ns, last_ns = session.execute(
+            select(func.count(), func.min(Photo.mtime_ns), func.max(Photo.mtime_ns)).where(
+                ok, Photo.taken_at.is_(None)
+            )
+        ).one()
+        faces = session.scalar(select(func.count()).select_from(FaceRow).join(Photo).where(ok))
+        used = func.count().label("used")
+        models = session.execute(
+            select(FaceRow.model_id, used)
+            .join(Photo)
+            .where(ok, FaceRow.model_id.is_not(None))
+            .group_by(FaceRow.model_id)
+            .order_by(used.desc(), FaceRow.model_id)
+        ).all()
+    dates = [d for d in (first_taken, last_taken) if d is not None]
+    dates += [photo_date(None, ns)[0] for ns in (first_ns, last_ns) if ns is not None]
+    return LibrarySummary(
+        photos=photos,
+        faces=faces or 0,
+        first=min(dates, default=None),
+        last=max(dates, default=None),
+        dated_by_file=by_file,
+        models=[m for m, _ in models],
+    )

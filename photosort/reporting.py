@@ -10,6 +10,10 @@ A pick page explains the pick's emotion on the face that earned the pick (rankin
 face): one explanation per pick, however many faces the photo has. Its other faces show
 their probabilities, an explanation for that emotion when the library has one cached (from
 ``photosort explain`` or an earlier report), and otherwise the command that makes one.
+
+The album is browsed like one: each pick page links to the previous and next pick of its
+emotion (in the order the index shows them, by year with ``by_year``) and back to the
+emotion's section; the index opens with a summary of the library it comes from.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import shlex
 import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import cache
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -47,7 +51,15 @@ from photosort.explaining import (
 )
 from photosort.images import DEFAULT_MAX_MEGAPIXELS, ImageError, read_image
 from photosort.indexing import decode_crop
-from photosort.ranking import RankedPhoto, RankingError, find_photo, top_photos
+from photosort.ranking import (
+    LibrarySummary,
+    Period,
+    RankedPhoto,
+    RankingError,
+    find_photo,
+    library_summary,
+    top_photos,
+)
 from photosort.resources import resource_dir
 from photosort.store import ExplanationRow, FaceRow, Photo, is_read_only, utcnow
 
@@ -218,12 +230,62 @@ class PickView:
     """Why the photo itself is not shown, in a sentence for its page."""
     badge: str | None
     """The same in a few words, for its card in the index."""
-    taken_at: datetime | None
+    date: datetime | None
+    date_from_file: bool
+    """The date is the file's time: the photo holds no capture time."""
+    aspect: float
+    """Width over height of the upright photo, which sizes its thumbnail's frame."""
     faces: list[FaceView] = field(default_factory=list)
+    previous: PickView | None = None
+    next: PickView | None = None
+    """The neighbouring picks of the same emotion, in the index's order."""
 
     @property
     def deciding(self) -> FaceView | None:
         return next((f for f in self.faces if f.deciding), None)
+
+
+@dataclass
+class Section:
+    """One emotion's picks, in groups (one per year with ``by_year``, else a single one)."""
+
+    emotion: str
+    groups: list[tuple[int | None, list[PickView]]]
+
+    @property
+    def picks(self) -> list[PickView]:
+        return [pick for _, picks in self.groups for pick in picks]
+
+
+@dataclass(frozen=True)
+class AlbumFacts:
+    """The index's summary: the library's numbers and what this album leaves out."""
+
+    library: LibrarySummary
+    hidden: int
+    """Near-identical shots left out for the picks shown."""
+    model_id: str
+    """The model the explanations are of."""
+    period: str | None
+    generated: str
+    """When the album was written, in local time with its zone."""
+
+
+def local_time(moment: datetime) -> str:
+    """A moment as the reader's clock shows it, with the zone: "2024-05-01 14:03 CEST
+    (UTC+02:00)"."""
+    local = moment.astimezone()
+    offset = local.utcoffset() or timedelta(0)
+    minutes = int(offset.total_seconds()) // 60
+    sign = "-" if minutes < 0 else "+"
+    hours, mins = divmod(abs(minutes), 60)
+    zone = f"UTC{sign}{hours:02d}:{mins:02d}"
+    stamp = f"{local:%Y-%m-%d %H:%M}"
+    name = local.tzname() or ""
+    # A zone without a name of its own is called by its offset ("+03"): say that once.
+    if name == "UTC" or not name[:1].isalpha():
+        return f"{stamp} {zone}"
+    return f"{stamp} {name} ({zone})"
 
 
 @dataclass(frozen=True)
@@ -328,8 +390,11 @@ def build_report(
     seed: int = 0,
     progress: Callable[[str], None] | None = None,
     explain_options: Sequence[str] = (),
+    period: Period | None = None,
+    by_year: bool = False,
 ) -> ReportSummary:
-    """Write the album for the top ``n`` photos of each emotion into ``outdir``.
+    """Write the album for the top ``n`` photos of each emotion (dated in ``period``) into
+    ``outdir``, each emotion's picks grouped by year with ``by_year``.
 
     ``explain_options`` are repeated in the ``photosort explain`` hints (``--db``,
     ``--model``), so that the command finds the same library and model as the report.
@@ -340,7 +405,8 @@ def build_report(
     out.check_free(["index.html"] + [page_name(e, r) for e in emotions for r in range(1, n + 1)])
     try:
         faces = _FaceViews(out, model, samples, segments, seed, explain_options)
-        return _build(engine, out, faces, n, emotions, min_probability, progress)
+        choice = _Choice(n, emotions, min_probability, period or Period(), by_year)
+        return _build(engine, out, faces, choice, progress)
     except BaseException:
         # What this run wrote stays known (a failure, Ctrl-C), so a re-run replaces or removes
         # it; a run refused before writing anything leaves the folder as it was.
@@ -355,23 +421,37 @@ def page_name(emotion: str, rank: int) -> str:
     return f"{emotion}-{rank:02d}.html"
 
 
+class _Choice(NamedTuple):
+    """Which photos the album shows, and how it groups them."""
+
+    n: int
+    emotions: Sequence[str]
+    min_probability: float
+    period: Period
+    by_year: bool
+
+
 def _build(
     engine: Engine,
     out: _Output,
     faces: _FaceViews,
-    n: int,
-    emotions: Sequence[str],
-    min_probability: float,
+    choice: _Choice,
     progress: Callable[[str], None] | None,
 ) -> ReportSummary:
-    sections: list[tuple[str, list[PickView]]] = []
+    sections: list[Section] = []
     empty_reason = None
     copies: dict[int, _Copies] = {}
     with Session(engine) as session:
         chosen: list[tuple[str, list[tuple[RankedPhoto, Photo]]]] = []
-        for emotion in emotions:
+        for emotion in choice.emotions:
             try:
-                ranked = top_photos(engine, emotion, n, min_probability=min_probability)
+                ranked = top_photos(
+                    engine,
+                    emotion,
+                    choice.n,
+                    min_probability=choice.min_probability,
+                    period=choice.period,
+                )
             except RankingError as exc:
                 empty_reason = str(exc)
                 break
@@ -395,7 +475,9 @@ def _build(
                     large=copy.large,
                     note=copy.note,
                     badge=copy.badge,
-                    taken_at=photo.taken_at,
+                    date=ranked_photo.date,
+                    date_from_file=ranked_photo.date_from_file,
+                    aspect=(photo.width or 1) / (photo.height or 1),
                 )
                 deciding = ranked_photo.deciding
                 for face in photo.faces:
@@ -404,27 +486,52 @@ def _build(
                 picks.append(pick)
                 if progress is not None:
                     progress(f"{emotion} #{rank}")
-            sections.append((emotion, picks))
+            sections.append(_section(emotion, picks, by_year=choice.by_year))
+        hidden = sum(ranked.folded for _, rows in chosen for ranked, _ in rows)
+    facts = AlbumFacts(
+        library=library_summary(engine),
+        hidden=hidden,
+        model_id=faces.model.model_id,
+        period=choice.period.describe() if choice.period.bounded else None,
+        generated=local_time(datetime.now().astimezone()),
+    )
     env = templates()
-    for _, picks in sections:
-        for pick in picks:
+    for section in sections:
+        for pick in section.picks:
             page = env.get_template("pick.html").render(pick=pick, samples=faces.samples)
             out.write(pick.page, page.encode())
     index = env.get_template("index.html").render(
         sections=sections,
         empty_reason=empty_reason,
-        n=n,
-        min_probability=min_probability,
-        generated=utcnow(),
+        min_probability=choice.min_probability,
+        by_year=choice.by_year,
+        facts=facts,
     )
     out.write("index.html", index.encode())
     out.finish()
     return ReportSummary(
         index=out.root / "index.html",
-        picks=sum(len(p) for _, p in sections),
+        picks=sum(len(s.picks) for s in sections),
         explained=faces.explained,
         cached=faces.cached,
     )
+
+
+def _section(emotion: str, picks: list[PickView], *, by_year: bool) -> Section:
+    """An emotion's picks as the index shows them: by rank, or by year (the latest first,
+    by rank within a year); each pick learns its neighbours in that order."""
+    if by_year:
+        years: dict[int | None, list[PickView]] = {}
+        for pick in picks:
+            years.setdefault(pick.date.year if pick.date else None, []).append(pick)
+        groups = sorted(years.items(), key=lambda item: -(item[0] or 0))
+    else:
+        groups = [(None, picks)]
+    section = Section(emotion, groups)
+    ordered = section.picks
+    for before, after in zip(ordered, ordered[1:], strict=False):
+        before.next, after.previous = after, before
+    return section
 
 
 def _photo_row(session: Session, photo_id: int) -> Photo:

@@ -361,7 +361,7 @@ def test_top_and_show_cli(
     result = runner.invoke(cli, ["top", "happy", "-n", "5", "--db", db_url, "--json"])
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
-    assert set(data[0]) == {"path", "score", "faces"}
+    assert set(data[0]) == {"path", "score", "date", "date_from", "faces"}
     assert set(data[0]["faces"][0]) == {"box", "emotion", "probabilities"}
     assert set(data[0]["faces"][0]["probabilities"]) == set(EMOTIONS)
     table = runner.invoke(cli, ["top", "HAPPY", "--db", db_url])
@@ -369,7 +369,8 @@ def test_top_and_show_cli(
     # astronaut.jpg and its sideways copy are one shot: one is listed, the other counted.
     assert table.output.endswith("(1 near-identical shot hidden; --keep-duplicates lists it)\n")
     every = runner.invoke(cli, ["top", "happy", "--keep-duplicates", "--db", db_url])
-    assert "hidden" not in every.output and every.output.count("\n") == 4
+    # A header, three photos and the note on the PNG, which is dated by its file's time.
+    assert "hidden" not in every.output and every.output.count("\n") == 5
     # The stand-in model gives every face a sad probability under 0.1.
     unlikely = runner.invoke(cli, ["top", "sad", "--db", db_url])
     assert unlikely.exit_code == 0

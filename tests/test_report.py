@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -477,8 +478,41 @@ def test_explain_command(
     assert not (tmp_path / "x.jpg").exists()
 
 
+def links(page: str) -> dict[str, str]:
+    """A pick page's navigation links by their rel (prev, next) or text (the way back)."""
+    nav = page.split('<nav class="pager">')[1].split("</nav>")[0]
+    found = {rel: href for rel, href in re.findall(r'rel="(\w+)" href="([^"]+)"', nav)}
+    found["back"] = re.search(r'<a href="(index\.html#[^"]+)">all ', nav).group(1)
+    return found
+
+
+def test_pick_pages_link_to_their_neighbours_and_back(
+    library: Path, db_url: str, tmp_path: Path
+) -> None:
+    out = tmp_path / "report"
+    build_report(open_engine(db_url), out, RegionModel(), n=4, min_probability=0, samples=60)
+    index = (out / "index.html").read_text()
+    sections = index.split("<section ")[1:]
+    assert len(sections) == len(EMOTIONS)
+    for section in sections:
+        emotion = section.split('id="')[1].split('"')[0]
+        pages = re.findall(r'class="card" href="([^"]+)"', section)
+        assert pages == [f"{emotion}-{rank:02d}.html" for rank in range(1, len(pages) + 1)]
+        for i, name in enumerate(pages):
+            nav = links((out / name).read_text())
+            assert nav.get("prev") == (pages[i - 1] if i else None)
+            assert nav.get("next") == (pages[i + 1] if i + 1 < len(pages) else None)
+            assert nav["back"] == f"index.html#{emotion}"
+            assert f'<section id="{emotion}">' in index
+            for href in (nav.get("prev"), nav.get("next")):
+                assert href is None or (out / href).is_file()
+
+
 @pytest.mark.skipif(find_chromium() is None, reason="needs Debian's chromium (.ci/run installs it)")
 def test_report_in_a_real_browser(library: Path, db_url: str, tmp_path: Path) -> None:
+    # A portrait photo among landscapes and squares: the thumbnail rows stay even.
+    save_jpeg(library / "people" / "portrait.jpg", skimage_photo("astronaut")[:, 120:380])
+    scan_library(open_engine(db_url), [str(library)], faces=FaceOptions(BrightnessModel()))
     out = tmp_path / "report"
     build_report(open_engine(db_url), out, BrightnessModel(), n=3, samples=100)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
@@ -493,6 +527,38 @@ def test_report_in_a_real_browser(library: Path, db_url: str, tmp_path: Path) ->
         index = browser.open((out / "index.html").as_uri())
         assert WEIRD_NAME in index.text  # shown as text
         assert all(src.startswith(("photos/", "faces/")) for src, _ in index.images)
+        boxes = browser.evaluate(THUMB_GEOMETRY)
+        assert len({round(b["height"]) for b in boxes}) == 1, "thumbnails of one height"
+        assert any(b["natural"] < 1 for b in boxes), "a portrait is among them"
+        for b in boxes:  # each photo fitted whole into its box, in its own shape
+            assert abs(b["frame"] - b["natural"]) < 0.03 * b["natural"], b
+            assert b["inside"], b
+        # Through the pages of an emotion with the browser's own links, and back.
+        browser.open((out / "happy-01.html").as_uri())
+        visited = ["happy-01.html"]
+        while target := browser.evaluate("document.querySelector('a[rel=next]')?.href"):
+            seen = browser.open(str(target))
+            assert seen.errors == [] and all(w > 0 for _, w in seen.images), target
+            visited.append(str(target).rsplit("/", 1)[1])
+        assert visited == [f"happy-{r:02d}.html" for r in range(1, len(visited) + 1)]
+        assert len(visited) == 3
+        back = browser.evaluate("document.querySelector('a[rel=prev]').href")
+        assert str(back).endswith("happy-02.html")
+        section = browser.evaluate("document.querySelector('nav.pager a:not([rel])').href")
+        browser.open(str(section))
+        assert browser.evaluate("document.querySelector(':target')?.id") == "happy"
+
+
+# Each index thumbnail: its box's height, the shape of the frame drawn in it and of the photo,
+# and whether the frame (and so every face box) lies within the box.
+THUMB_GEOMETRY = """Array.from(document.querySelectorAll('.thumb .frame')).map(f => {
+  const box = f.parentElement.getBoundingClientRect(), frame = f.getBoundingClientRect();
+  const img = f.querySelector('img');
+  return {height: box.height, frame: frame.width / frame.height,
+          natural: img.naturalWidth / img.naturalHeight,
+          inside: frame.left >= box.left - 0.5 && frame.right <= box.right + 0.5 &&
+                  frame.top >= box.top - 0.5 && frame.bottom <= box.bottom + 0.5};
+})"""
 
 
 def test_disk_full_while_writing_keeps_the_previous_report(
