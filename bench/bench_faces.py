@@ -5,7 +5,12 @@ matched to its best remaining detection, each detection used once); detections o
 source left unannotated (``ignore``) count neither way. Prints recall, precision and
 milliseconds per photo for each detector, as one run.
 
+``--presence`` measures scan's own path instead (:func:`find_faces`: working-size decode,
+``--min-face``, the face mesh): recall and precision at each face-presence threshold of the
+mesh, and without it, at each ``--min-score``; and the mesh's milliseconds per face.
+
 Run: ``python bench/bench_faces.py [--data ../shared/data/faces] [--detectors blazeface,haar]``
+     ``python bench/bench_faces.py --presence -4,-2,0,2,4 --min-scores 0.4,0.5,0.6``
 """
 
 from __future__ import annotations
@@ -16,8 +21,13 @@ import statistics
 import time
 from pathlib import Path
 
-from photosort.faces import DEFAULT_MIN_SCORE, DETECTORS, iou, make_detector
+import numpy as np
+from PIL import Image
+
+from photosort import faces as faces_module
+from photosort.faces import DEFAULT_MIN_SCORE, DETECTORS, find_faces, iou, make_detector
 from photosort.images import read_array
+from photosort.landmarks import FaceMesh
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -78,13 +88,88 @@ def measure(data: Path, detectors: list[str], min_score: float) -> dict:
     return {"photos": len(photos), "faces": faces, "min_score": min_score, "detectors": rows}
 
 
+def scan_presence(
+    data: Path, min_score: float, thresholds: list[float], mesh: FaceMesh
+) -> list[dict]:
+    """Recall and precision of scan's face finding at each presence threshold (None: no
+    mesh), from one pass that keeps every face with its logit; and the time it took."""
+    photos = json.loads((data / "annotations.json").read_text())
+    detector = make_detector("blazeface", min_score)
+    seen = []
+    spent = {"mesh": 0.0, "faces": 0, "find": 0.0}
+    real = faces_module.face_mesh
+
+    def timed(*args):
+        start = time.perf_counter()
+        try:
+            return real(*args)
+        finally:
+            spent["mesh"] += time.perf_counter() - start
+            spent["faces"] += 1
+
+    faces_module.face_mesh = timed
+    try:
+        for item in photos:
+            path = data / item["path"]
+            with Image.open(path) as img:
+                size = img.size
+            start = time.perf_counter()
+            scan = find_faces(str(path), size, detector=detector, mesh=mesh, min_presence=-np.inf)
+            spent["find"] += time.perf_counter() - start
+            seen.append([(f.box, f.presence) for f in scan.faces])
+    finally:
+        faces_module.face_mesh = real
+    rows = []
+    for threshold in [None, *thresholds]:
+        found = false = total = 0
+        for item, faces in zip(photos, seen, strict=True):
+            boxes = [b for b, p in faces if threshold is None or p >= threshold]
+            hit, fp = match([tuple(b) for b in item["boxes"]], item.get("ignore", []), boxes)
+            found, false, total = found + hit, false + fp, total + len(item["boxes"])
+        rows.append(
+            {
+                "min_score": min_score,
+                "min_presence": threshold,
+                "recall": round(found / total, 3),
+                "precision": round(found / (found + false), 3) if found + false else 1.0,
+                "false": false,
+            }
+        )
+    rows[0]["ms_per_photo"] = round(1000 * spent["find"] / len(photos), 1)
+    rows[0]["mesh_ms_per_face"] = round(1000 * spent["mesh"] / max(1, spent["faces"]), 2)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "faces")
     parser.add_argument("--detectors", default=",".join(DETECTORS))
     parser.add_argument("--min-score", type=float, default=DEFAULT_MIN_SCORE)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--presence", help="comma-separated presence thresholds to sweep")
+    parser.add_argument("--min-scores", help="detector scores for --presence (comma-separated)")
     args = parser.parse_args()
+    if args.presence is not None:
+        thresholds = [float(t) for t in args.presence.split(",")]
+        scores = [float(t) for t in (args.min_scores or str(args.min_score)).split(",")]
+        mesh = FaceMesh()
+        rows = [r for s in scores for r in scan_presence(args.data, s, thresholds, mesh)]
+        if args.json:
+            print(json.dumps(rows, indent=2))
+            return
+        print(f"{'min score':>9} {'presence':>9} {'recall':>7} {'precision':>9} {'false':>6}")
+        for row in rows:
+            presence = "no mesh" if row["min_presence"] is None else f"{row['min_presence']:g}"
+            print(
+                f"{row['min_score']:>9g} {presence:>9} {row['recall']:>7.3f} "
+                f"{row['precision']:>9.3f} {row['false']:>6}"
+            )
+            if "ms_per_photo" in row:
+                print(
+                    f"  find_faces {row['ms_per_photo']} ms/photo, mesh "
+                    f"{row['mesh_ms_per_face']} ms/face"
+                )
+        return
     r = measure(args.data, args.detectors.split(","), args.min_score)
     if args.json:
         print(json.dumps(r, indent=2))
