@@ -5,9 +5,10 @@ matched to its best remaining detection, each detection used once); detections o
 source left unannotated (``ignore``) count neither way. Prints recall, precision and
 milliseconds per photo for each detector, as one run.
 
-``--presence`` measures scan's own path instead (:func:`find_faces`: working-size decode,
+The default run also measures scan's own path with and without the mesh, and the mesh's
+milliseconds per face. ``--presence`` sweeps that path (:func:`find_faces`: working-size decode,
 ``--min-face``, the face mesh): recall and precision at each face-presence threshold of the
-mesh, and without it, at each ``--min-score``; and the mesh's milliseconds per face.
+mesh, and without it, at each ``--min-scores``.
 
 Run: ``python bench/bench_faces.py [--data ../shared/data/faces] [--detectors blazeface,haar]``
      ``python bench/bench_faces.py --presence -4,-2,0,2,4 --min-scores 0.4,0.5,0.6``
@@ -17,15 +18,25 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import time
 from pathlib import Path
 
 import numpy as np
+import skimage.data
 from PIL import Image
 
 from photosort import faces as faces_module
-from photosort.faces import DEFAULT_MIN_SCORE, DETECTORS, find_faces, iou, make_detector
+from photosort.defaults import DEFAULT_MIN_PRESENCE
+from photosort.faces import (
+    DEFAULT_MIN_SCORE,
+    DETECTORS,
+    MESH_INPUT,
+    find_faces,
+    iou,
+    make_detector,
+)
 from photosort.images import read_array
 from photosort.landmarks import FaceMesh
 
@@ -92,33 +103,16 @@ def scan_presence(
     data: Path, min_score: float, thresholds: list[float], mesh: FaceMesh
 ) -> list[dict]:
     """Recall and precision of scan's face finding at each presence threshold (None: no
-    mesh), from one pass that keeps every face with its logit; and the time it took."""
+    mesh), from one pass that keeps every face with its logit."""
     photos = json.loads((data / "annotations.json").read_text())
     detector = make_detector("blazeface", min_score)
     seen = []
-    spent = {"mesh": 0.0, "faces": 0, "find": 0.0}
-    real = faces_module.face_mesh
-
-    def timed(*args):
-        start = time.perf_counter()
-        try:
-            return real(*args)
-        finally:
-            spent["mesh"] += time.perf_counter() - start
-            spent["faces"] += 1
-
-    faces_module.face_mesh = timed
-    try:
-        for item in photos:
-            path = data / item["path"]
-            with Image.open(path) as img:
-                size = img.size
-            start = time.perf_counter()
-            scan = find_faces(str(path), size, detector=detector, mesh=mesh, min_presence=-np.inf)
-            spent["find"] += time.perf_counter() - start
-            seen.append([(f.box, f.presence) for f in scan.faces])
-    finally:
-        faces_module.face_mesh = real
+    for item in photos:
+        path = data / item["path"]
+        with Image.open(path) as img:
+            size = img.size
+        scan = find_faces(str(path), size, detector=detector, mesh=mesh, min_presence=-np.inf)
+        seen.append([(f.box, f.presence) for f in scan.faces])
     rows = []
     for threshold in [None, *thresholds]:
         found = false = total = 0
@@ -135,9 +129,31 @@ def scan_presence(
                 "false": false,
             }
         )
-    rows[0]["ms_per_photo"] = round(1000 * spent["find"] / len(photos), 1)
-    rows[0]["mesh_ms_per_face"] = round(1000 * spent["mesh"] / max(1, spent["faces"]), 2)
     return rows
+
+
+def mesh_cost(mesh: FaceMesh, calls: int = 50, blocks: int = 10) -> dict[str, float]:
+    """Milliseconds per face, one thread: the mesh alone on its 192 px input, and with the
+    cut and resize of its square from a photo as find_faces runs it. The fastest of several
+    blocks of calls, so that other work on the machine counts as little as it can."""
+    photo = Image.fromarray(skimage.data.astronaut())
+    (face,) = make_detector().detect(np.asarray(photo))  # type: ignore[attr-defined]
+    square = np.asarray(photo.resize((MESH_INPUT, MESH_INPUT)))
+
+    def fastest(call) -> float:
+        call()
+        best = math.inf
+        for _ in range(blocks):
+            start = time.perf_counter()
+            for _ in range(calls):
+                call()
+            best = min(best, (time.perf_counter() - start) * 1000 / calls)
+        return round(best, 3)
+
+    return {
+        "mesh_ms_per_face": fastest(lambda: mesh.run(square)),
+        "with_cut_ms_per_face": fastest(lambda: faces_module.face_mesh(mesh, photo, face)),
+    }
 
 
 def main() -> None:
@@ -164,13 +180,11 @@ def main() -> None:
                 f"{row['min_score']:>9g} {presence:>9} {row['recall']:>7.3f} "
                 f"{row['precision']:>9.3f} {row['false']:>6}"
             )
-            if "ms_per_photo" in row:
-                print(
-                    f"  find_faces {row['ms_per_photo']} ms/photo, mesh "
-                    f"{row['mesh_ms_per_face']} ms/face"
-                )
         return
     r = measure(args.data, args.detectors.split(","), args.min_score)
+    mesh = FaceMesh()
+    without, with_mesh = scan_presence(args.data, args.min_score, [DEFAULT_MIN_PRESENCE], mesh)
+    r["scan"] = {"without_mesh": without, "with_mesh": with_mesh, **mesh_cost(mesh)}
     if args.json:
         print(json.dumps(r, indent=2))
         return
@@ -181,6 +195,14 @@ def main() -> None:
             f"{row['detector']:<18} {row['recall']:>7.3f} {row['precision']:>9.3f} "
             f"{row['ms_median']:>10.1f} {row['ms_mean']:>8.1f}"
         )
+    s = r["scan"]
+    print(
+        f"scan's path (working size, --min-face): recall {s['without_mesh']['recall']:.3f}, "
+        f"precision {s['without_mesh']['precision']:.3f}; with the mesh at presence "
+        f">= {DEFAULT_MIN_PRESENCE:g}: recall {s['with_mesh']['recall']:.3f}, precision "
+        f"{s['with_mesh']['precision']:.3f}; mesh {s['mesh_ms_per_face']} ms/face, "
+        f"{s['with_cut_ms_per_face']} ms with its cut (1 thread)"
+    )
 
 
 if __name__ == "__main__":

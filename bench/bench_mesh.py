@@ -14,11 +14,11 @@ mirror averaging, class offsets):
 Per framing: accuracy of the largest face overall and per source, each emotion's recall
 and precision among its first 10, and the paired McNemar test against the shipped framing
 (photos one framing gets right and the other wrong). Then the pipeline exactly as
-``evaluate`` runs it, as a table per source and emotion. ``--cost`` times the mesh alone,
-one thread, per face.
+``evaluate`` runs it, as a table per source and emotion. (The mesh's cost per face is
+``bench/bench_faces.py``'s.)
 
     .venv/bin/python bench/bench_mesh.py                 # ../shared/data, the shipped model
-    .venv/bin/python bench/bench_mesh.py --cost --json
+    .venv/bin/python bench/bench_mesh.py --json
 
 The photos (``wild/``) are for evaluation only; nothing here is fitted on them.
 """
@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import time
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +38,7 @@ import photosort.faces as faces_module
 from photosort.defaults import DEFAULT_MIN_PRESENCE, EMOTIONS, WORKING_SIDE
 from photosort.emotions import DEFAULT_MODEL, load_model, softmax
 from photosort.evaluating import labelled_photos, largest_face_crops, photo_report
-from photosort.faces import MESH_INPUT, Face, crop_face, face_mesh, make_detector
+from photosort.faces import Face, crop_face, face_mesh, make_detector
 from photosort.images import read_image
 from photosort.landmarks import FaceMesh, Mesh
 
@@ -136,38 +135,16 @@ def mcnemar(a: list[bool], b: list[bool]) -> dict[str, Any]:
     return {"only_this": only_b, "only_shipped": only_a, "p": round(p, 4)}
 
 
-def mesh_cost(mesh: FaceMesh, faces: int = 500) -> dict[str, float]:
-    """Milliseconds per face of the mesh alone (one thread), and with its square's cut and
-    resize from a photo, as find_faces runs it."""
-    photo = Image.fromarray(np.asarray(Image.open(ROOT / "docs" / "report.png").convert("RGB")))
-    square = np.asarray(photo.resize((MESH_INPUT, MESH_INPUT)))
-    face = Face(photo.width / 3, photo.height / 3, photo.width / 4, photo.width / 4, 1.0)
-    for _ in range(20):
-        mesh.run(square)
-    start = time.perf_counter()
-    for _ in range(faces):
-        mesh.run(square)
-    alone = (time.perf_counter() - start) * 1000 / faces
-    start = time.perf_counter()
-    for _ in range(faces):
-        face_mesh(mesh, photo, face)
-    cut = (time.perf_counter() - start) * 1000 / faces
-    return {"mesh_ms": round(alone, 3), "with_cut_ms": round(cut, 3)}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=ROOT / ".." / "shared" / "data")
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
     parser.add_argument("--fer-faces", type=int, default=2000, help="FER faces to measure on")
-    parser.add_argument("--cost", action="store_true", help="also time the mesh per face")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
     mesh = FaceMesh()
     result: dict[str, Any] = {}
-    if args.cost:
-        result["cost"] = mesh_cost(mesh)
     folder = args.data / "wild" / "images"
     photos = labelled_photos(folder, args.data / "wild" / "labels.csv")
     labels = np.array([p.label for p in photos])
@@ -221,9 +198,6 @@ def main() -> None:
     if args.json:
         print(json.dumps(result, indent=2))
         return
-    if "cost" in result:
-        c = result["cost"]
-        print(f"mesh: {c['mesh_ms']} ms/face alone, {c['with_cut_ms']} ms with its cut (1 thread)")
     print(f"mesh on {args.fer_faces} FER faces: {constants}")
     print(f"{'framing':<58}{'acc':>7}{'P@10':>7}{'min rec':>8}  by source  McNemar")
     for name, row in rows.items():
