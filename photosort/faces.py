@@ -499,7 +499,7 @@ def find_faces(
         landmarks = presence = None
         if mesh is not None:
             seen = face_mesh(mesh, source, there)
-            if not seen.presence >= min_presence:
+            if not seen.presence >= min_presence:  # a NaN logit is no face either
                 rejected += 1
                 continue
             presence = seen.presence

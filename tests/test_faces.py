@@ -289,6 +289,7 @@ def test_faces_found_before_the_mesh_get_landmarks_on_the_next_scan(
     assert len(rows) == 3 and all(f.landmarks is not None for f in rows)
     with Session(open_engine(db_url)) as session:
         assert set(session.scalars(select(Photo.detector))) == {FaceSettings().key}
+    assert FaceSettings(min_presence=4).key != FaceSettings().key  # another threshold: again
 
 
 def test_min_presence_must_be_a_number(runner: CliRunner, tmp_path: Path) -> None:
