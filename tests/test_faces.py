@@ -292,10 +292,15 @@ def test_faces_found_before_the_mesh_get_landmarks_on_the_next_scan(
     assert FaceSettings(min_presence=4).key != FaceSettings().key  # another threshold: again
 
 
-def test_min_presence_must_be_a_number(runner: CliRunner, tmp_path: Path) -> None:
+def test_scan_min_presence_drops_faces_and_must_be_a_number(
+    runner: CliRunner, sample: Path, db_url: str
+) -> None:
     for bad in ("nan", "inf", "high"):
-        result = runner.invoke(cli, ["scan", str(tmp_path), "--min-presence", bad])
+        result = runner.invoke(cli, ["scan", str(sample), "--min-presence", bad, "--db", db_url])
         assert result.exit_code == 2 and "--min-presence" in result.output, bad
+    args = ["scan", str(sample), "--db", db_url, "--json", "--min-presence", "1000"]
+    strict = runner.invoke(cli, args)
+    assert strict.exit_code == 0 and json.loads(strict.stdout)["faces"] == 0
 
 
 def test_crop_of_a_small_face_comes_from_a_larger_decode(tmp_path: Path, db_url: str) -> None:
