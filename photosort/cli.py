@@ -7,6 +7,7 @@ need them, so ``photosort --help`` stays fast.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import signal
@@ -25,6 +26,7 @@ from photosort.defaults import (
     AUGMENT_MODES,
     DEFAULT_BALANCE,
     DEFAULT_MIN_FACE,
+    DEFAULT_MIN_PRESENCE,
     DEFAULT_MIN_PROBABILITY,
     DEFAULT_MIN_SCORE,
     DEFAULT_SAMPLES,
@@ -107,6 +109,23 @@ def period_of(
         return Period(since[0] if since else None, until[1] if until else None)
     except RankingError as exc:
         raise click.BadParameter(str(exc), param_hint="'--since' / '--until'") from None
+
+
+class FiniteFloat(click.ParamType):
+    """A plain number, refusing NaN and infinities (which no threshold compares sanely with)."""
+
+    name = "NUMBER"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number", param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
 
 
 def db_option(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -390,6 +409,14 @@ def cli() -> None:
     show_default=True,
     help="Detector confidence a face needs.",
 )
+@click.option(
+    "--min-presence",
+    type=FiniteFloat(),
+    default=DEFAULT_MIN_PRESENCE,
+    show_default=True,
+    help="Face-presence logit the face mesh must give a detected face (higher drops more "
+    "fists and shirts, and more faces in profile or behind sunglasses).",
+)
 @click.option("--reclassify", is_flag=True, help="Classify every stored face again.")
 @click.option(
     "--cluster",
@@ -411,6 +438,7 @@ def scan(
     detector: str,
     min_face: float,
     min_score: float,
+    min_presence: float,
     reclassify: bool,
     cluster: str | None,
     model_path: str | None,
@@ -425,6 +453,7 @@ def scan(
     \b
     Example:
         photosort scan ~/Pictures /media/usb/DCIM --json
+        photosort scan ~/Pictures --min-presence 4
         photosort scan /mnt/nas/photos --cluster tcp://scheduler:8786
     """
     from photosort.indexing import FaceOptions, LazyClassifier, scan_library, scan_roots
@@ -439,6 +468,7 @@ def scan(
             detector=detector,
             min_score=min_score,
             min_face=min_face,
+            min_presence=min_presence,
             reclassify=reclassify,
         )
     handle_termination()

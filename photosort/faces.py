@@ -21,6 +21,7 @@ from PIL import Image
 
 from photosort.defaults import (
     DEFAULT_MIN_FACE,
+    DEFAULT_MIN_PRESENCE,
     DEFAULT_MIN_SCORE,
     DETECTOR_NAMES,
     MAX_MEGAPIXELS,
@@ -28,6 +29,7 @@ from photosort.defaults import (
 )
 from photosort.errors import DetectorError
 from photosort.images import ImageError, perceptual_hash, read_image
+from photosort.landmarks import MESH_INPUT, FaceMesh, Mesh
 from photosort.native import litert_interpreter, packaged_model
 
 MODEL_FILE = "face_detection_full_range.tflite"
@@ -56,9 +58,12 @@ FRAME_SCALE = 1.0
 """Frame side over the FER-measured one: 1 cuts exactly the training faces' framing."""
 CROP_FRAMING = "fer-eyes-1"
 """Names the way crops are cut; part of :attr:`FaceSettings.key`."""
-DETECTION = "close-ups-1"
-"""Names which models find faces (full-range, plus short-range for close-ups); part of
-:attr:`FaceSettings.key`."""
+MESH_MARGIN = 0.25
+"""The face mesh sees a square around the box, widened by this share of its side on each
+edge: the context it was trained with."""
+DETECTION = "close-ups-mesh-1"
+"""Names which models find faces (full-range, plus short-range for close-ups, each face
+checked and given landmarks by the mesh); part of :attr:`FaceSettings.key`."""
 
 
 @dataclass(frozen=True)
@@ -379,14 +384,59 @@ def sharpness(crop: np.ndarray) -> float:
     return float(cv2.Laplacian(crop, cv2.CV_32F).var())
 
 
+def crop_transform(face: Face, width: int, height: int, size: int = CROP_SIZE) -> np.ndarray:
+    """The ``(2, 3)`` affine map from image pixels to the pixels of :func:`crop_face`'s crop
+    of this face in a ``width`` x ``height`` image: the inverse of the crop's own warp."""
+    frame = crop_frame(face)
+    if frame is None:
+        left, top, side = square_crop_box(face, width, height)
+        k = size / side
+        return np.array([[k, 0.0, -left * k], [0.0, k, -top * k]])
+    cx, cy, side, angle = frame
+    k, half = size / side, size / 2
+    cos, sin = math.cos(angle) * k, math.sin(angle) * k
+    return np.array(
+        [[cos, sin, half - cos * cx - sin * cy], [-sin, cos, half + sin * cx - cos * cy]]
+    )
+
+
+def to_crop(points: np.ndarray, transform: np.ndarray) -> np.ndarray:
+    """``(N, 3)`` landmarks moved by a :func:`crop_transform`; depth scales with the crop."""
+    moved = np.empty_like(points, dtype=np.float32)
+    moved[:, :2] = points[:, :2] @ transform[:, :2].T + transform[:, 2]
+    moved[:, 2] = points[:, 2] * math.hypot(transform[0, 0], transform[1, 0])
+    return moved
+
+
+def face_mesh(mesh: FaceMesh, image: Image.Image, face: Face) -> Mesh:
+    """The mesh of a detected face, landmarks in the image's pixels.
+
+    The mesh sees a square centred on the box and MESH_MARGIN wider on each edge, the
+    context it expects; what lies outside the photo is black.
+    """
+    side = max(face.w, face.h) * (1 + 2 * MESH_MARGIN)
+    left = round(face.x + face.w / 2 - side / 2)
+    top = round(face.y + face.h / 2 - side / 2)
+    side = max(1, round(side))
+    square = image.crop((left, top, left + side, top + side))
+    if square.mode != "RGB":
+        square = square.convert("RGB")
+    square = square.resize((MESH_INPUT, MESH_INPUT), Image.Resampling.BILINEAR)
+    return mesh.run(np.asarray(square)).shifted(left, top, side / MESH_INPUT)
+
+
 @dataclass(frozen=True)
 class FoundFace:
-    """A face ready to store: box in oriented photo pixels, its crop and how sharp it is."""
+    """A face ready to store: box in oriented photo pixels, its crop and how sharp it is,
+    with the face mesh's landmarks in the crop's pixels and its presence logit (None when
+    found without the mesh)."""
 
     box: tuple[float, float, float, float]
     score: float
     crop: np.ndarray
     sharpness: float
+    landmarks: np.ndarray | None = None
+    presence: float | None = None
 
 
 @dataclass(frozen=True)
@@ -404,6 +454,8 @@ def find_faces(
     photo_size: tuple[int, int],
     *,
     detector: object,
+    mesh: FaceMesh | None = None,
+    min_presence: float = DEFAULT_MIN_PRESENCE,
     min_face: float = DEFAULT_MIN_FACE,
     working_side: int = WORKING_SIDE,
     max_megapixels: float = MAX_MEGAPIXELS,
@@ -412,7 +464,10 @@ def find_faces(
 
     ``photo_size`` is the oriented full size, in which boxes are returned. A face too small
     for a CROP_SIZE crop at working size is cut from a second, larger decode instead.
-    ``min_face`` (photo pixels) drops faces too small to judge; they are counted as rejected.
+    ``min_face`` (photo pixels) drops faces too small to judge, and with a ``mesh`` a face
+    whose presence logit is under ``min_presence`` is dropped as not a face (a fist, a
+    shirt); both are counted as rejected. The mesh runs on the image the crop is cut from,
+    and its landmarks are stored in the crop's pixels.
     """
     try:
         image = read_image(path, max_side=working_side, max_megapixels=max_megapixels)
@@ -440,9 +495,20 @@ def find_faces(
     found = []
     for face, side in zip(kept, crop_side, strict=True):
         source = hires if hires is not None and side < CROP_SIZE else image
-        crop = crop_face(source, face.scaled(source.width / image.width))
+        there = face.scaled(source.width / image.width)
+        landmarks = presence = None
+        if mesh is not None:
+            seen = face_mesh(mesh, source, there)
+            if not seen.presence >= min_presence:  # a NaN logit is no face either
+                rejected += 1
+                continue
+            presence = seen.presence
+            landmarks = to_crop(seen.points, crop_transform(there, source.width, source.height))
+        crop = crop_face(source, there)
         photo_box = face.scaled(factor)
-        found.append(FoundFace(photo_box.box, face.score, crop, sharpness(crop)))
+        found.append(
+            FoundFace(photo_box.box, face.score, crop, sharpness(crop), landmarks, presence)
+        )
     return FaceScan(found, perceptual_hash(image), rejected)
 
 
@@ -455,6 +521,7 @@ class FaceSettings:
     min_face: float = DEFAULT_MIN_FACE
     working_side: int = WORKING_SIDE
     max_megapixels: float = MAX_MEGAPIXELS
+    min_presence: float = DEFAULT_MIN_PRESENCE
 
     @property
     def key(self) -> str:
@@ -464,26 +531,35 @@ class FaceSettings:
         next scan, so a change of crops (CROP_FRAMING) or of the models that find faces
         (DETECTION) reaches existing libraries.
         """
-        return f"{self.detector}:{self.min_score:g}:{self.min_face:g}:{CROP_FRAMING}:{DETECTION}"
+        return (
+            f"{self.detector}:{self.min_score:g}:{self.min_face:g}:{self.min_presence:g}:"
+            f"{CROP_FRAMING}:{DETECTION}"
+        )
 
 
 _DETECTORS: dict[tuple[str, float], object] = {}
+_MESH: list[FaceMesh] = []
 
 
 def find_faces_with(path: str, photo_size: tuple[int, int], settings: FaceSettings) -> FaceScan:
-    """:func:`find_faces` with this process's own detector, made on first use and kept.
+    """:func:`find_faces` with this process's own detector and mesh, made on first use and
+    kept.
 
-    Worker processes call this: a detector holds an interpreter that must not be shared
+    Worker processes call this: each holds an interpreter that must not be shared
     between threads, and building one per photo would waste tens of milliseconds.
     """
     key = (settings.detector, settings.min_score)
     detector = _DETECTORS.get(key)
     if detector is None:
         detector = _DETECTORS[key] = make_detector(settings.detector, settings.min_score)
+    if not _MESH:
+        _MESH.append(FaceMesh())
     return find_faces(
         path,
         photo_size,
         detector=detector,
+        mesh=_MESH[0],
+        min_presence=settings.min_presence,
         min_face=settings.min_face,
         working_side=settings.working_side,
         max_megapixels=settings.max_megapixels,

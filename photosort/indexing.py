@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session
 
 from photosort.defaults import (
     DEFAULT_MIN_FACE,
+    DEFAULT_MIN_PRESENCE,
     DEFAULT_MIN_SCORE,
     DETECTOR_NAMES,
     WORKING_SIDE,
@@ -36,6 +37,7 @@ from photosort.defaults import (
 from photosort.emotions import ModelError
 from photosort.faces import FaceScan, FaceSettings, find_faces_with
 from photosort.images import DEFAULT_MAX_MEGAPIXELS
+from photosort.landmarks import pack_landmarks
 from photosort.scanning import (
     FileEntry,
     FileFacts,
@@ -122,10 +124,16 @@ class FaceOptions:
     min_face: float = DEFAULT_MIN_FACE
     working_side: int = WORKING_SIDE
     reclassify: bool = False
+    min_presence: float = DEFAULT_MIN_PRESENCE
 
     def settings(self, max_megapixels: float) -> FaceSettings:
         return FaceSettings(
-            self.detector, self.min_score, self.min_face, self.working_side, max_megapixels
+            self.detector,
+            self.min_score,
+            self.min_face,
+            self.working_side,
+            max_megapixels,
+            self.min_presence,
         )
 
 
@@ -501,6 +509,8 @@ class _Writer:
                 score=face.score,
                 sharpness=face.sharpness,
                 crop=encode_crop(face.crop),
+                landmarks=None if face.landmarks is None else pack_landmarks(face.landmarks),
+                mesh_presence=face.presence,
             )
             row.faces.append(face_row)
             self.to_classify.append((face_row, face.crop))

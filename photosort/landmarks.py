@@ -94,10 +94,11 @@ class FaceMesh:
         if square.ndim == 2:
             square = np.repeat(square[:, :, None], 3, axis=2)
         side = square.shape[0]
-        resized = np.asarray(
-            Image.fromarray(square).resize((MESH_INPUT, MESH_INPUT), Image.Resampling.BILINEAR),
-            dtype=np.float32,
-        )
+        if side != MESH_INPUT:
+            square = np.asarray(
+                Image.fromarray(square).resize((MESH_INPUT, MESH_INPUT), Image.Resampling.BILINEAR)
+            )
+        resized = square.astype(np.float32)
         interp = self._interpreter
         interp.set_tensor(self._input, (resized / 255.0)[None])  # type: ignore[attr-defined]
         interp.invoke()  # type: ignore[attr-defined]

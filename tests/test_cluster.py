@@ -50,7 +50,16 @@ def library_rows(db: str) -> tuple[list[tuple], list[tuple]]:
             ).order_by(Photo.path)
         ).all()
         faces = session.execute(
-            select(Photo.path, FaceRow.x, FaceRow.y, FaceRow.w, FaceRow.h, FaceRow.crop)
+            select(
+                Photo.path,
+                FaceRow.x,
+                FaceRow.y,
+                FaceRow.w,
+                FaceRow.h,
+                FaceRow.crop,
+                FaceRow.landmarks,
+                FaceRow.mesh_presence,
+            )
             .join(Photo)
             .order_by(Photo.path, FaceRow.x)
         ).all()

@@ -12,16 +12,31 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from PIL import Image
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from photosort import faces as faces_module
 from photosort import indexing
 from photosort.cli import cli
 from photosort.defaults import EMOTIONS, WORKING_SIDE
-from photosort.faces import BlazeFace, crop_face, crop_frame, iou, make_detector, sharpness
+from photosort.faces import (
+    CROP_SIZE,
+    FER_EYES,
+    BlazeFace,
+    Face,
+    FaceSettings,
+    crop_face,
+    crop_frame,
+    crop_transform,
+    find_faces,
+    iou,
+    make_detector,
+    sharpness,
+    to_crop,
+)
 from photosort.images import read_array, read_image
 from photosort.indexing import FaceOptions, decode_crop, scan_library
+from photosort.landmarks import FaceMesh, Mesh, unpack_landmarks
 from photosort.ranking import RankingError, top_photos
 from photosort.sample import build_sample_album, save_jpeg, skimage_photo, stored_sideways
 from photosort.store import FaceRow, Photo, open_engine
@@ -185,6 +200,109 @@ def test_scan_stores_faces_crops_and_probabilities(sample: Path, db_url: str) ->
         assert set(states.values()) == {"done"}  # photos without faces are done too
 
 
+def test_scanned_faces_have_landmarks_on_their_crops_eyes_and_mouth(
+    sample: Path, db_url: str
+) -> None:
+    """The mesh runs on the photo; its landmarks, moved into the crop's frame, lie where the
+    crop has its eyes and mouth: where the framing puts them, and where the mesh finds them
+    when it looks at the stored crop itself."""
+    scan(db_url, sample, BrightnessModel())
+    mesh = FaceMesh()
+    for name, faces in faces_by_photo(db_url).items():
+        for row in faces:
+            assert row.landmarks is not None and row.mesh_presence > 5, name
+            stored = Mesh(unpack_landmarks(row.landmarks), row.mesh_presence)
+            (rx, ry), (lx, ly) = stored.part_centre("right eye"), stored.part_centre("left eye")
+            mx, my = stored.part_centre("mouth")
+            assert rx < mx < lx and abs(ry - ly) < 0.05 * CROP_SIZE, name  # levelled eyes
+            eyes = np.array([(rx + lx) / 2, (ry + ly) / 2])
+            assert 0.25 * CROP_SIZE < my - eyes[1] < 0.5 * CROP_SIZE, name
+            if name.startswith("astronaut"):  # frontal: the eyes sit where the framing puts them
+                assert np.allclose(eyes, np.array(FER_EYES) * CROP_SIZE, atol=0.03 * CROP_SIZE)
+            seen = mesh.run_on_crop(decode_crop(row.crop))
+            for part in ("right eye", "left eye", "nose", "mouth"):
+                assert np.allclose(
+                    stored.part_centre(part), seen.part_centre(part), atol=0.05 * CROP_SIZE
+                ), (name, part)
+
+
+def test_crop_transform_puts_the_landmarks_where_the_crop_shows_them() -> None:
+    """The eyes' midpoint lands where the framing places it; a box crop (no keypoints) is a
+    plain scale and shift."""
+    photo = Image.fromarray(skimage_photo("astronaut"))
+    (face,) = make_detector().detect(np.asarray(photo))  # type: ignore[attr-defined]
+    moved = to_crop(
+        np.array([[*face.keypoints[0], 0.0], [*face.keypoints[1], 0.0]]),
+        crop_transform(face, photo.width, photo.height),
+    )
+    assert np.allclose(moved[:, :2].mean(axis=0), np.array(FER_EYES) * CROP_SIZE, atol=0.01)
+    assert abs(moved[0, 1] - moved[1, 1]) < 1e-6  # levelled
+    box = Face(100.0, 50.0, 64.0, 64.0, 0.9)
+    plain = crop_transform(box, 512, 512)
+    corner = to_crop(np.array([[84.0, 34.0, 10.0]]), plain)  # the box + 25% margin's corner
+    assert np.allclose(corner, [[0.0, 0.0, 10.0]])
+
+
+class FixedDetector:
+    """A detector that reports one given box: lets a test put a "face" on anything."""
+
+    def __init__(self, face: Face) -> None:
+        self.face = face
+
+    def detect(self, image: np.ndarray) -> list[Face]:
+        return [self.face]
+
+
+def test_a_detection_the_mesh_does_not_see_as_a_face_is_dropped(tmp_path: Path) -> None:
+    path = save_jpeg(tmp_path / "coffee.jpg", skimage_photo("coffee"))
+    cup = FixedDetector(Face(150.0, 100.0, 220.0, 220.0, 0.9))
+    size = Image.open(path).size
+    mesh = FaceMesh()
+    assert len(find_faces(str(path), size, detector=cup).faces) == 1  # no mesh: kept
+    dropped = find_faces(str(path), size, detector=cup, mesh=mesh)
+    assert (dropped.faces, dropped.rejected) == ([], 1)
+    person = save_jpeg(tmp_path / "astronaut.jpg", skimage_photo("astronaut"))
+    kept = find_faces(str(person), (512, 512), detector=make_detector(), mesh=mesh)
+    assert len(kept.faces) == 1 and kept.faces[0].presence > 10
+    strict = find_faces(
+        str(person),
+        (512, 512),
+        detector=make_detector(),
+        mesh=mesh,
+        min_presence=kept.faces[0].presence + 1,
+    )
+    assert (strict.faces, strict.rejected) == ([], 1)
+
+
+def test_faces_found_before_the_mesh_get_landmarks_on_the_next_scan(
+    sample: Path, db_url: str
+) -> None:
+    scan(db_url, sample, BrightnessModel())
+    older = "blazeface:0.6:24:fer-eyes-1:close-ups-1"  # the key before the mesh
+    with Session(open_engine(db_url)) as session:
+        session.execute(update(Photo).values(detector=older))
+        session.execute(update(FaceRow).values(landmarks=None, mesh_presence=None))
+        session.commit()
+    report = scan(db_url, sample, BrightnessModel())
+    assert report.faces == 3
+    rows = [f for faces in faces_by_photo(db_url).values() for f in faces]
+    assert len(rows) == 3 and all(f.landmarks is not None for f in rows)
+    with Session(open_engine(db_url)) as session:
+        assert set(session.scalars(select(Photo.detector))) == {FaceSettings().key}
+    assert FaceSettings(min_presence=4).key != FaceSettings().key  # another threshold: again
+
+
+def test_scan_min_presence_drops_faces_and_must_be_a_number(
+    runner: CliRunner, sample: Path, db_url: str
+) -> None:
+    for bad in ("nan", "inf", "high"):
+        result = runner.invoke(cli, ["scan", str(sample), "--min-presence", bad, "--db", db_url])
+        assert result.exit_code == 2 and "--min-presence" in result.output, bad
+    args = ["scan", str(sample), "--db", db_url, "--json", "--min-presence", "1000"]
+    strict = runner.invoke(cli, args)
+    assert strict.exit_code == 0 and json.loads(strict.stdout)["faces"] == 0
+
+
 def test_crop_of_a_small_face_comes_from_a_larger_decode(tmp_path: Path, db_url: str) -> None:
     """A 12 MP frame where the face is small at working size: the crop must stay sharp."""
     big = np.full((3000, 4000, 3), 120, np.uint8)
@@ -219,7 +337,7 @@ def test_worker_processes_give_the_same_faces(sample: Path, tmp_path: Path) -> N
 
     def boxes(url: str) -> dict[str, list[tuple[float, ...]]]:
         return {
-            n: [(f.x, f.y, f.w, f.h, f.p_happy) for f in fs]
+            n: [(f.x, f.y, f.w, f.h, f.p_happy, f.landmarks, f.mesh_presence) for f in fs]
             for n, fs in faces_by_photo(url).items()
         }
 
