@@ -80,6 +80,7 @@ def test_installed_wheel_works_in_a_fresh_venv(tmp_path: Path) -> None:
     work.mkdir()
     env = {**os.environ, "XDG_DATA_HOME": str(tmp_path / "xdg")}
     env.pop("PHOTOSORT_DB", None)
+    env.pop("PYTHONPATH", None)  # the venv's photosort, not a checkout's
     demo = subprocess.run(
         [venv / "bin" / "photosort", "demo", "--out", "d"],
         cwd=work,
@@ -92,6 +93,7 @@ def test_installed_wheel_works_in_a_fresh_venv(tmp_path: Path) -> None:
     located = subprocess.run(
         [py, "-c", "from photosort.resources import resource_dir as r; print(r('migrations'))"],
         cwd=work,
+        env=env,
         capture_output=True,
         text=True,
         check=True,
@@ -103,7 +105,7 @@ def test_installed_wheel_works_in_a_fresh_venv(tmp_path: Path) -> None:
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_faults.py"]
         + ["-k", "SIGKILL-2 or worker or racing"],
         cwd=ROOT,
-        env={**env, "PHOTOSORT_TEST_PYTHON": str(py)},
+        env={**os.environ, **env, "PHOTOSORT_TEST_PYTHON": str(py)},
         capture_output=True,
         text=True,
     )
@@ -166,7 +168,7 @@ def test_a_plain_install_runs_the_readme_without_tensorflow(tmp_path: Path) -> N
         if line.startswith((". ", "export ")):
             script.append(line)
         else:
-            script.append(f'out=$({line} 2>&1) || {{ echo "$out"; exit 1; }}')
+            script.append(f'out=$({{ {line}\n}} 2>&1) || {{ echo "$out"; exit 1; }}')
             script.append(f'[ -n "$out" ] || {{ echo {shlex.quote(line)}: no output; exit 1; }}')
     usage = subprocess.run(
         ["bash", "-c", "\n".join(script)], cwd=clone, env=env, capture_output=True, text=True
