@@ -264,3 +264,36 @@ def test_names_with_terminal_escapes_are_shown_escaped(
         assert "\x1b" not in result.output and "\x07" not in result.output, result.output
     assert "\\x1b[2Jsmile\\n.jpg" in outputs[2].output + outputs[3].output
     assert "\\x1b]0;title\\x07broken.jpg" in outputs[0].output + outputs[1].output
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["train", "{data}"],
+        ["export", "{model}", "{data}"],
+        ["scan", "{album}", "--model", "{model}", "--db", "{db}"],
+    ],
+    ids=["train", "export", "scan --model x.keras"],
+)
+def test_without_tensorflow_the_commands_that_need_it_say_how_to_get_it(
+    runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: list[str]
+) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "tensorflow" else real(name, *a),
+    )
+    db = tmp_path / "library.db"
+    files = {"data": tmp_path / "fer.csv", "model": tmp_path / "m.keras", "album": tmp_path}
+    for path in (files["data"], files["model"]):
+        path.write_text("")
+    result = runner.invoke(cli, [a.format(db=db, **files) for a in command])
+    assert result.exit_code == 1
+    assert result.output.count("\n") == 1
+    assert "needs TensorFlow, which is not installed: pip install 'photosort[train]'" in (
+        result.output
+    )
+    assert not db.exists()  # refused before any work
