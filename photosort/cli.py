@@ -159,6 +159,21 @@ def quiet_option(func: Callable[..., Any]) -> Callable[..., Any]:
     return click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary.")(func)
 
 
+def needs_tensorflow(what: str) -> None:
+    """A one-line error before any work when the ``train`` extra is missing."""
+    from photosort.emotions import require_tensorflow
+
+    with user_errors():
+        require_tensorflow(what)
+
+
+def check_model_runtime(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """A model other than a ``.tflite`` file runs through TensorFlow: say so up front."""
+    if value is not None and not str(value).endswith(".tflite"):
+        needs_tensorflow(f"--model {value}")
+    return value
+
+
 def model_option(func: Callable[..., Any]) -> Callable[..., Any]:
     """``--model``: the scan, report and explain commands must agree on which model they use."""
     return click.option(
@@ -166,6 +181,7 @@ def model_option(func: Callable[..., Any]) -> Callable[..., Any]:
         "model_path",
         type=click.Path(exists=True, dir_okay=False),
         default=None,
+        callback=check_model_runtime,
         help="Emotion model (.tflite, or .keras through TensorFlow) [default: the one shipped "
         "with photosort].",
     )(func)
@@ -521,7 +537,8 @@ def scan(
 @json_option
 @click.option("--errors", "list_errors", is_flag=True, help="List unreadable files and why.")
 def status(db_url: URL | None, as_json: bool, list_errors: bool) -> None:
-    """Show how many photos the library holds, by status, and when it was last scanned.
+    """Show how many photos and faces the library holds, which model classified the faces,
+    and when it was last scanned.
 
     \b
     Example:
@@ -544,6 +561,18 @@ def status(db_url: URL | None, as_json: bool, list_errors: bool) -> None:
         f"Photos:     {info.photos} ({info.by_status['ok']} ok, "
         f"{info.by_status['unreadable']} unreadable, {info.by_status['missing']} missing)"
     )
+    classified = sum(info.models.values())
+    click.echo(f"Faces:      {info.faces} ({classified} classified)")
+    if info.models:
+        from photosort.emotions import ModelError, model_id_of
+
+        try:
+            shipped = model_id_of(None)
+        except ModelError:
+            shipped = None
+        for model, n in info.models.items():
+            label = " (shipped with photosort)" if model == shipped else ""
+            click.echo(f"Model:      {model}{label}: {plural(n, 'face')}")
     last = (
         f"{info.last_scan:%Y-%m-%d %H:%M:%S} UTC ({info.last_scan_state})"
         if info.last_scan
@@ -1025,57 +1054,122 @@ def db_upgrade(db_url: URL | None) -> None:
     )
 
 
+def entry_point() -> str:
+    """How the user reached photosort, so that printed commands work as they are pasted.
+
+    A console script typed as a path (``.venv/bin/photosort``) keeps that path; one found on
+    the PATH is ``photosort``; anything else (``python -m photosort``, tests) is this
+    interpreter with ``-m photosort``.
+    """
+    import shlex
+    import shutil
+
+    argv0 = sys.argv[0] if sys.argv else ""
+    if Path(argv0).name == "photosort":
+        on_path = shutil.which("photosort")
+        if on_path and os.path.samefile(on_path, argv0):
+            return "photosort"
+        return shlex.quote(argv0)
+    return shlex.join([sys.executable, "-m", "photosort"])
+
+
+def next_commands(library: Path, example: str | None, face: int = 1) -> list[str]:
+    """The commands to try after the demo, on its library, ready to paste."""
+    import shlex
+
+    run = entry_point()
+    db = shlex.quote(str(library))
+    lines = [f"{run} top happy -n 5 --db {db}", f"{run} top happy --every-face --db {db}"]
+    if example is not None:
+        photo = shlex.quote(example)
+        lines += [
+            f"{run} show {photo} --db {db}",
+            f"{run} explain {photo} --face {face} --emotion happy --out happy.png --db {db}",
+        ]
+    lines.append(f"{run} status --db {db}")
+    return lines
+
+
 @cli.command()
 @click.argument(
-    "folder", type=click.Path(file_okay=False, path_type=Path), default="photosort-demo"
+    "photos", type=click.Path(exists=True, file_okay=False, path_type=Path), required=False
+)
+@click.option(
+    "--out",
+    "folder",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("photosort-demo"),
+    show_default=True,
+    help="Folder for the demo's library, sample album and HTML album.",
 )
 @quiet_option
-def demo(folder: Path, quiet: bool) -> None:
-    """Build a small sample album from scikit-image's photos and run photosort on it.
+def demo(photos: Path | None, folder: Path, quiet: bool) -> None:
+    """Run photosort on a sample album, or on PHOTOS, a folder of your own photos.
 
-    Scans the album (faces and emotions included), lists the top happy photos and writes
-    the HTML album with its LIME heatmaps, all into FOLDER (default: ./photosort-demo).
+    Without PHOTOS it builds a sample album (OUT/album) from the photos and faces that
+    scikit-image ships. Scans it (faces and emotions included) into the library
+    OUT/library.db, lists the top happy photos, writes the HTML album OUT/report/ with its
+    LIME heatmaps, and prints the commands to try next. Your photos are only read.
 
     \b
     Example:
-        photosort demo /tmp/photosort-demo
+        photosort demo
+        photosort demo ~/Pictures --out /tmp/my-demo
     """
     from photosort.indexing import FaceOptions, LazyClassifier, scan_library
     from photosort.ranking import top_photos
     from photosort.reporting import build_report
-    from photosort.sample import build_sample_album
+    from photosort.sample import build_demo_album
     from photosort.scanning import count_files
-    from photosort.store import database_url, open_engine
+    from photosort.store import database_url, library_status, open_engine
 
     album = folder / "album"
-    if not album.exists():
-        build_sample_album(album)
+    if photos is None and not album.exists():
+        build_demo_album(album)
+    scanned_folder = album if photos is None else photos
+    library = (folder / "library.db").resolve()
     model = LazyClassifier(None)
     bar_wanted = show_progress(quiet)
     with user_errors():
-        engine = open_engine(database_url(str(folder / "library.db")))
-        total = count_files([str(album)]) if bar_wanted else 0
+        folder.mkdir(parents=True, exist_ok=True)
+        engine = open_engine(database_url(str(library)))
+        total = count_files([str(scanned_folder)]) if bar_wanted else 0
         with progress_bar("Scanning", total, bar_wanted, file_label) as advance:
             scanned = scan_library(
-                engine, [str(album)], faces=FaceOptions(classifier=model), progress=advance
+                engine, [str(scanned_folder)], faces=FaceOptions(classifier=model), progress=advance
             )
         happiest = top_photos(engine, "happy", 3)
         with progress_bar("Explaining", 3 * len(EMOTIONS), bar_wanted) as advance:
             summary = build_report(engine, folder / "report", model, n=3, progress=advance)
+        held = library_status(engine)
     if quiet:
         return
-    click.echo(f"Sample album: {album.resolve()}")
+    label = "Sample album:" if photos is None else "Photos:      "
+    click.echo(f"{label} {safe(str(scanned_folder.resolve()))}")
     click.echo(
         f"Scanned {plural(scanned.scanned, 'photo')}: {scanned.new} new, "
-        f"{scanned.unchanged} unchanged, {plural(scanned.faces, 'face')} found, "
-        f"{plural(scanned.errors, 'error')}."
+        f"{scanned.unchanged} unchanged, {plural(scanned.errors, 'error')}."
     )
-    click.echo("Top happy photos:")
-    for rank, pick in enumerate(happiest, 1):
-        click.echo(f"  {rank}. {pick.score:6.1%}  {safe(pick.path)}")
-    click.echo(f"HTML album:   {summary.index.resolve()}")
+    models = ", ".join(held.models) or "none yet"
     click.echo(
-        f"Library:      {(folder / 'library.db').resolve()}  (try: photosort status --db ...)"
+        f"Library:      {safe(str(library))} holds {plural(held.by_status['ok'], 'photo')} "
+        f"and {plural(held.faces, 'face')} (model {models})"
+    )
+    if happiest:
+        click.echo("Top happy photos:")
+        for rank, pick in enumerate(happiest, 1):
+            click.echo(f"  {rank}. {pick.score:6.1%}  {safe(pick.path)}")
+    else:
+        click.echo("No happy photos found.")
+    click.echo(f"HTML album:   {safe(str(summary.index.resolve()))}")
+    click.echo("Next, try:")
+    best = happiest[0] if happiest else None
+    face = best.deciding.number if best and best.deciding else 1
+    for line in next_commands(library, best.path if best else None, face):
+        click.echo(f"  {safe(line)}")
+    click.echo(
+        f"Your own photos: {safe(entry_point())} demo FOLDER (into this demo library), or "
+        f"{safe(entry_point())} scan FOLDER (into your library; see --help)."
     )
 
 
@@ -1208,6 +1302,7 @@ def train_command(
     """
     import shlex
 
+    needs_tensorflow("photosort train")
     from photosort import training
 
     config = training.TrainConfig(
@@ -1329,6 +1424,7 @@ def export_command(
         photosort export emotion.keras fer2013.csv.gz --votes fer2013new.csv
         photosort export emotion.keras fer2013.csv.gz --quantize float --no-tta
     """
+    needs_tensorflow("photosort export")
     _export(model, data, votes, quantize, tta, None if no_offsets else balance)
 
 
@@ -1338,6 +1434,7 @@ def export_command(
     "--model",
     "model_path",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    callback=check_model_runtime,
     help="Model file (.tflite or .keras) [default: the shipped model].",
 )
 @click.option(

@@ -39,10 +39,37 @@ class ModelError(PhotosortError):
     """An emotion model that is missing, unreadable or not shaped like one."""
 
 
-def import_tensorflow() -> Any:
-    """Import TensorFlow without its start-up log noise; callers import it only when needed."""
+TENSORFLOW_MISSING = (
+    "{what} needs TensorFlow, which is not installed: pip install 'photosort[train]'"
+)
+"""Training, export and ``.keras`` models need the ``train`` extra; the rest never does."""
+
+
+def require_tensorflow(what: str) -> None:
+    """Fail in one line, before any work starts, when the ``train`` extra is missing.
+
+    Finding the packages imports nothing, so commands check this up front cheaply.
+    """
+    from importlib.util import find_spec
+
+    def missing(name: str) -> bool:
+        try:
+            return find_spec(name) is None
+        except (ImportError, ValueError):  # a finder that refuses it, a broken install
+            return True
+
+    if any(missing(name) for name in ("tensorflow", "keras", "absl")):
+        raise PhotosortError(TENSORFLOW_MISSING.format(what=what))
+
+
+def import_tensorflow(what: str = "a Keras model") -> Any:
+    """Import TensorFlow without its start-up log noise; callers import it only when needed.
+
+    Without the ``train`` extra this raises a one-line error saying how to get it.
+    """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+    require_tensorflow(what)
     import absl.logging
 
     absl.logging.set_verbosity(absl.logging.ERROR)

@@ -68,7 +68,7 @@ def convert_litert(keras_model: Any, quantize: str, representative: np.ndarray) 
     """The network as a LiteRT flatbuffer (frozen graph; int8 calibrated on ``representative``)."""
     if quantize not in QUANTIZE_MODES:
         raise PhotosortError(f"unknown quantisation {quantize!r}; choose from {QUANTIZE_MODES}")
-    tf = import_tensorflow()
+    tf = import_tensorflow("photosort export")
     from tensorflow.python.framework.convert_to_constants import (
         convert_variables_to_constants_v2,
     )

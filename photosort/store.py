@@ -15,7 +15,7 @@ import socket
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TypeVar
@@ -834,23 +834,35 @@ class LibraryStatus:
     by_status: dict[str, int]
     last_scan: datetime | None
     last_scan_state: str | None
+    faces: int = 0
+    models: dict[str, int] = field(default_factory=dict)
+    """Faces classified, by the id of the model that classified them (most faces first)."""
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "database": self.database,
             "photos": self.photos,
             "by_status": self.by_status,
+            "faces": self.faces,
+            "models": self.models,
             "last_scan": self.last_scan.isoformat() + "Z" if self.last_scan else None,
             "last_scan_state": self.last_scan_state,
         }
 
 
 def library_status(engine: Engine) -> LibraryStatus:
-    """Count photos by status and find the last scan."""
+    """Count photos by status and faces by the model that classified them; find the last
+    scan."""
     with Session(engine) as session:
         counts = dict.fromkeys(PHOTO_STATUSES, 0)
         for status, n in session.execute(select(Photo.status, func.count()).group_by(Photo.status)):
             counts[status] = n
+        faces = session.scalar(select(func.count()).select_from(FaceRow)) or 0
+        by_model = session.execute(
+            select(FaceRow.model_id, func.count())
+            .where(FaceRow.model_id.is_not(None))
+            .group_by(FaceRow.model_id)
+        ).all()
         last = session.scalars(select(Scan).order_by(Scan.id.desc()).limit(1)).first()
     return LibraryStatus(
         database=shown_url(engine.url),
@@ -858,6 +870,8 @@ def library_status(engine: Engine) -> LibraryStatus:
         by_status=counts,
         last_scan=(last.finished_at or last.started_at) if last else None,
         last_scan_state=last.state if last else None,
+        faces=faces,
+        models={m: n for m, n in sorted(by_model, key=lambda row: (-row[1], row[0]))},
     )
 
 

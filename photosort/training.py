@@ -354,7 +354,7 @@ def train(
     if not len(train_data) or not len(val_data):
         raise DataError(f"{data_path}: no rows with valid FER+ votes")
 
-    tf = import_tensorflow()
+    tf = import_tensorflow("photosort train")
     import keras
 
     ckpt = checkpoint_dir(out)

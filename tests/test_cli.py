@@ -81,21 +81,101 @@ def test_quiet_scan_prints_nothing_and_no_bar_off_a_terminal(
     assert "Scanning" not in loud.stderr  # CliRunner's stderr is no terminal
 
 
-def test_demo_builds_and_scans_the_sample_album(
-    runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    result = runner.invoke(cli, ["demo", str(tmp_path / "demo")])
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """One demo, shared: it scans and explains a few dozen faces."""
+    cwd = tmp_path_factory.mktemp("demo")
+    out = cwd / "photosort-demo"
+    result = CliRunner().invoke(cli, ["demo", "--out", str(out)])
     assert result.exit_code == 0, result.output
-    assert "Scanned 7 photos: 7 new" in result.output
     assert "Scanning" not in result.stderr and "Explaining" not in result.stderr  # no terminal
+    return out, result.stdout
+
+
+def test_demo_builds_and_scans_the_sample_album(
+    runner: CliRunner, demo_run: tuple[Path, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out, first = demo_run
+    photos = sum(1 for p in (out / "album").rglob("*") if p.is_file())
+    assert f"Scanned {photos} photos: {photos} new" in first
+    status = json.loads(
+        runner.invoke(cli, ["status", "--db", str(out / "library.db"), "--json"]).stdout
+    )
+    assert status["by_status"]["ok"] == photos
+    faces = status["faces"]
+    assert faces > 10 and list(status["models"].values()) == [faces]
+    assert f"holds {photos} photos and {faces} faces" in first
+    # Every emotion's section of the album has photos to show.
+    index = (out / "report" / "index.html").read_text()
+    assert "No photo shows" not in index
     monkeypatch.setattr(cli_module, "show_progress", lambda quiet: not quiet)  # a terminal
-    again = runner.invoke(cli, ["demo", str(tmp_path / "demo")])
-    assert "7 unchanged" in again.stdout
+    again = runner.invoke(cli, ["demo", "--out", str(out)])
+    assert f"0 new, {photos} unchanged" in again.stdout
+    assert f"holds {photos} photos and {faces} faces" in again.stdout  # what the library holds
     assert "Scanning" in again.stderr and "Explaining" in again.stderr
-    quiet = runner.invoke(cli, ["demo", str(tmp_path / "demo"), "--quiet"])
+    quiet = runner.invoke(cli, ["demo", "--out", str(out), "--quiet"])
     assert quiet.exit_code == 0 and quiet.output == ""
-    status = runner.invoke(cli, ["status", "--db", str(tmp_path / "demo" / "library.db"), "--json"])
-    assert json.loads(status.stdout)["by_status"]["ok"] == 7
+    text = runner.invoke(cli, ["status", "--db", str(out / "library.db")]).stdout
+    assert f"Faces:      {faces} ({faces} classified)" in text
+    assert "(shipped with photosort)" in text
+
+
+def test_the_demos_next_commands_work_as_printed(
+    demo_run: tuple[Path, str], tmp_path: Path
+) -> None:
+    out, printed = demo_run
+    lines = printed.split("Next, try:\n")[1].splitlines()
+    commands = [line.strip() for line in lines if line.startswith("  ")]
+    assert len(commands) == 5
+    assert all(str(out / "library.db") in c for c in commands)
+    for command in commands:
+        ran = subprocess.run(command, shell=True, cwd=tmp_path, capture_output=True, text=True)
+        assert ran.returncode == 0, (command, ran.stderr)
+        assert ran.stdout.strip(), command
+    assert (tmp_path / "happy.png").is_file()
+
+
+def test_demo_scans_a_folder_of_ones_own_photos(runner: CliRunner, tmp_path: Path) -> None:
+    mine = tmp_path / "Pictures"
+    save_jpeg(mine / "beach.jpg", skimage_photo("astronaut"))
+    save_jpeg(mine / "cat.jpg", skimage_photo("chelsea"))
+    out = tmp_path / "out"
+    result = runner.invoke(cli, ["demo", str(mine), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert f"Photos:       {mine}" in result.stdout
+    assert "holds 2 photos and 1 face " in result.stdout
+    assert str(mine / "beach.jpg") in result.stdout.split("Top happy photos:")[1]
+    assert not (out / "album").exists()
+    assert sorted(p.name for p in mine.iterdir()) == ["beach.jpg", "cat.jpg"]  # only read
+
+
+def test_printed_commands_start_the_way_photosort_was_started(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    script = tmp_path / "venv" / "bin" / "photosort"
+    script.parent.mkdir(parents=True)
+    script.write_text("#!/bin/sh\n")
+    script.chmod(0o755)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    monkeypatch.setattr(sys, "argv", ["venv/bin/photosort", "demo"])
+    assert cli_module.entry_point() == "venv/bin/photosort"  # typed as a path
+    monkeypatch.setattr(sys, "argv", [str(script), "demo"])
+    assert cli_module.entry_point() == str(script)
+    monkeypatch.setenv("PATH", f"{script.parent}:/usr/bin:/bin")
+    assert cli_module.entry_point() == "photosort"  # found on the PATH
+    monkeypatch.setattr(sys, "argv", ["/somewhere/photosort/__main__.py"])
+    assert cli_module.entry_point() == f"{sys.executable} -m photosort"
+
+
+def test_status_counts_faces_by_the_model_that_classified_them(
+    runner: CliRunner, linked: Path, db_url: str
+) -> None:
+    data = json.loads(runner.invoke(cli, ["status", "--db", db_url, "--json"]).stdout)
+    assert data["faces"] == 1 and data["models"] == {"region-model": 1}
+    text = runner.invoke(cli, ["status", "--db", db_url]).stdout
+    assert "Faces:      1 (1 classified)" in text
+    assert "Model:      region-model: 1 face\n" in text
 
 
 @pytest.fixture
@@ -184,3 +264,36 @@ def test_names_with_terminal_escapes_are_shown_escaped(
         assert "\x1b" not in result.output and "\x07" not in result.output, result.output
     assert "\\x1b[2Jsmile\\n.jpg" in outputs[2].output + outputs[3].output
     assert "\\x1b]0;title\\x07broken.jpg" in outputs[0].output + outputs[1].output
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["train", "{data}"],
+        ["export", "{model}", "{data}"],
+        ["scan", "{album}", "--model", "{model}", "--db", "{db}"],
+    ],
+    ids=["train", "export", "scan --model x.keras"],
+)
+def test_without_tensorflow_the_commands_that_need_it_say_how_to_get_it(
+    runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: list[str]
+) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "tensorflow" else real(name, *a),
+    )
+    db = tmp_path / "library.db"
+    files = {"data": tmp_path / "fer.csv", "model": tmp_path / "m.keras", "album": tmp_path}
+    for path in (files["data"], files["model"]):
+        path.write_text("")
+    result = runner.invoke(cli, [a.format(db=db, **files) for a in command])
+    assert result.exit_code == 1
+    assert result.output.count("\n") == 1
+    assert "needs TensorFlow, which is not installed: pip install 'photosort[train]'" in (
+        result.output
+    )
+    assert not db.exists()  # refused before any work
