@@ -141,9 +141,10 @@ def open_library(db_url: URL | None, *, create: bool = False) -> Any:
         return engine
 
 
-def migrate_library(engine: Any) -> bool:
-    """Bring an older library's schema up to date, under the writer lock, and say so first:
-    on a large library a migration takes minutes. Returns whether one was applied."""
+def migrate_library(engine: Any, *, locked: bool = False) -> bool:
+    """Bring an older library's schema up to date, under the writer lock (``locked``: the
+    caller holds it), and say so first: on a large library a migration takes minutes.
+    Returns whether one was applied."""
     from photosort.store import pending_upgrade, upgrade, writer_lock
 
     pending = pending_upgrade(engine)
@@ -165,6 +166,8 @@ def migrate_library(engine: Any) -> bool:
             err=True,
         )
 
+    if locked:
+        return upgrade(engine, applied)
     with writer_lock(engine.url, command="db upgrade"):
         return upgrade(engine, applied)
 
@@ -901,15 +904,19 @@ def db() -> None:
 def db_upgrade(db_url: URL | None) -> None:
     """Bring the database schema up to date (scan and the other commands do this too).
 
+    A writer like prune: beside a running scan it waits 3 s and is then refused, even when
+    there is nothing to upgrade.
+
     \b
     Example:
         photosort db upgrade --db ~/photos.db
     """
-    from photosort.store import database_url, open_engine, schema_revisions
+    from photosort.store import database_url, open_engine, schema_revisions, writer_lock
 
     with user_errors():
         engine = open_engine(database_url(db_url), migrate=False)
-        applied = migrate_library(engine)
+        with writer_lock(engine.url, command="db upgrade"):
+            applied = migrate_library(engine, locked=True)
         current, _ = schema_revisions(engine)
     click.echo(
         f"Schema at revision {current}" + (" (upgraded)." if applied else " (already current).")

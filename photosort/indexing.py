@@ -52,6 +52,7 @@ from photosort.store import (
     FaceRow,
     Photo,
     Scan,
+    StoreError,
     chunked,
     dumps_counts,
     path_under,
@@ -266,7 +267,7 @@ def scan_library(
             try:
                 session.merge(scan)
                 session.commit()
-            except DBAPIError:
+            except (DBAPIError, StoreError):
                 session.rollback()  # the scan's own error is the one to report
     return report
 
