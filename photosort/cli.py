@@ -752,6 +752,7 @@ def report(
                 "picks": summary.picks,
                 "explained": summary.explained,
                 "cached": summary.cached,
+                "changed": summary.changed,
             }
         )
     elif not quiet:
@@ -759,6 +760,12 @@ def report(
             f"Wrote {summary.index} ({plural(summary.picks, 'pick')}; "
             f"{plural(summary.explained + summary.cached, 'explanation')}, "
             f"{summary.cached} of them from the cache)."
+        )
+    if summary.changed and not quiet:
+        click.echo(
+            f"photosort: {plural(summary.changed, 'picked photo')} changed since the last scan, "
+            "left out of the album; scan again to rank the new files",
+            err=True,
         )
     if open_browser:
         import webbrowser

@@ -49,6 +49,7 @@ from photosort.images import DEFAULT_MAX_MEGAPIXELS, ImageError, read_image
 from photosort.indexing import decode_crop
 from photosort.ranking import RankedPhoto, RankingError, find_photo, top_photos
 from photosort.resources import resource_dir
+from photosort.scanning import content_hash
 from photosort.store import ExplanationRow, FaceRow, Photo, is_read_only, utcnow
 
 MANIFEST = REPORT_MANIFEST
@@ -232,6 +233,8 @@ class ReportSummary:
     picks: int
     explained: int
     cached: int
+    changed: int = 0
+    """Picked photos whose file changed since the scan: shown without their picture."""
 
 
 def _cache_key(
@@ -410,9 +413,11 @@ def _build(
         for pick in picks:
             page = env.get_template("pick.html").render(pick=pick, samples=faces.samples)
             out.write(pick.page, page.encode())
+    changed = sum(copy.changed for copy in copies.values())
     index = env.get_template("index.html").render(
         sections=sections,
         empty_reason=empty_reason,
+        changed=changed,
         n=n,
         min_probability=min_probability,
         generated=utcnow(),
@@ -424,6 +429,7 @@ def _build(
         picks=sum(len(p) for _, p in sections),
         explained=faces.explained,
         cached=faces.cached,
+        changed=changed,
     )
 
 
@@ -473,12 +479,57 @@ class _Copies(NamedTuple):
     large: str | None
     note: str | None
     badge: str | None
+    changed: bool = False
+
+
+CHANGED = _Copies(
+    None,
+    None,
+    "The file was changed or replaced since it was scanned, so it is left out: the faces "
+    "and scores are the scanned photo's, shown from the stored crops. Scan its folder again "
+    "to rank the new one.",
+    "changed since the scan: left out",
+    changed=True,
+)
+
+
+def _file_state(path: str) -> tuple[int, int, int, int] | None:
+    """What tells one file at ``path`` from another: device, inode, size, mtime."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def _changed_since_scan(photo: Photo, state: tuple[int, int, int, int] | None) -> bool:
+    """Whether the file at the photo's path is no longer the photo the library scanned.
+
+    Its faces and boxes belong to the scanned content: drawn on another picture (a photo
+    copied over it, an edit) they would point at the wrong people. The same size and mtime
+    mean the same photo, as a rescan judges; otherwise the content hash decides (a file
+    only touched is still the photo). A file that is gone is the read's to report.
+    """
+    if state is None:
+        return False
+    if (state[2], state[3]) == (photo.size, photo.mtime_ns):
+        return False
+    if state[2] != photo.size or photo.content_hash is None:
+        return True
+    try:
+        return content_hash(photo.path) != photo.content_hash
+    except (OSError, ImageError):
+        return True
 
 
 def _photo_images(out: _Output, photo: Photo) -> _Copies:
-    """Upright resized copies of a photo for the album, or a note when it cannot be read."""
+    """Upright resized copies of a photo for the album, or a note when it cannot be read or
+    is no longer the photo that was scanned."""
     names = _copy_names(photo)
-    if os.path.exists(photo.path) and all(out.reuse(name) for name in names):
+    before = _file_state(photo.path)
+    if _changed_since_scan(photo, before):
+        return CHANGED
+    if before is not None and all(out.reuse(name) for name in names):
         return _Copies(names[0], names[1], None, None)
     try:
         # The scan accepted the photo at its size, maybe under a higher --max-megapixels.
@@ -490,6 +541,8 @@ def _photo_images(out: _Output, photo: Photo) -> _Copies:
         note = "The photo has gone missing since it was scanned" if gone else f"Unreadable: {exc}"
         badge = "missing since the scan" if gone else "unreadable since the scan"
         return _Copies(None, None, note + "; its faces are shown from the stored crops.", badge)
+    if _file_state(photo.path) != before:  # replaced while it was read
+        return CHANGED
     thumb = large.copy()
     thumb.thumbnail((THUMB_SIDE, THUMB_SIDE))
     return _Copies(out.write(names[0], _jpeg(thumb)), out.write(names[1], _jpeg(large)), None, None)

@@ -240,12 +240,7 @@ def _examine_open(fh: BinaryIO, named_like_image: bool, max_megapixels: float) -
             reason = "empty file" if not head else "not an image (unrecognised content)"
             return FileFacts(None, None, reason)
         digest.update(head)
-        tail = head
-        buf = bytearray(CHUNK)
-        view = memoryview(buf)
-        while n := fh.readinto(buf):
-            digest.update(view[:n])
-            tail = (tail + bytes(view[max(0, n - TAIL) : n]))[-TAIL:]
+        tail = (head + _digest_rest(fh, digest))[-TAIL:]
     except OSError as exc:
         if not named_like_image:
             return None
@@ -257,6 +252,26 @@ def _examine_open(fh: BinaryIO, named_like_image: bool, max_megapixels: float) -
     except ImageError as exc:
         return FileFacts(content_hash, None, str(exc))
     return FileFacts(content_hash, info, None)
+
+
+def _digest_rest(fh: BinaryIO, digest: Any) -> bytes:
+    """Feed the rest of ``fh`` to ``digest`` in chunks; return its last ``TAIL`` bytes."""
+    tail = b""
+    buf = bytearray(CHUNK)
+    view = memoryview(buf)
+    while n := fh.readinto(buf):
+        digest.update(view[:n])
+        tail = (tail + bytes(view[max(0, n - TAIL) : n]))[-TAIL:]
+    return tail
+
+
+def content_hash(path: str) -> str:
+    """The content hash a scan stores for the file at ``path`` (SHA-256, streamed); raises
+    OSError or ImageError when it cannot be read."""
+    digest = hashlib.sha256()
+    with open_regular(path) as fh:
+        _digest_rest(fh, digest)
+    return digest.hexdigest()
 
 
 T = TypeVar("T")
