@@ -22,7 +22,7 @@ import os
 import secrets
 import shlex
 import tempfile
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cache
@@ -31,6 +31,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 from sqlalchemy import Engine, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from photosort import __version__
@@ -50,7 +51,16 @@ from photosort.indexing import decode_crop
 from photosort.ranking import RankedPhoto, RankingError, find_photo, top_photos
 from photosort.resources import resource_dir
 from photosort.scanning import content_hash
-from photosort.store import ExplanationRow, FaceRow, Photo, is_read_only, utcnow
+from photosort.store import (
+    LOCK_WAIT_SECONDS,
+    ExplanationRow,
+    FaceRow,
+    Photo,
+    is_read_only,
+    try_flock,
+    try_for,
+    utcnow,
+)
 
 MANIFEST = REPORT_MANIFEST
 LARGE_SIDE = 1600
@@ -314,7 +324,12 @@ def explanation_for(
             created_at=utcnow(),
         )
     )
-    session.commit()
+    try:
+        session.commit()
+    except IntegrityError:
+        # Another report (into another album) cached the same explanation meanwhile: with
+        # the same seed it is the same one.
+        session.rollback()
     return found, False
 
 
@@ -339,18 +354,45 @@ def build_report(
     """
     outdir = check_outdir(outdir)
     emotions = list(dict.fromkeys(emotions))  # --emotion happy --emotion happy: one section
-    out = _Output(outdir)
-    out.check_free(["index.html"] + [page_name(e, r) for e in emotions for r in range(1, n + 1)])
+    with album_lock(outdir):
+        out = _Output(outdir)
+        out.check_free(
+            ["index.html"] + [page_name(e, r) for e in emotions for r in range(1, n + 1)]
+        )
+        try:
+            faces = _FaceViews(out, model, samples, segments, seed, explain_options)
+            return _build(engine, out, faces, n, emotions, min_probability, progress)
+        except BaseException:
+            # What this run wrote stays known (a failure, Ctrl-C), so a re-run replaces or
+            # removes it; a run refused before writing anything leaves the folder as it was.
+            if out.written:
+                with contextlib.suppress(ReportError):
+                    out.save_manifest(out.before | out.written)
+            raise
+
+
+@contextlib.contextmanager
+def album_lock(outdir: Path) -> Iterator[None]:
+    """Hold OUTDIR for one report at a time.
+
+    Two reports into one folder would each clean up the other's files by their own
+    manifest, leaving pages whose links point nowhere. The lock is a ``flock`` on the
+    folder itself (no file of ours to leave behind), which the kernel drops when the
+    process ends, however it ends. A second report waits ``LOCK_WAIT_SECONDS`` and is then
+    refused.
+    """
     try:
-        faces = _FaceViews(out, model, samples, segments, seed, explain_options)
-        return _build(engine, out, faces, n, emotions, min_probability, progress)
-    except BaseException:
-        # What this run wrote stays known (a failure, Ctrl-C), so a re-run replaces or removes
-        # it; a run refused before writing anything leaves the folder as it was.
-        if out.written:
-            with contextlib.suppress(ReportError):
-                out.save_manifest(out.before | out.written)
-        raise
+        fd = os.open(outdir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise ReportError(f"cannot open {outdir}: {exc.strerror or exc}") from None
+    try:
+        if not try_for(LOCK_WAIT_SECONDS, lambda: try_flock(fd)):
+            raise ReportError(
+                f"another photosort report is writing {outdir}; wait for it to finish"
+            )
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def page_name(emotion: str, rank: int) -> str:

@@ -581,7 +581,7 @@ def open_engine(url: str | URL, *, migrate: bool = True) -> Engine:
     return engine
 
 
-def _try_for(wait: float, attempt: Callable[[], bool]) -> bool:
+def try_for(wait: float, attempt: Callable[[], bool]) -> bool:
     """Call ``attempt`` until it succeeds or ``wait`` seconds have passed."""
     deadline = time.monotonic() + wait
     while not attempt():
@@ -591,7 +591,8 @@ def _try_for(wait: float, attempt: Callable[[], bool]) -> bool:
     return True
 
 
-def _flock(fd: int) -> bool:
+def try_flock(fd: int) -> bool:
+    """Take an exclusive ``flock`` on ``fd`` if no other open file holds one; never waits."""
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -684,7 +685,7 @@ def writer_lock(
         raise StoreError(f"cannot write {db_file}: its folder is read-only") from exc
     _HELD_LOCK_FDS.add(fd)
     try:
-        if not _try_for(wait, lambda: _flock(fd)):
+        if not try_for(wait, lambda: try_flock(fd)):
             holder = _holder_text(os.pread(fd, 64, 0))
             raise StoreError(f"another {holder} is writing {db_file}; wait for it to finish")
         os.ftruncate(fd, 0)
@@ -754,7 +755,7 @@ def _pg_writer_lock(
             lock = text(f"SELECT pg_try_advisory_lock{mode}(:key)").bindparams(key=SCAN_LOCK_KEY)
             refusal = ""
             claim_id = None
-            if not _try_for(wait, lambda: _gated(conn, lambda: bool(conn.scalar(lock)))):
+            if not try_for(wait, lambda: _gated(conn, lambda: bool(conn.scalar(lock)))):
                 refusal = f"another {_pg_lock_holder(conn)} is writing {shown}"
             elif roots is not None:
                 refusal, claim_id = _claim_roots(conn, roots, wait, shown)
@@ -927,7 +928,7 @@ def _claim_roots(
         claimed.append(claim_id)
         return True
 
-    passed = _try_for(wait, lambda: _gated(conn, claim))
+    passed = try_for(wait, lambda: _gated(conn, claim))
     return ("", claimed[0]) if passed else (refusal, None)
 
 

@@ -815,3 +815,48 @@ def test_commands_opening_a_new_library_at_once_all_succeed(runs: Runs, postgres
     for proc in procs:
         assert runs.finish(proc) == 0, runs.output(proc)
         assert json.loads(runs.output(proc)[0])["photos"] == 0
+
+
+# --- Two reports into one album ---
+
+
+def broken_links(album: Path) -> list[str]:
+    """Every link of the album's pages that names no file in it (pages, copies, crops)."""
+    import re
+
+    broken = []
+    for page in album.glob("*.html"):
+        for target in re.findall(r'(?:href|src)="([^"#:]+)"', page.read_text()):
+            if not (album / target).is_file():
+                broken.append(f"{page.name} -> {target}")
+    return broken
+
+
+def test_two_reports_into_one_album_leave_every_link_whole(
+    runs: Runs, album: Path, db: Path, tmp_path: Path
+) -> None:
+    """Two reports into one OUTDIR at once: the second waits for the first and is refused
+    in one line (or runs after it, when the first is quick); either way the album is whole.
+    A third, into another OUTDIR, runs beside them."""
+    scanned = runs.start("scan", str(album), "--db", str(db), "--quiet", "--workers=1")
+    assert runs.finish(scanned) == 0, runs.output(scanned)
+    out = tmp_path / "album-out"
+    common = ["--db", str(db), "--min-probability", "0", "--samples", "60", "--quiet"]
+    procs = [runs.start("report", str(out), "-n", n, *common) for n in ("20", "8")]
+    # Beside them, a report into another album caches the same explanations.
+    other = runs.start("report", str(tmp_path / "other"), "-n", "8", *common)
+    codes = [runs.finish(proc) for proc in procs]
+    assert runs.finish(other) == 0, runs.output(other)
+    assert 0 in codes, [runs.output(p) for p in procs]
+    for proc, code in zip(procs, codes, strict=True):
+        if code != 0:
+            assert code == 1
+            err = runs.output(proc)[1]
+            assert (
+                err == f"Error: another photosort report is writing {out}; wait for it to finish\n"
+            )
+    assert (out / "index.html").is_file()
+    assert not broken_links(out)
+    listed = set(json.loads((out / ".photosort-report.json").read_text())["files"])
+    on_disk = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
+    assert on_disk - {".photosort-report.json"} == listed
