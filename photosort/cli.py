@@ -7,6 +7,7 @@ need them, so ``photosort --help`` stays fast.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import signal
@@ -62,6 +63,23 @@ class DatabaseParam(click.ParamType):
             raise click.BadParameter(str(exc), ctx, param, param_hint=hint) from None
 
 
+class Number(click.FloatRange):
+    """Every option that takes a number: a range, and a finite value.
+
+    ``float()`` reads "nan" and "inf", and NaN passes every range check (each comparison
+    is false): ``--max-megapixels nan`` would turn the decompression-bomb guard off and
+    ``--min-score nan`` would find no face at all.
+    """
+
+    name = "number"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = click.FLOAT.convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return super().convert(number, param, ctx)
+
+
 def db_option(func: Callable[..., Any]) -> Callable[..., Any]:
     """The ``--db`` option every library command shares (falls back to $PHOTOSORT_DB)."""
     return click.option(
@@ -82,7 +100,7 @@ def json_option(func: Callable[..., Any]) -> Callable[..., Any]:
 def min_probability_option(func: Callable[..., Any]) -> Callable[..., Any]:
     return click.option(
         "--min-probability",
-        type=click.FloatRange(0, 1),
+        type=Number(0, 1),
         default=DEFAULT_MIN_PROBABILITY,
         show_default=True,
         help="Only photos whose face shows the emotion at least this likely (0-1).",
@@ -308,7 +326,7 @@ def cli() -> None:
 @quiet_option
 @click.option(
     "--max-megapixels",
-    type=click.FloatRange(min=1),
+    type=Number(min=1),
     default=MAX_MEGAPIXELS,
     show_default=True,
     help="Refuse images larger than this (decompression bombs).",
@@ -334,14 +352,14 @@ def cli() -> None:
 )
 @click.option(
     "--min-face",
-    type=click.FloatRange(min=0),
+    type=Number(min=0),
     default=DEFAULT_MIN_FACE,
     show_default=True,
     help="Ignore faces under this many photo pixels on the longer side of their box.",
 )
 @click.option(
     "--min-score",
-    type=click.FloatRange(0, 1),
+    type=Number(0, 1),
     default=DEFAULT_MIN_SCORE,
     show_default=True,
     help="Detector confidence a face needs.",
@@ -521,7 +539,7 @@ def prune(db_url: URL | None, as_json: bool, dry_run: bool) -> None:
 @json_option
 @click.option(
     "--min-face",
-    type=click.FloatRange(min=0),
+    type=Number(min=0),
     default=0,
     show_default=True,
     help="Only count faces at least this many photo pixels wide.",
@@ -1027,7 +1045,7 @@ def demo(folder: Path, quiet: bool) -> None:
 )
 @click.option(
     "--mix-weight",
-    type=click.FloatRange(0, 1),
+    type=Number(0, 1),
     default=0.5,
     show_default=True,
     help="With --labels mix: the original label's share of each target, the rest going to "
@@ -1041,7 +1059,7 @@ def demo(folder: Path, quiet: bool) -> None:
 )
 @click.option(
     "--lr",
-    type=click.FloatRange(min=0, min_open=True),
+    type=Number(min=0, min_open=True),
     default=PEAK_LR,
     show_default=True,
     help="Peak learning rate of the warm-up + cosine schedule.",
@@ -1207,7 +1225,7 @@ def _export(
 )
 @click.option(
     "--balance",
-    type=click.FloatRange(min=0),
+    type=Number(min=0),
     default=DEFAULT_BALANCE,
     show_default=True,
     help="Per-class logit offsets fitted on the validation split with class weights "
