@@ -33,6 +33,7 @@ from photosort.defaults import (
     DETECTOR_NAMES,
     EMOTIONS,
     LABEL_MODES,
+    MAX_FILE_MB,
     MAX_MEGAPIXELS,
     PEAK_LR,
     QUANTIZE_MODES,
@@ -332,6 +333,16 @@ def cli() -> None:
     help="Refuse images larger than this (decompression bombs).",
 )
 @click.option(
+    "--max-file-size",
+    "max_file_mb",
+    type=Number(min=0),
+    default=MAX_FILE_MB,
+    show_default=True,
+    metavar="MB",
+    help="Record image files larger than this many megabytes as unreadable, without "
+    "reading them (no camera writes one).",
+)
+@click.option(
     "--workers",
     type=click.IntRange(min=1),
     default=None,
@@ -380,6 +391,7 @@ def scan(
     as_json: bool,
     quiet: bool,
     max_megapixels: float,
+    max_file_mb: float,
     workers: int | None,
     faces: bool,
     detector: str,
@@ -427,6 +439,7 @@ def scan(
                     engine,
                     list(paths),
                     max_megapixels=max_megapixels,
+                    max_file_size=int(max_file_mb * 1e6),
                     workers=workers,
                     progress=interruptible(advance),
                     faces=face_options,
