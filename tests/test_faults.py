@@ -650,7 +650,7 @@ def test_overlapping_scans_and_prune_are_refused_until_the_scan_is_killed(
         assert refused.exit_code == 1
         expected = f"Error: {holder} is scanning {root} into {shown}; wait for it to finish\n"
         assert refused.output == expected
-    for command in (["prune"], ["relocate", str(big_album), str(tmp_path)]):
+    for command in (["prune"], ["relocate", str(big_album), str(tmp_path)], ["db", "upgrade"]):
         refused = runner.invoke(cli, [*command, "--db", postgres_url])
         assert refused.exit_code == 1
         assert refused.output == f"Error: {holder} is writing {shown}; wait for it to finish\n"
