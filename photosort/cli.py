@@ -949,11 +949,23 @@ def db_upgrade(db_url: URL | None) -> None:
     Example:
         photosort db upgrade --db ~/photos.db
     """
-    from photosort.store import database_url, open_engine, schema_revisions, writer_lock
+    from contextlib import nullcontext
+
+    from photosort.store import (
+        database_url,
+        is_read_only,
+        open_engine,
+        schema_revisions,
+        writer_lock,
+    )
 
     with user_errors():
         engine = open_engine(database_url(db_url), migrate=False)
-        with writer_lock(engine.url, command="db upgrade"):
+        # A library in a read-only folder has no writer to wait for: it is only read.
+        lock = (
+            nullcontext() if is_read_only(engine) else writer_lock(engine.url, command="db upgrade")
+        )
+        with lock:
             applied = migrate_library(engine, locked=True)
         current, _ = schema_revisions(engine)
     click.echo(
