@@ -34,6 +34,7 @@ from photosort.defaults import (
     DETECTOR_NAMES,
     EMOTIONS,
     LABEL_MODES,
+    MAX_FILE_MB,
     MAX_MEGAPIXELS,
     PEAK_LR,
     QUANTIZE_MODES,
@@ -111,21 +112,21 @@ def period_of(
         raise click.BadParameter(str(exc), param_hint="'--since' / '--until'") from None
 
 
-class FiniteFloat(click.ParamType):
-    """A plain number, refusing NaN and infinities (which no threshold compares sanely with)."""
+class Number(click.FloatRange):
+    """Every option that takes a number: a range, and a finite value.
 
-    name = "NUMBER"
+    ``float()`` reads "nan" and "inf", and NaN passes every range check (each comparison
+    is false): ``--max-megapixels nan`` would turn the decompression-bomb guard off and
+    ``--min-score nan`` would find no face at all.
+    """
 
-    def convert(
-        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
-    ) -> float:
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            self.fail(f"{value!r} is not a number", param, ctx)
+    name = "number"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = click.FLOAT.convert(value, param, ctx)
         if not math.isfinite(number):
-            self.fail(f"{value!r} is not a finite number", param, ctx)
-        return number
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return super().convert(number, param, ctx)
 
 
 def db_option(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -148,7 +149,7 @@ def json_option(func: Callable[..., Any]) -> Callable[..., Any]:
 def min_probability_option(func: Callable[..., Any]) -> Callable[..., Any]:
     return click.option(
         "--min-probability",
-        type=click.FloatRange(0, 1),
+        type=Number(0, 1),
         default=DEFAULT_MIN_PROBABILITY,
         show_default=True,
         help="Only photos whose face shows the emotion at least this likely (0-1).",
@@ -223,9 +224,10 @@ def open_library(db_url: URL | None, *, create: bool = False) -> Any:
         return engine
 
 
-def migrate_library(engine: Any) -> bool:
-    """Bring an older library's schema up to date, under the writer lock, and say so first:
-    on a large library a migration takes minutes. Returns whether one was applied."""
+def migrate_library(engine: Any, *, locked: bool = False) -> bool:
+    """Bring an older library's schema up to date, under the writer lock (``locked``: the
+    caller holds it), and say so first: on a large library a migration takes minutes.
+    Returns whether one was applied."""
     from photosort.store import pending_upgrade, upgrade, writer_lock
 
     pending = pending_upgrade(engine)
@@ -247,6 +249,8 @@ def migrate_library(engine: Any) -> bool:
             err=True,
         )
 
+    if locked:
+        return upgrade(engine, applied)
     with writer_lock(engine.url, command="db upgrade"):
         return upgrade(engine, applied)
 
@@ -387,10 +391,20 @@ def cli() -> None:
 @quiet_option
 @click.option(
     "--max-megapixels",
-    type=click.FloatRange(min=1),
+    type=Number(min=1),
     default=MAX_MEGAPIXELS,
     show_default=True,
     help="Refuse images larger than this (decompression bombs).",
+)
+@click.option(
+    "--max-file-size",
+    "max_file_mb",
+    type=Number(min=0),
+    default=MAX_FILE_MB,
+    show_default=True,
+    metavar="MB",
+    help="Record image files larger than this many megabytes as unreadable, without "
+    "reading them (no camera writes one).",
 )
 @click.option(
     "--workers",
@@ -413,21 +427,21 @@ def cli() -> None:
 )
 @click.option(
     "--min-face",
-    type=click.FloatRange(min=0),
+    type=Number(min=0),
     default=DEFAULT_MIN_FACE,
     show_default=True,
     help="Ignore faces under this many photo pixels on the longer side of their box.",
 )
 @click.option(
     "--min-score",
-    type=click.FloatRange(0, 1),
+    type=Number(0, 1),
     default=DEFAULT_MIN_SCORE,
     show_default=True,
     help="Detector confidence a face needs.",
 )
 @click.option(
     "--min-presence",
-    type=FiniteFloat(),
+    type=Number(),
     default=DEFAULT_MIN_PRESENCE,
     show_default=True,
     help="Face-presence logit the face mesh must give a detected face (higher drops more "
@@ -449,6 +463,7 @@ def scan(
     as_json: bool,
     quiet: bool,
     max_megapixels: float,
+    max_file_mb: float,
     workers: int | None,
     faces: bool,
     detector: str,
@@ -499,6 +514,7 @@ def scan(
                     engine,
                     list(paths),
                     max_megapixels=max_megapixels,
+                    max_file_size=int(max_file_mb * 1e6),
                     workers=workers,
                     progress=interruptible(advance),
                     faces=face_options,
@@ -624,7 +640,7 @@ def prune(db_url: URL | None, as_json: bool, dry_run: bool) -> None:
 @json_option
 @click.option(
     "--min-face",
-    type=click.FloatRange(min=0),
+    type=Number(min=0),
     default=0,
     show_default=True,
     help="Only count faces at least this many photo pixels wide.",
@@ -887,6 +903,7 @@ def report(
                 "picks": summary.picks,
                 "explained": summary.explained,
                 "cached": summary.cached,
+                "changed": summary.changed,
             }
         )
     elif not quiet:
@@ -894,6 +911,12 @@ def report(
             f"Wrote {summary.index} ({plural(summary.picks, 'pick')}; "
             f"{plural(summary.explained + summary.cached, 'explanation')}, "
             f"{summary.cached} of them from the cache)."
+        )
+    if summary.changed and not quiet:
+        click.echo(
+            f"photosort: {plural(summary.changed, 'picked photo')} changed since the last scan, "
+            "left out of the album; scan again to rank the new files",
+            err=True,
         )
     if open_browser:
         import webbrowser
@@ -1039,15 +1062,31 @@ def db() -> None:
 def db_upgrade(db_url: URL | None) -> None:
     """Bring the database schema up to date (scan and the other commands do this too).
 
+    A writer like prune: beside a running scan it waits 3 s and is then refused, even when
+    there is nothing to upgrade.
+
     \b
     Example:
         photosort db upgrade --db ~/photos.db
     """
-    from photosort.store import database_url, open_engine, schema_revisions
+    from contextlib import nullcontext
+
+    from photosort.store import (
+        database_url,
+        is_read_only,
+        open_engine,
+        schema_revisions,
+        writer_lock,
+    )
 
     with user_errors():
         engine = open_engine(database_url(db_url), migrate=False)
-        applied = migrate_library(engine)
+        # A library in a read-only folder has no writer to wait for: it is only read.
+        lock = (
+            nullcontext() if is_read_only(engine) else writer_lock(engine.url, command="db upgrade")
+        )
+        with lock:
+            applied = migrate_library(engine, locked=True)
         current, _ = schema_revisions(engine)
     click.echo(
         f"Schema at revision {current}" + (" (upgraded)." if applied else " (already current).")
@@ -1216,7 +1255,7 @@ def demo(photos: Path | None, folder: Path, quiet: bool) -> None:
 )
 @click.option(
     "--mix-weight",
-    type=click.FloatRange(0, 1),
+    type=Number(0, 1),
     default=0.5,
     show_default=True,
     help="With --labels mix: the original label's share of each target, the rest going to "
@@ -1230,7 +1269,7 @@ def demo(photos: Path | None, folder: Path, quiet: bool) -> None:
 )
 @click.option(
     "--lr",
-    type=click.FloatRange(min=0, min_open=True),
+    type=Number(min=0, min_open=True),
     default=PEAK_LR,
     show_default=True,
     help="Peak learning rate of the warm-up + cosine schedule.",
@@ -1397,7 +1436,7 @@ def _export(
 )
 @click.option(
     "--balance",
-    type=click.FloatRange(min=0),
+    type=Number(min=0),
     default=DEFAULT_BALANCE,
     show_default=True,
     help="Per-class logit offsets fitted on the validation split with class weights "

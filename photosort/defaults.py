@@ -5,6 +5,10 @@ from __future__ import annotations
 MAX_MEGAPIXELS = 200.0
 """Larger than any camera sensor sold today, far below what a decompression bomb declares."""
 
+MAX_FILE_MB = 2000.0
+"""``scan --max-file-size``: no camera writes a photo of 2 GB (a 200 MP raw-sized JPEG is
+about 100 MB); a larger file named like one is not worth minutes of hashing."""
+
 WORKING_SIDE = 1000
 """Longest side faces are detected at: a 12 MP (4000x3000) JPEG decodes straight to it at
 1/4 scale in draft mode; 1024 would force a 1/2-scale decode, about three times slower."""

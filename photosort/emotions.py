@@ -239,7 +239,8 @@ class _LiteRT:
 
             self.interpreter = Interpreter(model_path=str(path), num_threads=threads)
         details = self.interpreter.get_input_details()[0]
-        self.input, self.shape = details["index"], tuple(details["shape"])
+        # Plain ints: numpy's would show as np.int32(128) in messages.
+        self.input, self.shape = details["index"], tuple(int(v) for v in details["shape"])
         self.output = self.interpreter.get_output_details()[0]["index"]
         self.batch = 0
 
@@ -369,7 +370,7 @@ def _check_shape(path: Path, size: int, in_shape: Any, out_shape: Any) -> None:
 def _load_litert(model_path: Path, meta: dict[str, Any], threads: int) -> EmotionModel:
     try:
         forward = _LiteRT(model_path, threads)
-        out_shape = tuple(forward.interpreter.get_output_details()[0]["shape"])
+        out_shape = tuple(int(v) for v in forward.interpreter.get_output_details()[0]["shape"])
     except Exception as exc:  # noqa: BLE001 - the runtime raises ValueError/RuntimeError
         raise ModelError(f"{model_path}: not a loadable LiteRT model: {first_line(exc)}") from exc
     size = int(meta.get("input_size", forward.shape[1] if len(forward.shape) == 4 else 0))

@@ -96,6 +96,7 @@ def labelled_photos(
             raise DataError(f"{labels}: unreadable labels file: {exc}") from exc
         if rows and not {"path", "emotion"} <= set(rows[0]):
             raise DataError(f"{labels}: the header must name the columns path and emotion")
+        seen: dict[str, tuple[int, str]] = {}
         for line, row in enumerate(rows, start=2):
             name = (row.get("emotion") or "").strip().lower()
             if name not in EMOTIONS:
@@ -106,8 +107,20 @@ def labelled_photos(
             relative = Path((row.get("path") or "").strip())
             if relative.is_absolute() or ".." in relative.parts or not relative.parts:
                 raise DataError(f"{labels}, line {line}: path must be relative to {root}")
-            if not (root / relative).is_file():
-                raise DataError(f"{labels}, line {line}: no photo at {root / relative}")
+            where = f"{labels}, line {line}"
+            try:
+                if not (root / relative).is_file():
+                    raise DataError(f"{where}: no photo at {root / relative}")
+                key = os.path.realpath(root / relative)
+            except (OSError, ValueError) as exc:  # a name too long, a NUL byte, an I/O error
+                reason = getattr(exc, "strerror", None) or exc
+                raise DataError(f"{where}: cannot use {relative}: {reason}") from None
+            if key in seen:
+                # Counted twice it would weigh double; labelled twice it has no one truth.
+                first, emotion = seen[key]
+                same = "repeats" if emotion == name else f"labels it {name}, against {emotion} in"
+                raise DataError(f"{where}: {relative} {same} line {first}; one row per photo")
+            seen[key] = (line, name)
             photos.append(LabelledPhoto(root / relative, EMOTIONS.index(name), _group(relative)))
     if not photos:
         raise DataError(f"{root}: no labelled photos")

@@ -447,6 +447,9 @@ class FaceScan:
     phash: str | None
     rejected: int = 0
     error: str | None = None
+    unreadable: bool = False
+    """The photo could not be decoded (``error`` says why): it is no usable photo, whatever
+    its header promised."""
 
 
 def find_faces(
@@ -472,7 +475,7 @@ def find_faces(
     try:
         image = read_image(path, max_side=working_side, max_megapixels=max_megapixels)
     except ImageError as exc:
-        return FaceScan([], None, error=str(exc))
+        return FaceScan([], None, error=str(exc), unreadable=True)
     full_w, full_h = photo_size
     factor = full_w / image.width
     kept: list[Face] = []

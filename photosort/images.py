@@ -134,7 +134,7 @@ def _jpeg_decodes(source: Source) -> bool:
 
 def _check_bomb(width: int, height: int, max_megapixels: float) -> None:
     megapixels = width * height / 1e6
-    if megapixels > max_megapixels:
+    if not megapixels <= max_megapixels:  # a NaN limit refuses, never lets all through
         raise ImageError(
             f"decompression bomb: {width}x{height} is {megapixels:.0f} MP, "
             f"over the limit of {max_megapixels:g} MP"

@@ -39,6 +39,7 @@ from photosort.faces import FaceScan, FaceSettings, find_faces_with
 from photosort.images import DEFAULT_MAX_MEGAPIXELS
 from photosort.landmarks import pack_landmarks
 from photosort.scanning import (
+    DEFAULT_MAX_FILE_SIZE,
     FileEntry,
     FileFacts,
     Folder,
@@ -54,6 +55,7 @@ from photosort.store import (
     FaceRow,
     Photo,
     Scan,
+    StoreError,
     chunked,
     dumps_counts,
     path_under,
@@ -184,6 +186,7 @@ def scan_library(
     paths: Sequence[str],
     *,
     max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
+    max_file_size: int = DEFAULT_MAX_FILE_SIZE,
     workers: int | None = None,
     progress: Progress | None = None,
     faces: FaceOptions | None = None,
@@ -226,7 +229,7 @@ def scan_library(
                     pool,
                     examine,
                     tasks,
-                    args=lambda t: (t.entry.path, max_megapixels),
+                    args=lambda t: (t.entry.path, max_megapixels, max_file_size),
                     needs_work=lambda t: t.needs_read,
                     window=8 * slots,
                     lost=lambda t, reason: FileFacts(None, None, reason),
@@ -274,7 +277,7 @@ def scan_library(
             try:
                 session.merge(scan)
                 session.commit()
-            except DBAPIError:
+            except (DBAPIError, StoreError):
                 session.rollback()  # the scan's own error is the one to report
     return report
 
@@ -492,6 +495,9 @@ class _Writer:
             # Faces found earlier stay until a later scan's retry succeeds.
             row.faces_state = "error"
             row.faces_error = found.error
+            if found.unreadable:  # its header passed, its pixels do not: never ``ok``
+                row.status = "unreadable"
+                row.error = found.error
             self.report.errors += 1
             self.report.problems.append((job.path, found.error))
             return

@@ -26,7 +26,7 @@ import os
 import secrets
 import shlex
 import tempfile
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import cache
@@ -35,6 +35,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 from sqlalchemy import Engine, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from photosort import __version__
@@ -61,7 +62,17 @@ from photosort.ranking import (
     top_photos,
 )
 from photosort.resources import resource_dir
-from photosort.store import ExplanationRow, FaceRow, Photo, is_read_only, utcnow
+from photosort.scanning import content_hash
+from photosort.store import (
+    LOCK_WAIT_SECONDS,
+    ExplanationRow,
+    FaceRow,
+    Photo,
+    is_read_only,
+    try_flock,
+    try_for,
+    utcnow,
+)
 
 MANIFEST = REPORT_MANIFEST
 LARGE_SIDE = 1600
@@ -294,6 +305,8 @@ class ReportSummary:
     picks: int
     explained: int
     cached: int
+    changed: int = 0
+    """Picked photos whose file changed since the scan: shown without their picture."""
 
 
 def _cache_key(
@@ -373,7 +386,12 @@ def explanation_for(
             created_at=utcnow(),
         )
     )
-    session.commit()
+    try:
+        session.commit()
+    except IntegrityError:
+        # Another report (into another album) cached the same explanation meanwhile: with
+        # the same seed it is the same one.
+        session.rollback()
     return found, False
 
 
@@ -401,19 +419,46 @@ def build_report(
     """
     outdir = check_outdir(outdir)
     emotions = list(dict.fromkeys(emotions))  # --emotion happy --emotion happy: one section
-    out = _Output(outdir)
-    out.check_free(["index.html"] + [page_name(e, r) for e in emotions for r in range(1, n + 1)])
+    with album_lock(outdir):
+        out = _Output(outdir)
+        out.check_free(
+            ["index.html"] + [page_name(e, r) for e in emotions for r in range(1, n + 1)]
+        )
+        try:
+            faces = _FaceViews(out, model, samples, segments, seed, explain_options)
+            choice = _Choice(n, emotions, min_probability, period or Period(), by_year)
+            return _build(engine, out, faces, choice, progress)
+        except BaseException:
+            # What this run wrote stays known (a failure, Ctrl-C), so a re-run replaces or
+            # removes it; a run refused before writing anything leaves the folder as it was.
+            if out.written:
+                with contextlib.suppress(ReportError):
+                    out.save_manifest(out.before | out.written)
+            raise
+
+
+@contextlib.contextmanager
+def album_lock(outdir: Path) -> Iterator[None]:
+    """Hold OUTDIR for one report at a time.
+
+    Two reports into one folder would each clean up the other's files by their own
+    manifest, leaving pages whose links point nowhere. The lock is a ``flock`` on the
+    folder itself (no file of ours to leave behind), which the kernel drops when the
+    process ends, however it ends. A second report waits ``LOCK_WAIT_SECONDS`` and is then
+    refused.
+    """
     try:
-        faces = _FaceViews(out, model, samples, segments, seed, explain_options)
-        choice = _Choice(n, emotions, min_probability, period or Period(), by_year)
-        return _build(engine, out, faces, choice, progress)
-    except BaseException:
-        # What this run wrote stays known (a failure, Ctrl-C), so a re-run replaces or removes
-        # it; a run refused before writing anything leaves the folder as it was.
-        if out.written:
-            with contextlib.suppress(ReportError):
-                out.save_manifest(out.before | out.written)
-        raise
+        fd = os.open(outdir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise ReportError(f"cannot open {outdir}: {exc.strerror or exc}") from None
+    try:
+        if not try_for(LOCK_WAIT_SECONDS, lambda: try_flock(fd)):
+            raise ReportError(
+                f"another photosort report is writing {outdir}; wait for it to finish"
+            )
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def page_name(emotion: str, rank: int) -> str:
@@ -500,12 +545,14 @@ def _build(
         for pick in section.picks:
             page = env.get_template("pick.html").render(pick=pick, samples=faces.samples)
             out.write(pick.page, page.encode())
+    changed = sum(copy.changed for copy in copies.values())
     index = env.get_template("index.html").render(
         sections=sections,
         empty_reason=empty_reason,
         min_probability=choice.min_probability,
         by_year=choice.by_year,
         facts=facts,
+        changed=changed,
     )
     out.write("index.html", index.encode())
     out.finish()
@@ -514,6 +561,7 @@ def _build(
         picks=sum(len(s.picks) for s in sections),
         explained=faces.explained,
         cached=faces.cached,
+        changed=changed,
     )
 
 
@@ -580,12 +628,57 @@ class _Copies(NamedTuple):
     large: str | None
     note: str | None
     badge: str | None
+    changed: bool = False
+
+
+CHANGED = _Copies(
+    None,
+    None,
+    "The file was changed or replaced since it was scanned, so it is left out: the faces "
+    "and scores are the scanned photo's, shown from the stored crops. Scan its folder again "
+    "to rank the new one.",
+    "changed since the scan: left out",
+    changed=True,
+)
+
+
+def _file_state(path: str) -> tuple[int, int, int, int] | None:
+    """What tells one file at ``path`` from another: device, inode, size, mtime."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def _changed_since_scan(photo: Photo, state: tuple[int, int, int, int] | None) -> bool:
+    """Whether the file at the photo's path is no longer the photo the library scanned.
+
+    Its faces and boxes belong to the scanned content: drawn on another picture (a photo
+    copied over it, an edit) they would point at the wrong people. The same size and mtime
+    mean the same photo, as a rescan judges; otherwise the content hash decides (a file
+    only touched is still the photo). A file that is gone is the read's to report.
+    """
+    if state is None:
+        return False
+    if (state[2], state[3]) == (photo.size, photo.mtime_ns):
+        return False
+    if state[2] != photo.size or photo.content_hash is None:
+        return True
+    try:
+        return content_hash(photo.path) != photo.content_hash
+    except (OSError, ImageError):
+        return True
 
 
 def _photo_images(out: _Output, photo: Photo) -> _Copies:
-    """Upright resized copies of a photo for the album, or a note when it cannot be read."""
+    """Upright resized copies of a photo for the album, or a note when it cannot be read or
+    is no longer the photo that was scanned."""
     names = _copy_names(photo)
-    if os.path.exists(photo.path) and all(out.reuse(name) for name in names):
+    before = _file_state(photo.path)
+    if _changed_since_scan(photo, before):
+        return CHANGED
+    if before is not None and all(out.reuse(name) for name in names):
         return _Copies(names[0], names[1], None, None)
     try:
         # The scan accepted the photo at its size, maybe under a higher --max-megapixels.
@@ -597,6 +690,8 @@ def _photo_images(out: _Output, photo: Photo) -> _Copies:
         note = "The photo has gone missing since it was scanned" if gone else f"Unreadable: {exc}"
         badge = "missing since the scan" if gone else "unreadable since the scan"
         return _Copies(None, None, note + "; its faces are shown from the stored crops.", badge)
+    if _file_state(photo.path) != before:  # replaced while it was read
+        return CHANGED
     thumb = large.copy()
     thumb.thumbnail((THUMB_SIDE, THUMB_SIDE))
     return _Copies(out.write(names[0], _jpeg(thumb)), out.write(names[1], _jpeg(large)), None, None)

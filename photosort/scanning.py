@@ -19,7 +19,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any, BinaryIO, TypeVar
 
-from photosort.defaults import REPORT_MANIFEST
+from photosort.defaults import MAX_FILE_MB, REPORT_MANIFEST
 from photosort.errors import PhotosortError
 from photosort.images import (
     DEFAULT_MAX_MEGAPIXELS,
@@ -38,6 +38,7 @@ IMAGE_EXTENSIONS = frozenset(
 UNSUPPORTED_HINT = "not a format photosort reads (JPEG, PNG, WebP, BMP, TIFF, GIF); convert it"
 CHUNK = 1 << 20
 TAIL = 1 << 16
+DEFAULT_MAX_FILE_SIZE = int(MAX_FILE_MB * 1e6)
 
 
 @dataclass(frozen=True)
@@ -203,12 +204,17 @@ def count_files(roots: Iterable[str]) -> int:
     return sum(len(folder.files) for folder in walk(roots))
 
 
-def examine(path: str, max_megapixels: float = DEFAULT_MAX_MEGAPIXELS) -> FileFacts | None:
+def examine(
+    path: str,
+    max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
+    max_file_size: int = DEFAULT_MAX_FILE_SIZE,
+) -> FileFacts | None:
     """Read one file: hash it and learn whether it is a usable photo.
 
     Returns None for files that are not photos at all (not an image by content nor by name),
     so sidecars and videos are ignored; files that look like photos but are broken come back
-    with ``error`` set to the reason.
+    with ``error`` set to the reason. An image over ``max_file_size`` bytes is one: it is
+    not hashed (minutes, for a file no camera makes).
     """
     named_like_image = os.path.splitext(path)[1].lower() in IMAGE_EXTENSIONS
     try:
@@ -223,10 +229,12 @@ def examine(path: str, max_megapixels: float = DEFAULT_MAX_MEGAPIXELS) -> FileFa
     except ImageError as exc:  # a FIFO or a device where the walk saw a file
         return FileFacts(None, None, str(exc)) if named_like_image else None
     with fh:
-        return _examine_open(fh, named_like_image, max_megapixels)
+        return _examine_open(fh, named_like_image, max_megapixels, max_file_size)
 
 
-def _examine_open(fh: BinaryIO, named_like_image: bool, max_megapixels: float) -> FileFacts | None:
+def _examine_open(
+    fh: BinaryIO, named_like_image: bool, max_megapixels: float, max_file_size: int
+) -> FileFacts | None:
     digest = hashlib.sha256()
     try:
         head = fh.read(32)
@@ -239,13 +247,16 @@ def _examine_open(fh: BinaryIO, named_like_image: bool, max_megapixels: float) -
                 return None
             reason = "empty file" if not head else "not an image (unrecognised content)"
             return FileFacts(None, None, reason)
+        size = os.fstat(fh.fileno()).st_size
+        if size > max_file_size:
+            return FileFacts(
+                None,
+                None,
+                f"file of {size / 1e6:,.6g} MB is over the limit of {max_file_size / 1e6:,.6g} "
+                "MB (--max-file-size); not read",
+            )
         digest.update(head)
-        tail = head
-        buf = bytearray(CHUNK)
-        view = memoryview(buf)
-        while n := fh.readinto(buf):
-            digest.update(view[:n])
-            tail = (tail + bytes(view[max(0, n - TAIL) : n]))[-TAIL:]
+        tail = (head + _digest_rest(fh, digest))[-TAIL:]
     except OSError as exc:
         if not named_like_image:
             return None
@@ -257,6 +268,26 @@ def _examine_open(fh: BinaryIO, named_like_image: bool, max_megapixels: float) -
     except ImageError as exc:
         return FileFacts(content_hash, None, str(exc))
     return FileFacts(content_hash, info, None)
+
+
+def _digest_rest(fh: BinaryIO, digest: Any) -> bytes:
+    """Feed the rest of ``fh`` to ``digest`` in chunks; return its last ``TAIL`` bytes."""
+    tail = b""
+    buf = bytearray(CHUNK)
+    view = memoryview(buf)
+    while n := fh.readinto(buf):
+        digest.update(view[:n])
+        tail = (tail + bytes(view[max(0, n - TAIL) : n]))[-TAIL:]
+    return tail
+
+
+def content_hash(path: str) -> str:
+    """The content hash a scan stores for the file at ``path`` (SHA-256, streamed); raises
+    OSError or ImageError when it cannot be read."""
+    digest = hashlib.sha256()
+    with open_regular(path) as fh:
+        _digest_rest(fh, digest)
+    return digest.hexdigest()
 
 
 T = TypeVar("T")

@@ -62,7 +62,8 @@ SCAN_LOCK_KEY = 0x70686F746F736F72
 """PostgreSQL advisory lock key ("photosor" in ASCII) of the writer lock; per database."""
 MIGRATION_LOCK_KEY = SCAN_LOCK_KEY + 1
 CLAIMS_LOCK_KEY = SCAN_LOCK_KEY + 2
-"""Held while a scan reads and adds ``scan_claims`` rows, so overlapping claims never both pass."""
+"""Held while a writer takes its locks (a scan: reads and adds ``scan_claims`` rows, so
+overlapping claims never both pass), and shared by each writer's commit (``_gated``)."""
 CLAIM_LOCK_CLASS = 0x70686F74
 """First key of the two-key advisory lock a running scan holds on its claim row's id."""
 LOCK_WAIT_SECONDS = 3.0
@@ -464,13 +465,6 @@ def _known_revision(revision: str) -> bool:
         return False
 
 
-def _has_tables(engine: Engine) -> bool:
-    from sqlalchemy import inspect
-
-    with engine.connect() as conn:
-        return inspect(conn).has_table(Photo.__tablename__)
-
-
 def _is_current(engine: Engine) -> bool:
     """The library records SCHEMA_HEAD alone, read with plain SQL: a read command on a
     current library never loads Alembic and its migration scripts (60 ms)."""
@@ -484,14 +478,27 @@ def _is_current(engine: Engine) -> bool:
 
 def pending_upgrade(engine: Engine) -> tuple[str | None, str] | None:
     """The schema's revision and the newest one when the library must be upgraded, None
-    when it is current; a schema this photosort must not upgrade is a StoreError."""
+    when it is current; a schema this photosort must not upgrade is a StoreError.
+
+    On PostgreSQL the schema is read under the migration lock (``upgrade``): a command
+    opening a new library while another creates its tables waits for that to commit,
+    rather than finding tables without a revision and calling the library damaged.
+    """
     if _is_current(engine):
         return None
-    current, head = schema_revisions(engine)
+    from alembic.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+    from sqlalchemy import inspect
+
+    with engine.begin() as conn:
+        _migration_lock(conn)
+        current = MigrationContext.configure(conn).get_current_revision()
+        has_tables = current is None and inspect(conn).has_table(Photo.__tablename__)
+    head = ScriptDirectory(str(resource_dir("migrations"))).get_current_head() or ""
     if current == head:
         return None
     shown = shown_url(engine.url)
-    if current is None and _has_tables(engine):
+    if has_tables:
         raise StoreError(
             f"database {shown} holds photosort's tables but no schema revision "
             "(its alembic_version table is empty or gone); restore it from a backup"
@@ -520,12 +527,16 @@ def upgrade(engine: Engine, applied: Callable[[str], None] | None = None) -> boo
     from alembic import command
 
     with engine.begin() as conn:
-        if conn.dialect.name == "postgresql":
-            # Machines opening a new library at once: one migrates, the others then find it
-            # current (SQLite serialises writers by itself).
-            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
+        _migration_lock(conn)
         command.upgrade(_migrations_config(conn, applied), "head")
     return True
+
+
+def _migration_lock(conn: Any) -> None:
+    """Machines opening a new PostgreSQL library at once: one migrates, and the others read
+    the schema after it committed (SQLite serialises writers by itself)."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
 
 
 def open_engine(url: str | URL, *, migrate: bool = True) -> Engine:
@@ -536,11 +547,15 @@ def open_engine(url: str | URL, *, migrate: bool = True) -> Engine:
         read_only = _read_only_sqlite(parsed)
         if read_only is not None:
             parsed = read_only
-        engine = create_engine(parsed, connect_args=_connect_args(parsed))
+        postgresql = parsed.get_backend_name() == "postgresql"
+        # A pooled PostgreSQL connection may have been ended by the server while it sat in
+        # the pool (an idle-session timeout): pinged first, a dead one is replaced.
+        engine = create_engine(parsed, connect_args=_connect_args(parsed), pool_pre_ping=postgresql)
         if engine.dialect.name == "sqlite":
             event.listen(engine, "connect", _sqlite_pragmas(read_only is not None))
         elif engine.dialect.name == "postgresql":
             event.listen(engine, "connect", _pg_session)
+            event.listen(engine, "commit", _check_held_lock)
         with engine.connect() as conn:
             conn.exec_driver_sql("SELECT 1")
         if migrate:
@@ -569,7 +584,7 @@ def open_engine(url: str | URL, *, migrate: bool = True) -> Engine:
     return engine
 
 
-def _try_for(wait: float, attempt: Callable[[], bool]) -> bool:
+def try_for(wait: float, attempt: Callable[[], bool]) -> bool:
     """Call ``attempt`` until it succeeds or ``wait`` seconds have passed."""
     deadline = time.monotonic() + wait
     while not attempt():
@@ -579,7 +594,8 @@ def _try_for(wait: float, attempt: Callable[[], bool]) -> bool:
     return True
 
 
-def _flock(fd: int) -> bool:
+def try_flock(fd: int) -> bool:
+    """Take an exclusive ``flock`` on ``fd`` if no other open file holds one; never waits."""
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -672,7 +688,7 @@ def writer_lock(
         raise StoreError(f"cannot write {db_file}: its folder is read-only") from exc
     _HELD_LOCK_FDS.add(fd)
     try:
-        if not _try_for(wait, lambda: _flock(fd)):
+        if not try_for(wait, lambda: try_flock(fd)):
             holder = _holder_text(os.pread(fd, 64, 0))
             raise StoreError(f"another {holder} is writing {db_file}; wait for it to finish")
         os.ftruncate(fd, 0)
@@ -722,6 +738,8 @@ def _pg_writer_lock(
     ``pg_stat_activity`` shows to every role, so a refused writer can name the holder. The
     server drops the locks when the session ends: when the holder exits or is killed, and,
     through the TCP keepalives set here, within about two minutes of its machine vanishing.
+    While the writer runs, the session is kept from timing out (``_keep_session``) and each
+    of its commits checks that the locks are still there (``_check_held_lock``).
     """
     parsed = driver_url(url)
     shown = shown_url(url)
@@ -731,28 +749,132 @@ def _pg_writer_lock(
         parsed, poolclass=NullPool, isolation_level="AUTOCOMMIT", connect_args=args
     )
     conn = None
+    key = _held_lock_key(parsed)
     try:
         try:
             conn = engine.connect()
-            for setting in ("idle = 60", "interval = 10", "count = 6"):
-                conn.exec_driver_sql(f"SET tcp_keepalives_{setting}")
+            _keep_session(conn)
             mode = "_shared" if roots is not None else ""
             lock = text(f"SELECT pg_try_advisory_lock{mode}(:key)").bindparams(key=SCAN_LOCK_KEY)
             refusal = ""
-            if not _try_for(wait, lambda: bool(conn.scalar(lock))):
+            claim_id = None
+            if not try_for(wait, lambda: _gated(conn, lambda: bool(conn.scalar(lock)))):
                 refusal = f"another {_pg_lock_holder(conn)} is writing {shown}"
             elif roots is not None:
-                refusal = _claim_roots(conn, roots, wait, shown)
+                refusal, claim_id = _claim_roots(conn, roots, wait, shown)
+            backend = conn.scalar(text("SELECT pg_backend_pid()"))
         except (OperationalError, DatabaseError) as exc:
             reason = first_line(exc.orig or exc)
             raise StoreError(f"cannot lock database {shown}: {reason}") from exc
         if refusal:
             raise StoreError(f"{refusal}; wait for it to finish")
-        yield
+        _HELD_LOCKS[key] = _HeldLock(command, shown, int(backend), roots is not None, claim_id)
+        try:
+            yield
+        finally:
+            _HELD_LOCKS.pop(key, None)
     finally:
         if conn is not None:
             conn.close()  # ends the session, which releases the locks
         engine.dispose()
+
+
+def _keep_session(conn: Any) -> None:
+    """Keep the lock session open for as long as the writer runs.
+
+    The server drops advisory locks with their session, and servers end sessions that look
+    idle (``idle_session_timeout``, set per database or role by an administrator): the lock
+    session is idle by design, so it turns those timeouts off for itself (the settings that
+    this server has). TCP keepalives keep firewalls from dropping the connection, and let
+    the server notice a writer's machine that vanished.
+    """
+    for setting in ("idle = 60", "interval = 10", "count = 6"):
+        conn.exec_driver_sql(f"SET tcp_keepalives_{setting}")
+    conn.execute(
+        text(
+            "SELECT set_config(name, '0', false) FROM pg_settings WHERE name IN "
+            "('idle_session_timeout', 'idle_in_transaction_session_timeout')"
+        )
+    )
+
+
+def _gated(conn: Any, attempt: Callable[[], T]) -> T:
+    """Run a lock attempt while no writer of this library is committing.
+
+    A writer checks in each commit, holding ``CLAIMS_LOCK_KEY`` shared, that its locks are
+    still held (``_check_held_lock``); a writer taking locks holds the key exclusively. So
+    a commit whose locks were lost after its check still ends before anyone takes them.
+    """
+    conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": CLAIMS_LOCK_KEY})
+    try:
+        return attempt()
+    finally:
+        conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": CLAIMS_LOCK_KEY})
+
+
+@dataclass(frozen=True)
+class _HeldLock:
+    """The writer lock this process holds on one PostgreSQL library, as its commits check it."""
+
+    command: str
+    shown: str
+    backend_pid: int
+    """The lock session's server process, whose locks ``pg_locks`` lists."""
+    shared: bool
+    claim_id: int | None
+
+
+_HELD_LOCKS: dict[str, _HeldLock] = {}
+"""The writer locks this process holds, by library (``_held_lock_key``)."""
+
+_STILL_HELD = """
+    SELECT count(*) FROM pg_locks
+    WHERE locktype = 'advisory' AND granted AND pid = %(pid)s
+      AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+      AND ((objsubid = 1 AND classid::bigint = %(high)s AND objid::bigint = %(low)s
+            AND mode = %(mode)s)
+        OR (objsubid = 2 AND classid::bigint = %(cls)s AND objid::bigint = %(claim)s))
+"""
+
+
+def _held_lock_key(url: URL) -> str:
+    return driver_url(url).render_as_string(hide_password=False)
+
+
+def _check_held_lock(conn: Any) -> None:
+    """Refuse a commit of a writer whose lock session the server ended.
+
+    A server ends sessions for reasons of its own (an administrator's
+    ``pg_terminate_backend``, a pooler, a restart), and with the session go the locks: a
+    second scan of the same folders could then be admitted. So each commit first checks,
+    in its own transaction, that the lock session still holds every lock the writer took;
+    if not, the commit is refused and the writer ends with one line, keeping what it
+    committed before.
+    """
+    held = _HELD_LOCKS.get(_held_lock_key(conn.engine.url))
+    if held is None:
+        return
+    params = {
+        "pid": held.backend_pid,
+        "high": SCAN_LOCK_KEY >> 32,
+        "low": SCAN_LOCK_KEY & 0xFFFFFFFF,
+        "mode": "ShareLock" if held.shared else "ExclusiveLock",
+        "cls": CLAIM_LOCK_CLASS,
+        "claim": -1 if held.claim_id is None else held.claim_id,
+    }
+    try:
+        with conn.connection.dbapi_connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock_shared(%(key)s)", {"key": CLAIMS_LOCK_KEY})
+            cursor.execute(_STILL_HELD, params)
+            (found,) = cursor.fetchone()
+    except conn.dialect.loaded_dbapi.Error as exc:
+        raise StoreError(f"database error: {first_line(exc)}") from exc
+    if found < (1 if held.claim_id is None else 2):
+        raise StoreError(
+            f"photosort {held.command} lost its lock on {held.shown}: the server ended the "
+            "lock's session (an administrator, a timeout or the network), so it stopped "
+            "writing; what it committed is kept, run it again"
+        )
 
 
 _DELETE_STALE_CLAIMS = text(
@@ -767,8 +889,11 @@ _DELETE_STALE_CLAIMS = text(
 ).bindparams(cls=CLAIM_LOCK_CLASS)
 
 
-def _claim_roots(conn: Any, roots: Sequence[str], wait: float, shown: str) -> str:
-    """Record this scan's roots unless a running scan's overlap them; return the refusal.
+def _claim_roots(
+    conn: Any, roots: Sequence[str], wait: float, shown: str
+) -> tuple[str, int | None]:
+    """Record this scan's roots unless a running scan's overlap them; return the refusal,
+    else the claim's id.
 
     The row is tied to this session by an advisory lock on its id, which the server drops
     with the session: a row without its lock was left by a killed scan, and is deleted
@@ -777,38 +902,37 @@ def _claim_roots(conn: Any, roots: Sequence[str], wait: float, shown: str) -> st
     """
     table = ScanClaim.__table__
     refusal = ""
+    claimed: list[int] = []
 
-    def attempt() -> bool:
+    def claim() -> bool:
         nonlocal refusal
-        conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": CLAIMS_LOCK_KEY})
-        try:
-            conn.execute(_DELETE_STALE_CLAIMS)
-            for claim in conn.execute(select(table)):
-                theirs = json.loads(claim.roots)
-                clash = next((r for r in theirs for o in roots if roots_overlap(r, o)), None)
-                if clash is not None:
-                    refusal = f"another photosort scan (pid {claim.pid} on {claim.host}) is "
-                    refusal += f"scanning {clash} into {shown}"
-                    return False
-            claim_id = conn.scalar(
-                table.insert()
-                .values(
-                    roots=json.dumps(list(roots)),
-                    host=socket.gethostname(),
-                    pid=os.getpid(),
-                    claimed_at=utcnow(),
-                )
-                .returning(table.c.id)
+        conn.execute(_DELETE_STALE_CLAIMS)
+        for row in conn.execute(select(table)):
+            theirs = json.loads(row.roots)
+            clash = next((r for r in theirs for o in roots if roots_overlap(r, o)), None)
+            if clash is not None:
+                refusal = f"another photosort scan (pid {row.pid} on {row.host}) is "
+                refusal += f"scanning {clash} into {shown}"
+                return False
+        claim_id = conn.scalar(
+            table.insert()
+            .values(
+                roots=json.dumps(list(roots)),
+                host=socket.gethostname(),
+                pid=os.getpid(),
+                claimed_at=utcnow(),
             )
-            conn.execute(
-                text("SELECT pg_advisory_lock(:cls, :id)"),
-                {"cls": CLAIM_LOCK_CLASS, "id": claim_id},
-            )
-            return True
-        finally:
-            conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": CLAIMS_LOCK_KEY})
+            .returning(table.c.id)
+        )
+        conn.execute(
+            text("SELECT pg_advisory_lock(:cls, :id)"),
+            {"cls": CLAIM_LOCK_CLASS, "id": claim_id},
+        )
+        claimed.append(claim_id)
+        return True
 
-    return "" if _try_for(wait, attempt) else refusal
+    passed = try_for(wait, lambda: _gated(conn, claim))
+    return ("", claimed[0]) if passed else (refusal, None)
 
 
 def _pg_lock_holder(conn: Any) -> str:

@@ -42,6 +42,43 @@ def test_every_command_has_help_with_an_example(
     assert example.startswith("photosort " + " ".join(command[:1]).strip()), example
 
 
+def number_options() -> list[tuple[tuple[str, ...], str]]:
+    """Every option of every command that takes a number with a fraction."""
+    found = []
+    for command in all_commands(cli):
+        target: click.Command = cli
+        for name in command:
+            target = target.commands[name]  # type: ignore[attr-defined]
+        for param in target.params:
+            if isinstance(param, click.Option) and isinstance(
+                param.type, (click.types.FloatParamType, click.FloatRange)
+            ):
+                found.append((command, param.opts[0]))
+    return found
+
+
+def test_every_number_option_refuses_what_is_no_finite_number(runner: CliRunner) -> None:
+    """NaN passes every range check; infinity passes those with no upper end."""
+    options = number_options()
+    assert {"--max-megapixels", "--min-score", "--min-probability", "--lr"} <= {
+        option for _, option in options
+    }
+    for command, option in options:
+        assert isinstance(_option_type(command, option), cli_module.Number), (command, option)
+        args = [*command, option]
+        for value in ("nan", "inf", "-inf", "NaN"):
+            result = runner.invoke(cli, [*args, value])  # checked before anything runs
+            assert result.exit_code == 2, (args, value, result.output)
+            assert f"'{value}' is not a finite number." in result.output
+
+
+def _option_type(command: tuple[str, ...], option: str) -> click.ParamType:
+    target: click.Command = cli
+    for name in command:
+        target = target.commands[name]  # type: ignore[attr-defined]
+    return next(p.type for p in target.params if option in p.opts)
+
+
 def test_help_does_not_load_heavy_modules() -> None:
     code = (
         "import sys\n"

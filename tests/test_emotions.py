@@ -135,3 +135,16 @@ def test_bad_metadata_is_a_model_error(
     copy.with_suffix(".json").write_text(metadata)
     with pytest.raises(ModelError, match=f"copy.json: {message}"):
         emotions.model_id_of(copy)
+
+
+def test_a_litert_model_of_another_input_size_names_its_shape_in_plain_numbers(
+    tmp_path: Path,
+) -> None:
+    copy = tmp_path / "copy.tflite"
+    copy.write_bytes(emotions.resolve_model_path(None).read_bytes())
+    size = emotions.load_model(copy).input_size
+    copy.with_suffix(".json").write_text('{"input_size": 7}')
+    with pytest.raises(ModelError) as caught:
+        emotions.load_model(copy)
+    assert f"got (None, {size}, {size}, 1) -> (None, 7)" in str(caught.value)
+    assert "np." not in str(caught.value)

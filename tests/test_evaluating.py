@@ -73,6 +73,17 @@ def test_labels_from_a_csv_with_paths_relative_to_the_folder(photos: Path) -> No
         ("path,emotion\nhappy/none.jpg,happy\n", "no photo at"),
         ("file,label\nx,y\n", "the header must name the columns path and emotion"),
         ("path,emotion\n", "no labelled photos"),
+        ("path,emotion\n" + "x" * 300 + "/a.jpg,happy\n", "line 2: cannot use x+/a.jpg: File nam"),
+        ("path,emotion\nhappy/a\x00.jpg,happy\n", "line 2: cannot use happy/a"),
+        (
+            "path,emotion\nhappy/astronaut.jpg,happy\n./happy//astronaut.jpg,happy\n",
+            r"line 3: happy/astronaut.jpg repeats line 2; one row per photo",
+        ),
+        (
+            "path,emotion\nhappy/astronaut.jpg,angry\nneutral/cat.jpg,sad\n"
+            "happy/astronaut.jpg,happy\n",
+            "line 4: happy/astronaut.jpg labels it happy, against angry in line 2",
+        ),
     ],
 )
 def test_bad_labels_files_are_one_line_errors(photos: Path, text: str, message: str) -> None:
@@ -115,3 +126,14 @@ def test_evaluate_command_on_photos(photos: Path, tmp_path: Path) -> None:
     votes.write_text("x\n")
     wrong = CliRunner().invoke(cli, ["evaluate", str(photos), "--votes", str(votes)])
     assert wrong.exit_code == 2 and "--votes goes with fer2013.csv" in wrong.output
+
+
+def test_a_name_too_long_in_labels_is_one_line_on_the_command_line(
+    photos: Path, runner: CliRunner
+) -> None:
+    labels = photos.parent / "labels.csv"
+    labels.write_text("path,emotion\nhappy/astronaut.jpg,happy\n" + "é" * 200 + ".jpg,sad\n")
+    result = runner.invoke(cli, ["evaluate", str(photos), "--labels", str(labels)])
+    assert result.exit_code == 1
+    assert result.output.startswith(f"Error: {labels}, line 3: cannot use ")
+    assert result.output.endswith(": File name too long\n") and result.output.count("\n") == 1

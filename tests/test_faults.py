@@ -650,7 +650,7 @@ def test_overlapping_scans_and_prune_are_refused_until_the_scan_is_killed(
         assert refused.exit_code == 1
         expected = f"Error: {holder} is scanning {root} into {shown}; wait for it to finish\n"
         assert refused.output == expected
-    for command in (["prune"], ["relocate", str(big_album), str(tmp_path)]):
+    for command in (["prune"], ["relocate", str(big_album), str(tmp_path)], ["db", "upgrade"]):
         refused = runner.invoke(cli, [*command, "--db", postgres_url])
         assert refused.exit_code == 1
         assert refused.output == f"Error: {holder} is writing {shown}; wait for it to finish\n"
@@ -723,3 +723,142 @@ except KeyboardInterrupt:
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == f"interrupted after [{int(signal.SIGTERM)}]"
     assert "Traceback" not in done.stderr and "Exception ignored" not in done.stderr
+
+
+# --- PostgreSQL: a writer whose lock session the server ends ---
+
+
+def pg_execute(postgres_server: Any, sql: str) -> None:
+    with postgres_server.connect() as conn:
+        conn.exec_driver_sql(sql)
+
+
+def assert_each_photo_once(url: str, album: Path, total: int) -> None:
+    rows = library_rows(url)
+    paths = [path for path, *_ in rows]
+    assert len(paths) == total and len(set(paths)) == total
+    assert all(path.startswith(os.path.realpath(album) + os.sep) for path in paths)
+    assert not [row for row in rows if row[2] == "missing"]
+
+
+def test_a_scan_keeps_its_locks_past_the_servers_idle_session_timeout(
+    runs: Runs,
+    postgres_server: Any,
+    postgres_url: str,
+    big_album: Path,
+    bulk: int,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The server ends sessions idle for 2 s; the scan's lock session sits idle for longer,
+    yet a second scan of its folder and a relocate of it are refused while it runs."""
+    from photosort import store
+
+    monkeypatch.setattr(store, "LOCK_WAIT_SECONDS", 0.5)
+    name = make_url(postgres_url).database
+    pg_execute(postgres_server, f"ALTER DATABASE \"{name}\" SET idle_session_timeout = '2s'")
+    runner = CliRunner()
+    proc = runs.start("scan", str(big_album), "--db", postgres_url, "--quiet", "--workers=1")
+    runs.wait_for(proc, lambda: pg_claims(postgres_url) == [proc.pid])
+    time.sleep(3.0)
+    again = runner.invoke(cli, ["scan", str(big_album), "--db", postgres_url, "--no-faces"])
+    assert again.exit_code == 1, again.output
+    assert f"(pid {proc.pid} on {socket.gethostname()}) is scanning" in again.output
+    relocate = ["relocate", str(big_album), str(tmp_path), "--db", postgres_url]
+    moved = runner.invoke(cli, relocate)
+    assert moved.exit_code == 1, moved.output
+    assert f"(pid {proc.pid} on {socket.gethostname()}) is writing" in moved.output
+    assert proc.poll() is None, "the scan was not caught midway"
+    assert runs.finish(proc) == 0, runs.output(proc)
+    assert "duplicate key" not in "".join(runs.output(proc))
+    final = runner.invoke(cli, ["scan", str(big_album), "--db", postgres_url, "--json"])
+    assert final.exit_code == 0, final.output
+    assert json.loads(final.stdout)["unchanged"] == ALBUM_PHOTOS + bulk
+    assert_each_photo_once(postgres_url, big_album, ALBUM_PHOTOS + bulk)
+    gone_within(runs.seen, 5.0)
+
+
+def test_a_scan_whose_lock_session_is_terminated_stops_writing(
+    runs: Runs, postgres_server: Any, postgres_url: str, big_album: Path, bulk: int
+) -> None:
+    """An administrator ends the scan's lock session: a second scan of the folder is then
+    admitted, and the first stops at its next commit with one line, keeping what it
+    committed; the two never write the same photos at once."""
+    name = make_url(postgres_url).database
+    first = runs.start("scan", str(big_album), "--db", postgres_url, "--quiet", "--workers=1")
+    runs.wait_for(first, lambda: pg_claims(postgres_url) == [first.pid])
+    application = f"photosort scan {first.pid}@{socket.gethostname()}"[:63]
+    pg_execute(
+        postgres_server,
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+        f"WHERE datname = '{name}' AND application_name = '{application}'",
+    )
+    second = runs.start(
+        "scan", str(big_album), "--db", postgres_url, "--no-faces", "--quiet", "--workers=1"
+    )
+    assert runs.finish(first) == 1, runs.output(first)
+    out, err = runs.output(first)
+    assert err.startswith("Error: photosort scan lost its lock on ") and err.count("\n") == 1
+    assert runs.finish(second) == 0, runs.output(second)
+    assert "duplicate key" not in "".join(runs.output(second))
+    final = runs.start(
+        "scan", str(big_album), "--db", postgres_url, "--json", "--no-faces", "--workers=1"
+    )
+    assert runs.finish(final) == 0, runs.output(final)
+    assert json.loads(runs.output(final)[0])["scanned"] == ALBUM_PHOTOS + bulk
+    assert_each_photo_once(postgres_url, big_album, ALBUM_PHOTOS + bulk)
+    gone_within(runs.seen, 5.0)
+
+
+def test_commands_opening_a_new_library_at_once_all_succeed(runs: Runs, postgres_url: str) -> None:
+    """Six commands open one empty PostgreSQL library together: one creates the tables,
+    the others wait for it and find the library current."""
+    procs = [runs.start("status", "--db", postgres_url, "--json") for _ in range(6)]
+    for proc in procs:
+        assert runs.finish(proc) == 0, runs.output(proc)
+        assert json.loads(runs.output(proc)[0])["photos"] == 0
+
+
+# --- Two reports into one album ---
+
+
+def broken_links(album: Path) -> list[str]:
+    """Every link of the album's pages that names no file in it (pages, copies, crops)."""
+    import re
+
+    broken = []
+    for page in album.glob("*.html"):
+        for target in re.findall(r'(?:href|src)="([^"#:]+)"', page.read_text()):
+            if not (album / target).is_file():
+                broken.append(f"{page.name} -> {target}")
+    return broken
+
+
+def test_two_reports_into_one_album_leave_every_link_whole(
+    runs: Runs, album: Path, db: Path, tmp_path: Path
+) -> None:
+    """Two reports into one OUTDIR at once: the second waits for the first and is refused
+    in one line (or runs after it, when the first is quick); either way the album is whole.
+    A third, into another OUTDIR, runs beside them."""
+    scanned = runs.start("scan", str(album), "--db", str(db), "--quiet", "--workers=1")
+    assert runs.finish(scanned) == 0, runs.output(scanned)
+    out = tmp_path / "album-out"
+    common = ["--db", str(db), "--min-probability", "0", "--samples", "60", "--quiet"]
+    procs = [runs.start("report", str(out), "-n", n, *common) for n in ("20", "8")]
+    # Beside them, a report into another album caches the same explanations.
+    other = runs.start("report", str(tmp_path / "other"), "-n", "8", *common)
+    codes = [runs.finish(proc) for proc in procs]
+    assert runs.finish(other) == 0, runs.output(other)
+    assert 0 in codes, [runs.output(p) for p in procs]
+    for proc, code in zip(procs, codes, strict=True):
+        if code != 0:
+            assert code == 1
+            err = runs.output(proc)[1]
+            assert (
+                err == f"Error: another photosort report is writing {out}; wait for it to finish\n"
+            )
+    assert (out / "index.html").is_file()
+    assert not broken_links(out)
+    listed = set(json.loads((out / ".photosort-report.json").read_text())["files"])
+    on_disk = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
+    assert on_disk - {".photosort-report.json"} == listed

@@ -420,6 +420,7 @@ def test_report_json_names_the_album(runner: CliRunner, db_url: str, tmp_path: P
         "picks": 0,
         "explained": 0,
         "cached": 0,
+        "changed": 0,
     }
     assert Path(summary["index"]).is_file()
 
@@ -652,7 +653,10 @@ def test_a_report_killed_outright_leaves_nothing_unlisted(
 
 def test_index_says_why_a_photo_is_not_shown(library: Path, db_url: str, tmp_path: Path) -> None:
     shutil.move(library / "people" / "cameraman.png", tmp_path / "elsewhere.png")
-    (library / "people" / WEIRD_NAME).write_text("no longer a photo")
+    weird = library / "people" / WEIRD_NAME
+    scanned = weird.stat()
+    weird.write_bytes(b"x" * scanned.st_size)  # broken in place: same size and mtime
+    os.utime(weird, ns=(scanned.st_atime_ns, scanned.st_mtime_ns))
     out = tmp_path / "report"
     build_report(
         open_engine(db_url), out, RegionModel(), n=10, emotions=["happy"], min_probability=0,
@@ -727,3 +731,33 @@ def test_album_copies_come_from_one_reduced_decode_per_photo(
         with Image.open(thumb) as t, Image.open(large) as big:
             assert max(t.size) <= reporting.THUMB_SIDE and max(big.size) <= reporting.LARGE_SIDE
             assert abs(t.width / t.height - big.width / big.height) < 0.02, "same framing"
+
+
+def _happy_picks(db_url: str, n: int) -> list[str]:
+    return [r.path for r in top_photos(open_engine(db_url), "happy", n, min_probability=0)]
+
+
+def test_a_photo_changed_since_the_scan_is_left_out_never_drawn_with_its_old_faces(
+    library: Path, db_url: str, tmp_path: Path, runner: CliRunner
+) -> None:
+    """Another image copied over the top pick: its picture is left out with a note, counted
+    on the index and in the output; a photo only touched (same content) is still drawn."""
+    replaced, touched, *_ = _happy_picks(db_url, 5)
+    others = [p for p in library.rglob("*.*") if str(p) not in (replaced, touched)]
+    shutil.copyfile(others[0], replaced)
+    os.utime(touched, (1_000_000_000, 1_000_000_000))
+    out = tmp_path / "report"
+    args = ["report", str(out), "--db", db_url, "-n", "5", "--emotion", "happy"]
+    result = runner.invoke(cli, [*args, "--min-probability", "0", "--samples", "60"])
+    assert result.exit_code == 0, result.output
+    assert "1 picked photo changed since the last scan, left out of the album" in result.output
+    pages = {p.name: p.read_text() for p in out.glob("happy-*.html")}
+    changed = [p for p, text in pages.items() if "changed or replaced since it was scanned" in text]
+    assert changed == ["happy-01.html"]  # the ranking's first: the replaced photo
+    assert 'src="photos/' not in pages["happy-01.html"]
+    assert 'src="photos/' in pages["happy-02.html"], "a touched photo is still the same photo"
+    index = (out / "index.html").read_text()
+    assert "1 photo was changed or replaced since the last scan" in index
+    assert index.count("changed since the scan: left out") == 1
+    as_json = runner.invoke(cli, [*args, "--min-probability", "0", "--samples", "60", "--json"])
+    assert json.loads(as_json.stdout)["changed"] == 1

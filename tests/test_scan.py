@@ -875,3 +875,67 @@ def test_photos_in_formats_photosort_cannot_read_are_named(album: Path, db_url: 
     assert stored[str(heic)].status == "unreadable"
     assert stored[str(heic)].error.startswith("HEIC photo: not a format photosort reads")
     assert str(video) not in stored, "videos stay ignored"
+
+
+def cut_wide_jpeg(path: Path) -> Path:
+    """A JPEG whose header promises 65535x1 pixels and whose data stops a third of the way,
+    with an end-of-image marker after it: the header and the tail pass, the decode fails."""
+    import io
+
+    from PIL import Image
+
+    rows = np.random.default_rng(0).integers(0, 255, (8, 4000, 3)).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(rows).save(buf, "JPEG", quality=90)
+    data = bytearray(buf.getvalue())
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5 : sof + 9] = (1).to_bytes(2, "big") + (65535).to_bytes(2, "big")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(bytes(data[: len(data) // 3]) + b"\xff\xd9")
+    return path
+
+
+def test_a_photo_whose_pixels_do_not_decode_is_never_stored_ok(
+    db_url: str, tmp_path: Path, runner: CliRunner
+) -> None:
+    photo = cut_wide_jpeg(tmp_path / "album" / "wide.jpg")
+    for _ in range(2):  # and tried again, and reported again, by the next scan
+        report = face_scan(db_url, photo.parent, BrightnessModel())
+        assert report.errors == 1 and report.problems[0][0] == str(photo)
+        row = photos(db_url)[str(photo)]
+        assert (row.status, row.faces_state) == ("unreadable", "error")
+        assert row.error is not None and "truncated" in row.error
+    listed = runner.invoke(cli, ["status", "--errors", "--db", db_url])
+    assert f"{photo}: {row.error}" in listed.output
+
+
+def test_a_file_over_the_size_cap_is_unreadable_and_never_hashed(
+    db_url: str, tmp_path: Path, runner: CliRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 3 GB sparse file that starts like a JPEG: over the default 2,000 MB, it is refused
+    before a byte past its head is read. A lower --max-file-size refuses smaller photos."""
+    album = tmp_path / "album"
+    save_jpeg(album / "small.jpg", skimage_photo("astronaut"))
+    huge = album / "huge.jpg"
+    with open(huge, "wb") as fh:
+        fh.write((album / "small.jpg").read_bytes()[:64])
+        fh.truncate(3_000_000_000)
+    hashed: list[int] = []
+    digest_rest = scanning._digest_rest
+    monkeypatch.setattr(
+        scanning, "_digest_rest", lambda fh, d: hashed.append(1) or digest_rest(fh, d)
+    )
+    report = scan_library(open_engine(db_url), [str(album)], workers=1)
+    assert (report.new, report.errors) == (2, 1)
+    assert len(hashed) == 1, "only the small photo is hashed"
+    row = photos(db_url)[str(huge)]
+    assert (row.status, row.content_hash) == ("unreadable", None)
+    assert row.error == (
+        "file of 3,000 MB is over the limit of 2,000 MB (--max-file-size); not read"
+    )
+    save_jpeg(album / "new.jpg", skimage_photo("chelsea"))  # read by the next scan
+    capped = runner.invoke(
+        cli, ["scan", str(album), "--db", db_url, "--no-faces", "--max-file-size", "0.01"]
+    )
+    assert capped.exit_code == 0, capped.output
+    assert photos(db_url)[str(album / "new.jpg")].status == "unreadable"

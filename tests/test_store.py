@@ -18,7 +18,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from click.testing import CliRunner
-from sqlalchemy import Engine, create_engine, event, func, insert, select
+from sqlalchemy import Engine, create_engine, event, func, insert, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
@@ -613,3 +613,39 @@ def test_large_libraries_stay_under_the_bound_variable_limit(db_url: str) -> Non
     with Session(engine) as session:
         assert session.scalar(select(func.count()).select_from(Photo)) == n  # the twin gave way
         assert session.scalar(select(func.count()).where(path_under(Photo.path, "/new"))) == n
+
+
+def test_a_writer_whose_lock_session_the_server_ends_commits_nothing_more(
+    postgres_url: str, postgres_server: Engine, album: Path
+) -> None:
+    """The lock session ended (an administrator, a timeout): the writer's next commit is
+    refused in one line, and the library keeps what it held."""
+    from photosort.indexing import scan_library
+
+    engine = open_engine(postgres_url)
+    scan_library(engine, [str(album)], workers=1)
+    with writer_lock(engine.url, command="relocate"):
+        with postgres_server.connect() as conn:
+            ended = conn.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE application_name LIKE :name"
+                ),
+                {"name": f"photosort relocate {os.getpid()}@%"},
+            ).all()
+        assert ended == [(True,)]
+        gone = text("SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE :name")
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # the backend ends its session, then exits
+            with postgres_server.connect() as conn:
+                if not conn.execute(gone, {"name": f"photosort relocate {os.getpid()}@%"}).scalar():
+                    break
+            time.sleep(0.05)
+        with pytest.raises(
+            StoreError, match=r"^photosort relocate lost its lock on .*run it again$"
+        ):
+            relocate(engine, str(album), str(album.parent))
+    with Session(engine) as session:
+        paths = list(session.scalars(select(Photo.path)))
+    assert paths and all(path.startswith(str(album) + os.sep) for path in paths)
+    engine.dispose()
