@@ -1,0 +1,171 @@
+"""Which LIME settings make its top regions the ones that matter: the faithful share by an
+independent re-check, per variant.
+
+Faces come from libraries scanned with photosort (``photosort scan PHOTOS --db LIB``); the
+explanations are an album's: for each emotion, the faces most likely to show it (at least
+DEFAULT_MIN_PROBABILITY), explained for that emotion. Each variant explains them and is
+re-checked here the way an outsider would, from the explained regions and weights alone:
+hide the most supporting regions (at most a quarter of them) with the crop's mean grey,
+against 500 random draws of regions of the same area (other draws than photosort's own);
+faithful when the support's drop beats the random mean by max(2 SD, 2 points). Also
+reported: how often photosort's own verdict agrees with the re-check, the share of faces
+whose probability is under UNCERTAIN, and the faithful share among the others.
+
+Run: ``python bench/bench_faithful.py --db /tmp/wild.db --db /tmp/group.db [--per-emotion 6]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Callable
+
+import numpy as np
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from photosort.defaults import DEFAULT_MIN_PROBABILITY, DEFAULT_SAMPLES, DEFAULT_SEGMENTS, EMOTIONS
+from photosort.emotions import load_model, resize_face
+from photosort.explaining import (
+    UNCERTAIN,
+    Explanation,
+    deletion_check,
+    explain_face,
+    lime_weights,
+    segment,
+)
+from photosort.indexing import decode_crop
+from photosort.store import FaceRow, open_engine
+
+RECHECK_DRAWS = 500
+RECHECK_SEED = 20261206
+
+
+def album_faces(dbs: list[str], per_emotion: int) -> list[tuple[np.ndarray, str]]:
+    """(crop, emotion): each library's ``per_emotion`` likeliest faces for every emotion."""
+    out = []
+    for db in dbs:
+        engine = open_engine(f"sqlite:///{db}" if "://" not in db else db)
+        with Session(engine) as session:
+            faces = [f for f in session.scalars(select(FaceRow)) if f.probabilities is not None]
+            for i, emotion in enumerate(EMOTIONS):
+                ranked = sorted(faces, key=lambda f: -f.probabilities[i])  # type: ignore[index]
+                for face in ranked[:per_emotion]:
+                    if face.probabilities[i] >= DEFAULT_MIN_PROBABILITY:  # type: ignore[index]
+                        out.append((decode_crop(face.crop), emotion))
+    return out
+
+
+def recheck(crop: np.ndarray, found: Explanation, model: object) -> bool:
+    """The outsider's check, written apart from photosort's own."""
+    shape = found.segments.shape
+    small = resize_face(crop, shape[0])
+    label = EMOTIONS.index(found.emotion)
+    grey = int(round(float(small.mean())))
+    ids, areas = np.unique(found.segments, return_counts=True)
+    positive = sorted((w, s) for s, w in found.weights.items() if w > 0)[::-1]
+    k = max(1, min(len(positive), len(ids) // 4))
+    support = [s for _, s in positive[:k]]
+    target = int(np.isin(found.segments, support).sum())
+    rng = np.random.default_rng(RECHECK_SEED)
+    images = [small, np.where(np.isin(found.segments, support), grey, small)]
+    for _ in range(RECHECK_DRAWS):
+        order = rng.permutation(len(ids))
+        cut = int(np.argmin(np.abs(np.cumsum(areas[order]) - target))) + 1
+        images.append(np.where(np.isin(found.segments, ids[order[:cut]]), grey, small))
+    probs = model.predict(np.stack(images).astype(np.uint8))[:, label]  # type: ignore[attr-defined]
+    drops = probs[0] - probs[2:]
+    gap = (probs[0] - probs[1]) - drops.mean()
+    return bool(probs[0] - probs[1] > 0 and gap > max(2 * drops.std(ddof=1), 0.02))
+
+
+def _explain(
+    crop: np.ndarray,
+    model: object,
+    emotion: str,
+    *,
+    samples: int = DEFAULT_SAMPLES,
+    segments: int = DEFAULT_SEGMENTS,
+    hide_probability: float = 0.5,
+) -> Explanation:
+    label = EMOTIONS.index(emotion)
+    small = resize_face(crop, 48)
+    segment_map = segment(small, segments)
+    weights, fit = lime_weights(
+        small,
+        segment_map,
+        model,  # type: ignore[arg-type]
+        label,
+        samples=samples,
+        seed=0,
+        hide_probability=hide_probability,
+    )
+    check = deletion_check(small, segment_map, weights, model, label)  # type: ignore[arg-type]
+    return Explanation(
+        emotion,
+        check.probability,
+        segment_map,
+        weights,
+        fit,
+        check.support,
+        check.random_mean,
+        check.random_spread,
+        check.rank,
+        check.draws,
+    )
+
+
+VARIANTS: dict[str, Callable[..., Explanation]] = {
+    "photosort default": lambda c, m, e: explain_face(c, m, e),
+    "hide 0.5, 40 segments": lambda c, m, e: _explain(c, m, e),
+    "hide 0.25": lambda c, m, e: _explain(c, m, e, hide_probability=0.25),
+    "hide 0.75": lambda c, m, e: _explain(c, m, e, hide_probability=0.75),
+    "25 segments": lambda c, m, e: _explain(c, m, e, segments=25),
+    "60 segments": lambda c, m, e: _explain(c, m, e, segments=60),
+    "500 samples": lambda c, m, e: _explain(c, m, e, samples=500),
+}
+
+
+def measure(dbs: list[str], per_emotion: int, names: list[str]) -> dict:
+    model = load_model()
+    faces = album_faces(dbs, per_emotion)
+    rows = []
+    for name in names:
+        explain = VARIANTS[name]
+        passed, agree, confident_passed, confident = [], [], [], 0
+        start = time.perf_counter()
+        for crop, emotion in faces:
+            found = explain(crop, model, emotion)
+            ok = recheck(crop, found, model)
+            passed.append(ok)
+            agree.append(ok == found.faithful)
+            if found.probability >= UNCERTAIN:
+                confident += 1
+                confident_passed.append(ok)
+        rows.append(
+            {
+                "variant": name,
+                "faithful": round(float(np.mean(passed)), 3),
+                "own_verdict_agrees": round(float(np.mean(agree)), 3),
+                "faithful_confident": round(float(np.mean(confident_passed or [0])), 3),
+                "confident": confident,
+                "seconds": round((time.perf_counter() - start) / len(faces), 2),
+            }
+        )
+        print(json.dumps(rows[-1]), flush=True)
+    return {"explanations": len(faces), "rows": rows}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--db", action="append", required=True, help="scanned library")
+    parser.add_argument("--per-emotion", type=int, default=6)
+    parser.add_argument("--variant", action="append", choices=sorted(VARIANTS))
+    args = parser.parse_args()
+    result = measure(args.db, args.per_emotion, args.variant or list(VARIANTS))
+    print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
