@@ -20,21 +20,15 @@ import argparse
 import json
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from photosort.defaults import DEFAULT_MIN_PROBABILITY, DEFAULT_SAMPLES, DEFAULT_SEGMENTS, EMOTIONS
+from photosort.defaults import DEFAULT_MIN_PROBABILITY, EMOTIONS
 from photosort.emotions import load_model, resize_face
-from photosort.explaining import (
-    UNCERTAIN,
-    Explanation,
-    deletion_check,
-    explain_face,
-    lime_weights,
-    segment,
-)
+from photosort.explaining import UNCERTAIN, Explanation, explain_face
 from photosort.indexing import decode_crop
 from photosort.store import FaceRow, open_engine
 
@@ -80,54 +74,25 @@ def recheck(crop: np.ndarray, found: Explanation, model: object) -> bool:
     return bool(probs[0] - probs[1] > 0 and gap > max(2 * drops.std(ddof=1), 0.02))
 
 
-def _explain(
-    crop: np.ndarray,
-    model: object,
-    emotion: str,
-    *,
-    samples: int = DEFAULT_SAMPLES,
-    segments: int = DEFAULT_SEGMENTS,
-    hide_probability: float = 0.5,
-) -> Explanation:
-    label = EMOTIONS.index(emotion)
-    small = resize_face(crop, 48)
-    segment_map = segment(small, segments)
-    weights, fit = lime_weights(
-        small,
-        segment_map,
-        model,  # type: ignore[arg-type]
-        label,
-        samples=samples,
-        seed=0,
-        hide_probability=hide_probability,
-    )
-    check = deletion_check(small, segment_map, weights, model, label)  # type: ignore[arg-type]
-    return Explanation(
-        emotion,
-        check.probability,
-        segment_map,
-        weights,
-        fit,
-        check.support,
-        check.random_mean,
-        check.random_spread,
-        check.rank,
-        check.draws,
-    )
+def _variant(**options: object) -> Callable[..., Explanation]:
+    return lambda crop, model, emotion: explain_face(crop, model, emotion, **options)
 
 
 VARIANTS: dict[str, Callable[..., Explanation]] = {
-    "photosort default": lambda c, m, e: explain_face(c, m, e),
-    "hide 0.5, 40 segments": lambda c, m, e: _explain(c, m, e),
-    "hide 0.25": lambda c, m, e: _explain(c, m, e, hide_probability=0.25),
-    "hide 0.75": lambda c, m, e: _explain(c, m, e, hide_probability=0.75),
-    "25 segments": lambda c, m, e: _explain(c, m, e, segments=25),
-    "60 segments": lambda c, m, e: _explain(c, m, e, segments=60),
-    "500 samples": lambda c, m, e: _explain(c, m, e, samples=500),
+    "photosort default": _variant(),
+    "1 run": _variant(runs=1),
+    "hide 0.25": _variant(runs=1, hide_probability=0.25),
+    "hide 0.75": _variant(runs=1, hide_probability=0.75),
+    "25 segments": _variant(runs=1, segments=25),
+    "60 segments": _variant(runs=1, segments=60),
+    "500 samples": _variant(runs=1, samples=500),
+    "2 runs": _variant(runs=2),
+    "3 runs": _variant(runs=3),
+    "2 runs, hide 0.25": _variant(runs=2, hide_probability=0.25),
 }
 
 
-def measure(dbs: list[str], per_emotion: int, names: list[str]) -> dict:
+def measure(dbs: list[str], per_emotion: int, names: list[str], details: Path | None) -> dict:
     model = load_model()
     faces = album_faces(dbs, per_emotion)
     rows = []
@@ -138,6 +103,19 @@ def measure(dbs: list[str], per_emotion: int, names: list[str]) -> dict:
         for crop, emotion in faces:
             found = explain(crop, model, emotion)
             ok = recheck(crop, found, model)
+            if details:
+                with details.open("a") as f:
+                    row = {
+                        "variant": name,
+                        "emotion": emotion,
+                        "probability": found.probability,
+                        "support": found.deletion_support,
+                        "random": found.deletion_random,
+                        "spread": found.deletion_spread,
+                        "faithful": found.faithful,
+                        "recheck": ok,
+                    }
+                    f.write(json.dumps(row) + "\n")
             passed.append(ok)
             agree.append(ok == found.faithful)
             if found.probability >= UNCERTAIN:
@@ -162,8 +140,9 @@ def main() -> None:
     parser.add_argument("--db", action="append", required=True, help="scanned library")
     parser.add_argument("--per-emotion", type=int, default=6)
     parser.add_argument("--variant", action="append", choices=sorted(VARIANTS))
+    parser.add_argument("--details", type=Path, help="append one JSON line per explanation")
     args = parser.parse_args()
-    result = measure(args.db, args.per_emotion, args.variant or list(VARIANTS))
+    result = measure(args.db, args.per_emotion, args.variant or list(VARIANTS), args.details)
     print(json.dumps(result, indent=1))
 
 
