@@ -89,6 +89,12 @@ VARIANTS: dict[str, Callable[..., Explanation]] = {
     "2 runs": _variant(runs=2),
     "3 runs": _variant(runs=3),
     "2 runs, hide 0.25": _variant(runs=2, hide_probability=0.25),
+    "top 5": _variant(runs=1, features=(5,)),
+    "top 8": _variant(runs=1, features=(8,)),
+    "best of top 3/5/8/all": _variant(runs=1, features=(3, 5, 8, None)),
+    "best of top 3/6/all": _variant(runs=1, features=(3, 6, None)),
+    "best of top 4/all": _variant(runs=1, features=(4, None)),
+    "2 runs, best of top 4/all": _variant(runs=2, features=(4, None)),
 }
 
 

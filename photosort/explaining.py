@@ -64,6 +64,9 @@ RUNS = 1
 SEGMENT_SCALES = {1: (1.0,), 2: (0.75, 1.25), 3: (0.6, 1.0, 1.4)}
 """LIME runs per explanation and the superpixel counts they use, as shares of ``segments``."""
 
+FEATURES: tuple[int | None, ...] = (None,)
+"""LIME's ``num_features`` candidates per run; None: every superpixel."""
+
 SCREEN_DRAWS = 60
 """Random draws that screen each run's support when several runs compete."""
 
@@ -165,45 +168,42 @@ def explain_face(
     segments: int = DEFAULT_SEGMENTS,
     seed: int = 0,
     runs: int = RUNS,
+    features: tuple[int | None, ...] = FEATURES,
     hide_probability: float = HIDE_PROBABILITY,
 ) -> Explanation:
     """Explain ``model``'s probability of ``emotion`` for a grey face crop (any size).
 
     LIME runs ``runs`` times on superpixels of different sizes (SEGMENT_SCALES around
-    ``segments``), sharing ``samples`` between them; each run's support is screened with
-    SCREEN_DRAWS random draws and the run whose support beats its threshold by most is kept.
-    Its verdict then comes from a deletion check with other random draws, so the choice
-    does not flatter it.
+    ``segments``), sharing ``samples`` between them, and each run is fitted once per
+    ``features`` count (LIME's ``num_features``). Where that makes several candidates, each
+    candidate's support is screened with SCREEN_DRAWS random draws and the one that beats
+    its threshold by most is kept; its verdict then comes from a deletion check with other
+    random draws, so the choice does not flatter it.
     """
     label = EMOTIONS.index(emotion)
     # Resized as the model resizes its input: the explained image is the one it classified,
     # and at the model's input size there are far fewer pixels to perturb.
     small = resize_face(crop, getattr(model, "input_size", INPUT_SIZE))
     scales = SEGMENT_SCALES[runs]
-    best: tuple[float, np.ndarray, dict[int, float], float] | None = None
+    candidates = []
     for run, scale in enumerate(scales):
         segment_map = segment(small, max(4, round(segments * scale)))
-        weights, fit = lime_weights(
-            small,
-            segment_map,
-            model,
-            label,
-            samples=samples // len(scales),
-            seed=seed + run,
-            hide_probability=hide_probability,
+        neighbourhood = lime_samples(
+            small, segment_map, model, samples // len(scales), seed + run, hide_probability
         )
-        if len(scales) == 1:
-            best = (0.0, segment_map, weights, fit)
-            break
+        for count in features:
+            weights, fit = lime_fit(neighbourhood, label, count, seed + run)
+            candidates.append((segment_map, weights, fit))
+    best, best_gap = candidates[0], -math.inf
+    for run, (segment_map, weights, fit) in enumerate(candidates if len(candidates) > 1 else []):
         screen = deletion_check(
             small, segment_map, weights, model, label, seed=seed + run,
             draws=SCREEN_DRAWS, first_draws=SCREEN_DRAWS,
         )  # fmt: skip
         gap = screen.support - screen.random_mean - faithful_margin(screen.random_spread)
-        if best is None or gap > best[0]:
-            best = (gap, segment_map, weights, fit)
-    assert best is not None
-    _, segment_map, weights, fit = best
+        if gap > best_gap:
+            best, best_gap = (segment_map, weights, fit), gap
+    segment_map, weights, fit = best
     check = deletion_check(small, segment_map, weights, model, label, seed=seed + CHECK_SEED)
     return Explanation(
         emotion=emotion,
@@ -228,30 +228,63 @@ def lime_weights(
     samples: int,
     seed: int,
     hide_probability: float = HIDE_PROBABILITY,
+    features: int | None = None,
 ) -> tuple[dict[int, float], float]:
     """Each superpixel's LIME weight for class ``label``, and the local model's R^2.
 
-    The perturbations are drawn here and fitted by ``lime.lime_base.LimeBase`` with
-    ``lime_image``'s kernel and distance: each superpixel is hidden with probability
-    ``hide_probability`` and hidden superpixels take the crop's mean grey, as in the deletion
-    check. Drawing them here builds all masks at once and sends them to the model in one
-    batch; ``lime_image`` builds each mask in a Python loop, which costs more than the model.
+    ``features`` limits the explanation to that many superpixels, as LIME's
+    ``num_features`` does (the others weigh 0); None keeps them all.
     """
-    from lime.lime_base import LimeBase
+    samples_ = lime_samples(image, segment_map, model, samples, seed, hide_probability)
+    return lime_fit(samples_, label, features, seed)
 
+
+def lime_samples(
+    image: np.ndarray,
+    segment_map: np.ndarray,
+    model: Predictor,
+    samples: int,
+    seed: int,
+    hide_probability: float = HIDE_PROBABILITY,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """LIME's neighbourhood of the crop: which superpixels each sample keeps, the model's
+    probabilities for it, and its distance to the whole crop.
+
+    Each superpixel is hidden with probability ``hide_probability``, in the crop's mean grey
+    as in the deletion check; the distance and kernel are ``lime_image``'s. Drawing them
+    here builds all masks at once and sends them to the model in one batch; ``lime_image``
+    builds each mask in a Python loop, which costs more than the model.
+    """
     n = int(segment_map.max()) + 1
     rng = np.random.default_rng(seed)
     data = (rng.random((samples, n)) >= hide_probability).astype(np.float64)
     data[0] = 1.0
     probs = _predict_hidden(image, segment_map, model, data == 0)
-    # lime_image's cosine distance to the unperturbed row and its kernel of width 0.25.
     kept = data.sum(axis=1)
     distances = 1.0 - kept / np.sqrt(np.maximum(kept, 1e-12) * n)
+    return data, probs, distances
+
+
+def lime_fit(
+    neighbourhood: tuple[np.ndarray, np.ndarray, np.ndarray],
+    label: int,
+    features: int | None,
+    seed: int,
+) -> tuple[dict[int, float], float]:
+    """Fit ``lime.lime_base.LimeBase`` to a neighbourhood: every superpixel's weight (0 for
+    those ``features`` leaves out, by LIME's "highest_weights" selection) and the R^2."""
+    from lime.lime_base import LimeBase
+
+    data, probs, distances = neighbourhood
+    n = data.shape[1]
     base = LimeBase(lambda d: np.sqrt(np.exp(-(d**2) / KERNEL_WIDTH**2)), random_state=seed)
+    selection = "none" if features is None or features >= n else "highest_weights"
     _, local_exp, score, _ = base.explain_instance_with_data(
-        data, probs, distances, label, n, feature_selection="none"
+        data, probs, distances, label, features or n, feature_selection=selection
     )
-    return {int(k): float(v) for k, v in local_exp}, float(score)
+    weights = dict.fromkeys(range(n), 0.0)
+    weights.update({int(k): float(v) for k, v in local_exp})
+    return weights, float(score)
 
 
 def hide_value(image: np.ndarray) -> int:

@@ -21,6 +21,7 @@ from photosort.cli import cli
 from photosort.defaults import EMOTIONS
 from photosort.emotions import preprocess_faces, resize_face
 from photosort.explaining import (
+    ADJECTIVES,
     AGAINST_RGB,
     FAIL_RGB,
     FIRST_DRAWS,
@@ -394,7 +395,20 @@ def test_report_writes_album_and_caches_explanations(
     pages = sorted(p.name for p in out.glob("*.html"))
     assert "happy-01.html" in pages
     page = (out / "happy-01.html").read_text()
-    assert "Explains happy. Fit" in page and "Deletion check" in page
+    assert "Fit (R² of LIME's local model)" in page and "random choices of the same area" in page
+    assert "blue supports happy" in page and "orange speaks against it" in page  # the key
+    assert "--support: #0072b2; --against: #e69f00;" in page
+    part_names = ("eye", "brow", "nose", "mouth", "forehead", "cheek", "chin")
+    for name in pages:
+        if name == "index.html":
+            continue
+        text = (out / name).read_text()
+        emotion = name.split("-")[0]
+        # Every pick page says in words which face parts made the face look that way.
+        words = text.split('<p class="parts">')[1].split("</p>")[0]
+        assert any(part in words for part in part_names), (name, words)
+        assert f"this face look {ADJECTIVES[emotion]}" in words
+        assert text.count('class="verdict pass"') + text.count('class="verdict fail"') >= 1
     for src in [s.split('"')[0] for s in page.split('src="')[1:]]:
         assert (out / src).is_file(), src
     manifest = json.loads((out / MANIFEST).read_text())["files"]
