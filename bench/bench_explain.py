@@ -15,6 +15,7 @@ library already scanned: ``python bench/bench_explain.py --process-only LIBRARY.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import resource
 import shutil
@@ -112,16 +113,18 @@ def explain_process_times(db: Path, photo: str, runs: int = 3) -> tuple[float, f
     photosort = Path(sys.executable).with_name("photosort")
     walls, cpus = [], []
     for _ in range(runs):
-        with sqlite3.connect(db) as conn:
+        with contextlib.closing(sqlite3.connect(db)) as conn, conn:
             conn.execute("DELETE FROM explanations")
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         start = time.perf_counter()
         out = str(db.parent / "one.png")
-        subprocess.run(
+        done = subprocess.run(
             [str(photosort), "explain", photo, "--db", str(db), "--out", out],
-            check=True,
             capture_output=True,
+            text=True,
         )
+        if done.returncode:
+            raise SystemExit(f"photosort explain failed: {done.stderr.strip()}")
         walls.append(time.perf_counter() - start)
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         cpus.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
@@ -144,10 +147,10 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="photosort-bench-") as tmp:
             db = Path(tmp) / "bench.db"
             shutil.copy(args.process_only, db)
-            with sqlite3.connect(db) as conn:
+            with contextlib.closing(sqlite3.connect(db)) as conn:
                 photo = conn.execute(
                     "SELECT path FROM photos JOIN faces ON faces.photo_id = photos.id LIMIT 1"
-                ).fetchone()[0]
+                ).fetchall()[0][0]
             explain_process_times(db, photo, runs=1)  # upgrades the copy's schema if needed
             wall, cpu = explain_process_times(db, photo, runs=5)
         print(

@@ -93,6 +93,12 @@ VARIANTS: dict[str, Callable[..., Explanation]] = {
     "top 8": _variant(runs=1, features=(8,)),
     "best of top 3/5/8/all": _variant(runs=1, features=(3, 5, 8, None)),
     "best of top 3/6/all": _variant(runs=1, features=(3, 6, None)),
+    "best of top 3/5/8/all, 750 samples, screen 40": _variant(
+        runs=1, features=(3, 5, 8, None), samples=750, screen_draws=40
+    ),
+    "best of top 2/3/5/8, 750 samples, screen 40": _variant(
+        runs=1, features=(2, 3, 5, 8), samples=750, screen_draws=40
+    ),
     "best of top 4/all": _variant(runs=1, features=(4, None)),
     "2 runs, best of top 4/all": _variant(runs=2, features=(4, None)),
 }

@@ -64,7 +64,7 @@ RUNS = 1
 SEGMENT_SCALES = {1: (1.0,), 2: (0.75, 1.25), 3: (0.6, 1.0, 1.4)}
 """LIME runs per explanation and the superpixel counts they use, as shares of ``segments``."""
 
-FEATURES: tuple[int | None, ...] = (None,)
+FEATURES: tuple[int | None, ...] = (3, 5, 8, None)
 """LIME's ``num_features`` candidates per run; None: every superpixel."""
 
 SCREEN_DRAWS = 60
@@ -170,6 +170,7 @@ def explain_face(
     runs: int = RUNS,
     features: tuple[int | None, ...] = FEATURES,
     hide_probability: float = HIDE_PROBABILITY,
+    screen_draws: int = SCREEN_DRAWS,
 ) -> Explanation:
     """Explain ``model``'s probability of ``emotion`` for a grey face crop (any size).
 
@@ -198,7 +199,7 @@ def explain_face(
     for run, (segment_map, weights, fit) in enumerate(candidates if len(candidates) > 1 else []):
         screen = deletion_check(
             small, segment_map, weights, model, label, seed=seed + run,
-            draws=SCREEN_DRAWS, first_draws=SCREEN_DRAWS,
+            draws=screen_draws, first_draws=screen_draws,
         )  # fmt: skip
         gap = screen.support - screen.random_mean - faithful_margin(screen.random_spread)
         if gap > best_gap:
