@@ -11,7 +11,12 @@ faithful when the support's drop beats the random mean by max(2 SD, 2 points). A
 reported: how often photosort's own verdict agrees with the re-check, the share of faces
 whose probability is under UNCERTAIN, and the faithful share among the others.
 
+With ``--album``, the explanations a library already stored (``photosort report OUT --db LIB
+-n 5``) are re-checked as they are, from the explanations table and the faces' crops, and
+their stored verdicts compared with the re-check's.
+
 Run: ``python bench/bench_faithful.py --db /tmp/wild.db --db /tmp/group.db [--per-emotion 6]``
+or ``python bench/bench_faithful.py --album --db /tmp/album.db``
 """
 
 from __future__ import annotations
@@ -80,27 +85,18 @@ def _variant(**options: object) -> Callable[..., Explanation]:
 
 VARIANTS: dict[str, Callable[..., Explanation]] = {
     "photosort default": _variant(),
-    "1 run": _variant(runs=1),
-    "hide 0.25": _variant(runs=1, hide_probability=0.25),
-    "hide 0.75": _variant(runs=1, hide_probability=0.75),
-    "25 segments": _variant(runs=1, segments=25),
-    "60 segments": _variant(runs=1, segments=60),
-    "500 samples": _variant(runs=1, samples=500),
-    "2 runs": _variant(runs=2),
-    "3 runs": _variant(runs=3),
-    "2 runs, hide 0.25": _variant(runs=2, hide_probability=0.25),
-    "top 5": _variant(runs=1, features=(5,)),
-    "top 8": _variant(runs=1, features=(8,)),
-    "best of top 3/5/8/all": _variant(runs=1, features=(3, 5, 8, None)),
-    "best of top 3/6/all": _variant(runs=1, features=(3, 6, None)),
-    "best of top 3/5/8/all, 750 samples, screen 40": _variant(
-        runs=1, features=(3, 5, 8, None), samples=750, screen_draws=40
-    ),
-    "best of top 2/3/5/8, 750 samples, screen 40": _variant(
-        runs=1, features=(2, 3, 5, 8), samples=750, screen_draws=40
-    ),
-    "best of top 4/all": _variant(runs=1, features=(4, None)),
-    "2 runs, best of top 4/all": _variant(runs=2, features=(4, None)),
+    "plain LIME": _variant(features=(None,), samples=1000),
+    "hide 0.25": _variant(features=(None,), samples=1000, hide_probability=0.25),
+    "hide 0.75": _variant(features=(None,), samples=1000, hide_probability=0.75),
+    "25 segments": _variant(features=(None,), samples=1000, segments=25),
+    "60 segments": _variant(features=(None,), samples=1000, segments=60),
+    "2 runs": _variant(runs=2, features=(None,), samples=1000, screen_draws=60),
+    "3 runs": _variant(runs=3, features=(None,), samples=1000, screen_draws=60),
+    "top 5": _variant(features=(5,), samples=1000),
+    "best of top 3/5/8/all": _variant(features=(3, 5, 8, None), samples=1000, screen_draws=60),
+    "best of top 4/all": _variant(features=(4, None), samples=1000, screen_draws=60),
+    "best of top 3/5/8/all, 750 samples": _variant(features=(3, 5, 8, None), screen_draws=40),
+    "best of top 2/3/5/8, 750 samples": _variant(features=(2, 3, 5, 8), screen_draws=40),
 }
 
 
@@ -147,13 +143,62 @@ def measure(dbs: list[str], per_emotion: int, names: list[str], details: Path | 
     return {"explanations": len(faces), "rows": rows}
 
 
+def recheck_album(db: str) -> dict:
+    """Re-check every explanation a library stored (after ``photosort report``) from the
+    explanations table alone: ``segment_map``, ``weights`` and the face's crop; and compare
+    with the verdict stored beside them."""
+    import sqlite3
+
+    model = load_model()
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute(
+            "SELECT e.emotion, e.segment_map, e.weights, e.deletion_support, e.deletion_random,"
+            " e.deletion_spread, e.probability, f.crop FROM explanations e"
+            " JOIN faces f ON f.id = e.face_id"
+        ).fetchall()
+    passed, agree, confident = [], [], []
+    for emotion, segment_map, weights, support, random_mean, spread, probability, crop in rows:
+        shape = json.loads(weights)
+        segments = np.frombuffer(segment_map, np.int16).reshape(shape["shape"])
+        found = Explanation(
+            emotion,
+            probability,
+            segments,
+            {int(k): v for k, v in shape["weights"].items()},
+            0.0,
+            support,
+            random_mean,
+            spread if spread is not None else float("inf"),
+        )
+        ok = recheck(decode_crop(crop), found, model)
+        passed.append(ok)
+        agree.append(ok == found.faithful)
+        if probability >= UNCERTAIN:
+            confident.append(ok)
+    return {
+        "explanations": len(rows),
+        "faithful": round(float(np.mean(passed)), 3),
+        "stored_verdict_agrees": round(float(np.mean(agree)), 3),
+        "faithful_confident": round(float(np.mean(confident or [0])), 3),
+        "confident": len(confident),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--db", action="append", required=True, help="scanned library")
+    parser.add_argument(
+        "--album",
+        action="store_true",
+        help="re-check the explanations the (one) library stored instead of explaining anew",
+    )
     parser.add_argument("--per-emotion", type=int, default=6)
     parser.add_argument("--variant", action="append", choices=sorted(VARIANTS))
     parser.add_argument("--details", type=Path, help="append one JSON line per explanation")
     args = parser.parse_args()
+    if args.album:
+        print(json.dumps(recheck_album(args.db[0]), indent=1))
+        return
     result = measure(args.db, args.per_emotion, args.variant or list(VARIANTS), args.details)
     print(json.dumps(result, indent=1))
 

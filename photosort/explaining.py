@@ -64,11 +64,11 @@ RUNS = 1
 SEGMENT_SCALES = {1: (1.0,), 2: (0.75, 1.25), 3: (0.6, 1.0, 1.4)}
 """LIME runs per explanation and the superpixel counts they use, as shares of ``segments``."""
 
-FEATURES: tuple[int | None, ...] = (3, 5, 8, None)
+FEATURES: tuple[int | None, ...] = (2, 3, 5, 8)
 """LIME's ``num_features`` candidates per run; None: every superpixel."""
 
-SCREEN_DRAWS = 60
-"""Random draws that screen each run's support when several runs compete."""
+SCREEN_DRAWS = 40
+"""Random draws that screen each candidate's support when several compete."""
 
 CHECK_SEED = 1000
 """Offset of the verdict's random draws from the screening's, so they never coincide."""

@@ -24,6 +24,7 @@ from photosort.explaining import (
     ADJECTIVES,
     AGAINST_RGB,
     FAIL_RGB,
+    FEATURES,
     FIRST_DRAWS,
     RANDOM_DRAWS,
     SUPPORT_RGB,
@@ -194,6 +195,24 @@ def test_the_check_goes_on_to_all_its_draws_only_when_the_verdict_is_close() -> 
 
     faint = deletion_check(small, found.segments, found.weights, Faint(), label)
     assert faint.draws == RANDOM_DRAWS
+
+
+def test_an_explanation_keeps_limes_strongest_regions_and_a_verdict_other_draws_repeat() -> None:
+    """The explanation is one of LIME's fits limited to its strongest superpixels (picked by
+    screening draws); its verdict comes from other draws, and a re-check with yet other
+    draws agrees."""
+    crop = face_crop()
+    model = QuarterContrastModel()
+    found = explain_face(crop, model, "happy", samples=300, seed=2)
+    assert set(found.weights) == set(np.unique(found.segments).tolist()), "every region"
+    assert 0 < sum(w != 0 for w in found.weights.values()) <= max(FEATURES)
+    small = resize_face(crop)
+    label = EMOTIONS.index("happy")
+    for seed in (11, 12):
+        again = deletion_check(small, found.segments, found.weights, model, label, seed=seed)
+        assert again.faithful == found.faithful
+    plain = explain_face(crop, model, "happy", samples=300, seed=2, features=(None,))
+    assert sum(w != 0 for w in plain.weights.values()) > max(FEATURES), "None keeps them all"
 
 
 def shipped_model_faces() -> list[np.ndarray]:
