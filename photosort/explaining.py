@@ -43,9 +43,9 @@ is within what int8 inference shifts."""
 FIRST_DRAWS = 100
 """Draws the check starts with; it goes on to RANDOM_DRAWS unless the verdict is settled."""
 
-SETTLED = 4.0
+SETTLED = 3.0
 BOOTSTRAP = 200
-"""A verdict on the first draws is settled when the support's drop is 4 bootstrap standard
+"""A verdict on the first draws is settled when the support's drop is 3 bootstrap standard
 errors (200 resamples) of the threshold away from it, beyond the borderline band."""
 
 BORDERLINE_SPREADS = 0.25
