@@ -1,12 +1,14 @@
 """Explaining: LIME heatmaps that show which parts of a face drove the CNN's decision.
 
 The stored face crop is reduced to the model's input size, cut into superpixels (SLIC from
-scikit-image) and explained with ``lime_image.LimeImageExplainer``: superpixels that support
-the emotion and superpixels that speak against it, and LIME's fit score (R^2 of its local
-linear model). Perturbed crops go to the model in large batches (LIME's default batch of 10
-makes it about ten times slower). A deletion check tests faithfulness: hiding the supporting
-superpixels must lower the emotion's probability clearly more than hiding as many pixels
-chosen at random does.
+scikit-image) and explained by LIME (``lime.lime_base.LimeBase`` fitted to perturbed crops
+drawn here and sent to the model in large batches): superpixels that support the emotion,
+superpixels that speak against it, and LIME's fit score (R^2 of its local linear model).
+A deletion check tests faithfulness: hiding the supporting superpixels must lower the
+emotion's probability clearly more than hiding as much area chosen at random does, judged
+against enough random draws that another set of draws gives the same verdict. The face
+parts the superpixels cover are named from the face mesh's landmarks, and the explanation
+is drawn with a colour-blind-safe key and caption.
 """
 
 from __future__ import annotations
