@@ -8,7 +8,8 @@ runner-up (a report explains a pick's emotion, often not the face's top one) at 
 seed as the reference, each one LIME fit over every superpixel. Agreement is the overlap of
 the five most supporting superpixels with the reference's (1.0: the same five); the deletion
 check's verdict is compared too. The 5000 row is the reference's own noise: what no sample
-count can beat. Seconds are per whole explanation (segmentation, LIME, deletion check), median over the explanations.
+count can beat. Seconds are per whole explanation (segmentation, LIME, deletion check),
+median over the explanations.
 
 Run: ``python bench/bench_lime_samples.py [--wild 10] [--json]`` (about 4 minutes on 2 cores)
 """
