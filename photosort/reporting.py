@@ -45,8 +45,13 @@ from photosort.explaining import (
     DEFAULT_SAMPLES,
     DEFAULT_SEGMENTS,
     Explanation,
+    FaceParts,
     Predictor,
+    check_sentences,
+    crop_landmarks,
     explain_face,
+    explanation_card,
+    face_parts,
     heatmap_image,
     png_bytes,
 )
@@ -103,6 +108,7 @@ def templates() -> Any:
     )
     env.globals["version"] = __version__
     env.globals["emotions"] = EMOTIONS
+    env.globals["check_sentences"] = check_sentences
     return env
 
 
@@ -221,6 +227,8 @@ class FaceView:
     explained: Explanation | None = None
     """The explanation of the pick's emotion on this face, when there is one."""
     heatmap: str | None = None
+    parts: FaceParts | None = None
+    """The face parts the explanation's regions cover."""
     hint: str | None = None
     """The command that explains this face for the pick's emotion, when none is cached."""
     error: str | None = None
@@ -349,6 +357,8 @@ def cached_explanation(
         deletion_random=row.deletion_random,
         # An unknown spread never passes the check.
         deletion_spread=math.inf if row.deletion_spread is None else row.deletion_spread,
+        deletion_rank=row.deletion_rank,
+        deletion_draws=row.deletion_draws,
     )
 
 
@@ -381,6 +391,8 @@ def explanation_for(
             deletion_support=found.deletion_support,
             deletion_random=found.deletion_random,
             deletion_spread=found.deletion_spread,
+            deletion_rank=found.deletion_rank,
+            deletion_draws=found.deletion_draws,
             segment_map=found.segments.astype(np.int16).tobytes(),
             weights=json.dumps({"shape": list(found.segments.shape), "weights": found.weights}),
             created_at=utcnow(),
@@ -721,7 +733,7 @@ class _FaceViews:
         self.samples, self.segments, self.seed = samples, segments, seed
         self.explain_options = list(explain_options)
         self.crops: dict[int, str] = {}
-        self.heatmaps: dict[tuple[int, str], tuple[Explanation, str]] = {}
+        self.heatmaps: dict[tuple[int, str], tuple[Explanation, str, FaceParts]] = {}
         self.explained = 0
         self.cached = 0
 
@@ -757,12 +769,12 @@ class _FaceViews:
         if found is None:
             view.hint = self.hint(photo.path, number, emotion)
         else:
-            view.explained, view.heatmap = found
+            view.explained, view.heatmap, view.parts = found
         return view
 
     def _explanation(
         self, session: Session, face: FaceRow, emotion: str, *, compute: bool
-    ) -> tuple[Explanation, str] | None:
+    ) -> tuple[Explanation, str, FaceParts] | None:
         key = (face.id, emotion)
         if key in self.heatmaps:
             return self.heatmaps[key]
@@ -778,8 +790,10 @@ class _FaceViews:
             self.cached += 1
         else:
             self.explained += 1
-        heat = heatmap_image(decode_crop(face.crop), found)
-        self.heatmaps[key] = found, self.out.write(_heatmap_name(face, emotion), png_bytes(heat))
+        crop = decode_crop(face.crop)
+        heat = png_bytes(heatmap_image(crop, found))
+        parts = face_parts(found, crop_landmarks(crop, face.landmarks), crop.shape[0])
+        self.heatmaps[key] = found, self.out.write(_heatmap_name(face, emotion), heat), parts
         return self.heatmaps[key]
 
     def hint(self, path: str, number: int, emotion: str) -> str:
@@ -803,8 +817,9 @@ def explain_photo_face(
     samples: int = DEFAULT_SAMPLES,
     segments: int = DEFAULT_SEGMENTS,
     seed: int = 0,
-) -> tuple[Explanation, Any]:
-    """Explain one face of one photo (1-based), for its predicted emotion unless one is given."""
+) -> tuple[Explanation, FaceParts, Any]:
+    """Explain one face of one photo (1-based), for its predicted emotion unless one is given:
+    the explanation, the face parts it covers, and the picture with its caption and key."""
     with Session(engine, expire_on_commit=False) as session:
         photo = find_photo(session, photo_path)
         if photo is None:
@@ -820,4 +835,6 @@ def explain_photo_face(
         explanation, _ = explanation_for(
             session, face, model, emotion, samples=samples, segments=segments, seed=seed
         )
-        return explanation, heatmap_image(decode_crop(face.crop), explanation, size=288)
+        crop = decode_crop(face.crop)
+        parts = face_parts(explanation, crop_landmarks(crop, face.landmarks), crop.shape[0])
+        return explanation, parts, explanation_card(crop, explanation, parts)

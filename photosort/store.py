@@ -54,7 +54,7 @@ from photosort.errors import PhotosortError, first_line
 from photosort.resources import resource_dir
 
 PHOTO_STATUSES = ("ok", "unreadable", "missing")
-SCHEMA_HEAD = "0008"
+SCHEMA_HEAD = "0009"
 """The newest revision in ``migrations/`` (a test holds the two together)."""
 BUSY_SECONDS = 10
 """How long a command waits for a database another process has locked before giving up."""
@@ -214,6 +214,9 @@ class ExplanationRow(Base):
     deletion_random: Mapped[float] = mapped_column(Float)
     deletion_spread: Mapped[float | None] = mapped_column(Float, nullable=True)
     """None only in principle (revision 0006 added it and dropped the rows without it)."""
+    deletion_rank: Mapped[float | None] = mapped_column(Float, nullable=True)
+    """Share of the random draws whose drop the support's beats (revision 0009)."""
+    deletion_draws: Mapped[int | None] = mapped_column(Integer, nullable=True)
     segment_map: Mapped[bytes] = mapped_column(LargeBinary)
     weights: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime)

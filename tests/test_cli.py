@@ -251,7 +251,7 @@ def test_photos_under_a_symlinked_folder_are_found_however_spelled(
         assert shown.exit_code == 0, shown.output
         assert shown.stdout.startswith(f"{stored_path(linked)} (ok, 1 face)\n")
         assert top_paths(runner, db_url, "--under", str(trip)) == [stored_path(linked)]
-        found, _ = explain_photo_face(
+        found, _, _ = explain_photo_face(
             engine, str(trip / "astronaut.jpg"), RegionModel(), samples=60
         )
         assert found.emotion == "happy"

@@ -393,7 +393,7 @@ def test_upgrade_to_0007_adds_an_empty_claims_table_and_keeps_rows(tmp_path: Pat
         columns = [row[1] for row in conn.execute("pragma table_info(scan_claims)")]
         assert columns == ["id", "roots", "host", "pid", "claimed_at"]
         assert conn.execute("select count(*) from scan_claims").fetchone() == (0,)
-    assert schema_revisions(engine) == ("0008", "0008")
+    assert schema_revisions(engine) == ("0009", "0009")
 
 
 def test_upgrade_to_0008_adds_empty_landmark_columns_and_keeps_faces(tmp_path: Path) -> None:
@@ -410,6 +410,21 @@ def test_upgrade_to_0008_adds_empty_landmark_columns_and_keeps_faces(tmp_path: P
     with sqlite3.connect(tmp_path / "old.db") as conn:
         rows = conn.execute("select p_happy, landmarks, mesh_presence from faces").fetchall()
     assert rows == [(0.5, None, None)]
+
+
+def test_upgrade_to_0009_retires_explanations_checked_against_20_draws(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    migrate_to(url, "0008")
+    with sqlite3.connect(tmp_path / "old.db") as conn:
+        add_old_explained_face(conn)
+    engine = open_engine(url)
+    with sqlite3.connect(tmp_path / "old.db") as conn:
+        assert conn.execute("select count(*) from explanations").fetchone() == (0,)
+        assert conn.execute("select p_happy from faces").fetchall() == [(0.5,)]
+        columns = {row[1] for row in conn.execute("pragma table_info(explanations)")}
+        assert {"deletion_rank", "deletion_draws", "segment_map", "weights"} <= columns
+        assert conn.execute("pragma freelist_count").fetchone() == (0,), "added in place"
+    assert schema_revisions(engine) == ("0009", "0009")
 
 
 @pytest.mark.parametrize(
