@@ -28,12 +28,14 @@ from photosort.native import quiet_logging
 from photosort.scanning import WorkerLost
 
 BATCH = 4
-"""Photos per cluster task. One task per photo spends scheduler round-trips and, on the
-workers' own cores, the scheduler's and the client's CPU time on every photo: 80 photos of
-12 MP on two ``dask worker`` processes of one 2-core machine scanned at 0.76x the rate of
-``--workers 2``. Batches amortise that; see docs/faults.md for the rates measured with
-``bench/bench_cluster.py``. More photos per task add little and leave workers idle at the
-end of a scan while the last batches finish."""
+"""Photos per cluster task, chosen with ``bench/bench_cluster.py --compare-batches``: 80
+photos of 12 MP, two ``dask worker`` processes on one 2-core machine against
+``--workers 2``, six runs, compared by CPU time per photo (rates on that shared machine
+drifted with its load): one photo per task 0.77-0.95x (median 0.81), 4 photos 0.87-1.03x
+(0.92), 8 photos 0.84-1.15x (0.92), 16 photos 0.78-0.90x (0.89, three runs). Each task
+costs the scheduler and the scan CPU time on the same cores the workers use; beyond 4 the
+saving is lost in the noise, while a worker that dies takes more finished work with it and
+the last batches leave workers idle at the end of a scan."""
 CONNECT_SECONDS = 5.0
 """How long to wait for a scheduler's port to answer, then for its handshake."""
 CLOSE_SECONDS = 2.0
@@ -61,9 +63,10 @@ def tune_worker_malloc() -> None:
 
     Dask's nanny starts workers with ``MALLOC_TRIM_THRESHOLD_=65536``, and setting it turns
     off glibc's adaptive thresholds: every large buffer of a decoded photo is then mapped
-    and unmapped again, and the same reads and detections took 6x the page faults and
-    ~30% more CPU time than in a local worker process (measured on 12 MP JPEGs). Once per
-    process; elsewhere than glibc there is nothing to do.
+    and unmapped again. The same reads and detections of 24 photos of 12 MP took 7x the
+    page faults and 27% more CPU time (1.03 s of system time instead of 0.17 s), and a
+    cluster scan's workers 38% more CPU time than a local scan's. Once per process;
+    elsewhere than glibc there is nothing to do.
     """
     import ctypes
 
