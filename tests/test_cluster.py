@@ -316,9 +316,10 @@ def test_a_photo_that_kills_its_workers_is_lost_alone(tmp_path: Path) -> None:
     assert [r for n, r in results if n != 2] == [0, 1, 9, 16, 25]
     assert "killed" in results[2][1]
     calls = [int(n) for n in Path(log).read_text().split()]
-    # Batch (0, 1, 2) twice, then 0, 1 and 2 alone, 2 twice: each try counted.
+    # Batch (0, 1, 2) twice, then 0, 1 and 2 alone, 2 twice: each try counted. The other
+    # batch runs again only if it waited on a worker that died, never more than that.
     assert calls.count(2) == 4
-    assert calls.count(3) == calls.count(4) == calls.count(5) == 1
+    assert all(1 <= calls.count(n) <= 1 + calls.count(2) for n in (0, 1, 3, 4, 5))
 
 
 def test_bounded_map_sends_batches_in_order(cluster: DaskProcesses) -> None:
