@@ -6,9 +6,10 @@ and keeps the walk, the model and the database writes in its own process. Each p
 its own outcome: a photo whose work raises costs that photo only. The scheduler re-runs the
 batch of a worker that dies on another worker, and a result lost with its worker before it
 reached the scan is asked for again; a batch that took down several workers is split and
-its photos run one by one, so only the photo that kills its workers is recorded unreadable.
-A scheduler that goes away fails the calls in flight, which ends the scan with one line and
-keeps what was committed. ``distributed`` is an optional extra, imported only here.
+its photos run alone, one after another, so only the photo that kills its workers is
+recorded unreadable. A scheduler that goes away fails the calls in flight, which ends the
+scan with one line and keeps what was committed. ``distributed`` is an optional extra,
+imported only here.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import functools
 import socket
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future
 from contextlib import contextmanager
@@ -133,6 +135,9 @@ class ClusterExecutor(Executor):
         # Each batch beside the cluster's future for it: the cluster forgets a result whose
         # future is garbage-collected, so this keeps it until the batch is done.
         self._outstanding: dict[_Batch, Any] = {}
+        self._suspects: deque[_Batch] = deque()
+        """Photos of batches the scheduler gave up on, to run alone one after another."""
+        self._suspect: _Batch | None = None
         self._broken: BaseException | None = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -152,10 +157,22 @@ class ClusterExecutor(Executor):
 
     def _fail_all(self, exc: BaseException) -> None:
         with self._lock:
-            pending, self._outstanding = self._outstanding, {}
+            pending, self._outstanding = [*self._outstanding, *self._suspects], {}
+            self._suspects.clear()
             self._broken = exc
         for batch in pending:
             batch.fail(self.lost(exc))
+
+    def _next_suspect(self, done: object = None) -> None:
+        """Send the next suspect once the one before it has its outcome."""
+        with self._lock:
+            if done is not None:
+                self._suspect = None
+            if self._suspect is not None or not self._suspects:
+                return
+            self._suspect = suspect = self._suspects.popleft()
+        suspect.futures[0].add_done_callback(self._next_suspect)
+        self._resend(suspect)
 
     @property
     def threads(self) -> int:
@@ -200,6 +217,8 @@ class ClusterExecutor(Executor):
             if done.status == "finished":
                 outcomes = done.result(timeout=FETCH_SECONDS)
                 for future, (ok, value) in zip(batch.futures, outcomes, strict=True):
+                    if future.done():
+                        continue  # failed by the watchdog meanwhile
                     if ok:
                         future.set_result(value)
                     else:
@@ -219,8 +238,12 @@ class ClusterExecutor(Executor):
             if len(batch.calls) > 1:
                 # The scheduler gave up on a batch that took down several workers: one of
                 # its photos does it. Each runs alone, so only that one is lost.
-                for single in batch.singles():
-                    self._resend(single)
+                # The scheduler counts a death against every call the worker held, those
+                # only waiting behind the guilty one too: one suspect at a time, so that
+                # none waits behind another.
+                with self._lock:
+                    self._suspects.extend(batch.singles())
+                self._next_suspect()
                 return
             # It costs its photo only, like a lost local worker.
             batch.fail(WorkerLost("the worker processes reading it were killed, each in turn"))

@@ -282,6 +282,7 @@ def record_and_maybe_die(log: str, poison: int, n: int) -> int:
     that crashes on one photo."""
     with open(log, "a") as fh:
         fh.write(f"{n}\n")
+        fh.flush()
     if n == poison:
         os.kill(os.getpid(), signal.SIGKILL)
     return n * n
@@ -312,14 +313,14 @@ def test_a_photo_that_kills_its_workers_is_lost_alone(tmp_path: Path) -> None:
                 )
             finally:
                 executor.shutdown()
-    assert [n for n, _ in results] == list(range(6))
-    assert [r for n, r in results if n != 2] == [0, 1, 9, 16, 25]
-    assert "killed" in results[2][1]
     calls = [int(n) for n in Path(log).read_text().split()]
-    # Batch (0, 1, 2) twice, then 0, 1 and 2 alone, 2 twice: each try counted. The other
-    # batch runs again only if it waited on a worker that died, never more than that.
-    assert calls.count(2) == 4
-    assert all(1 <= calls.count(n) <= 1 + calls.count(2) for n in (0, 1, 3, 4, 5))
+    assert [n for n, _ in results] == list(range(6))
+    assert [r for n, r in results if n != 2] == [0, 1, 9, 16, 25], (results, calls)
+    assert "killed" in results[2][1], results
+    # Batch (0, 1, 2) twice, then 0, 1 and 2 alone, 2 twice: each try counted. The others
+    # run again only if they waited on a worker that died.
+    assert calls.count(2) == 4, calls
+    assert all(1 <= calls.count(n) <= 1 + calls.count(2) for n in (0, 1, 3, 4, 5)), calls
 
 
 def test_bounded_map_sends_batches_in_order(cluster: DaskProcesses) -> None:
