@@ -269,10 +269,9 @@ def test_killing_the_scheduler_mid_scan_prints_one_line(tmp_path: Path) -> None:
             for worker in doomed.workers:
                 os.killpg(worker.pid, signal.SIGCONT)
     assert code == 1
-    assert err.strip().splitlines() == [
-        f"Error: the cluster at {doomed.address} went away during the scan (ConnectionError); "
-        "finished work is saved, run the scan again to carry on"
-    ]
+    (line,) = err.strip().splitlines()
+    assert line.startswith(f"Error: the cluster at {doomed.address} went away during the scan")
+    assert line.endswith("finished work is saved, run the scan again to carry on")
     assert "distributed" not in out and "Traceback" not in out
     assert len(library_rows(f"sqlite:///{db}")[0]) >= stored
 
