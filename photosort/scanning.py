@@ -13,11 +13,12 @@ import hashlib
 import os
 import stat
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
-from typing import Any, BinaryIO, TypeVar
+from typing import Any, BinaryIO, Protocol, TypeVar, cast
 
 from photosort.defaults import MAX_FILE_MB, REPORT_MANIFEST
 from photosort.errors import PhotosortError
@@ -467,6 +468,18 @@ class InlineExecutor(Executor):
         return future
 
 
+class BatchExecutor(Protocol):
+    """An executor that runs several calls of one function as one task (a cluster's)."""
+
+    def submit_batch(self, fn: Callable[..., R], calls: list[tuple[Any, ...]]) -> list[Future[R]]:
+        """One future per call, each settled on its own."""
+        ...
+
+
+_UNSENT: Any = object()
+"""A pending item's future while its batch is still being filled."""
+
+
 def bounded_map(
     executor: Executor,
     fn: Callable[..., R | None],
@@ -476,6 +489,7 @@ def bounded_map(
     needs_work: Callable[[T], bool],
     window: int,
     lost: Callable[[T, str], R],
+    batch: int = 1,
 ) -> Iterator[tuple[T, R | None]]:
     """Like ``executor.map`` but lazy, in order, and with at most ``window`` items in flight.
 
@@ -483,11 +497,13 @@ def bounded_map(
     ``needs_work`` is false are passed through with None, without a trip to the executor.
     The input is consumed only as fast as results are taken, which keeps memory flat on
     libraries of any size. A call whose worker died is run again alone; if it kills that
-    worker too, its result is ``lost(item, reason)``.
+    worker too, its result is ``lost(item, reason)``. With ``batch`` above one, the
+    executor is a :class:`BatchExecutor` and gets the calls ``batch`` at a time (fewer
+    when the oldest item is waited for); each item still has its own outcome.
     """
 
-    def result(pair: tuple[T, Future[R | None] | None]) -> tuple[T, R | None]:
-        item, future = pair
+    def result(entry: list[Any]) -> tuple[T, R | None]:
+        item, future = entry
         if future is None:
             return item, None
         try:
@@ -502,15 +518,35 @@ def bounded_map(
             except WorkerLost as exc:
                 return item, lost(item, str(exc))
 
-    pending: list[tuple[T, Future[R | None] | None]] = []
+    group: list[list[Any]] = []
+
+    def send() -> None:
+        if batch == 1:
+            futures = [executor.submit(fn, *args(entry[0])) for entry in group]
+        else:
+            batcher = cast(BatchExecutor, executor)
+            futures = batcher.submit_batch(fn, [args(entry[0]) for entry in group])
+        for entry, future in zip(group, futures, strict=True):
+            entry[1] = future
+        group.clear()
+
+    pending: deque[list[Any]] = deque()
     for item in items:
-        future = executor.submit(fn, *args(item)) if needs_work(item) else None
-        pending.append((item, future))
+        entry = [item, None]
+        if needs_work(item):
+            entry[1] = _UNSENT
+            group.append(entry)
+            if len(group) >= batch:
+                send()
+        pending.append(entry)
         while len(pending) >= window or (pending and _ready(pending[0][1])):
-            yield result(pending.pop(0))
+            if pending[0][1] is _UNSENT:
+                send()
+            yield result(pending.popleft())
+    send()
     while pending:
-        yield result(pending.pop(0))
+        yield result(pending.popleft())
 
 
 def _ready(future: Future[object] | None) -> bool:
-    return future is None or future.done()
+    return future is None or (future is not _UNSENT and future.done())
