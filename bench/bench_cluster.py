@@ -30,17 +30,15 @@ from pathlib import Path
 from typing import Any
 
 from bench_pipeline import build_album
-from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 import photosort.indexing as indexing
 from photosort.cluster import ClusterExecutor
 from photosort.indexing import FaceOptions, LazyClassifier, scan_library
-from photosort.store import FaceRow, Photo, open_engine
+from photosort.store import open_engine
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from tests.dask_processes import dask_processes  # noqa: E402 - needs ROOT on the path
+from tests.dask_processes import dask_processes, library_rows  # noqa: E402 - needs ROOT on the path
 
 
 def timed(fn: Any, spent: list[float]) -> Any:
@@ -67,31 +65,6 @@ def writer_seconds(album: Path, db: str) -> tuple[float, float, int]:
     finally:
         indexing.examine, indexing.find_faces_with = originals
     return report.seconds, sum(spent), report.scanned
-
-
-def rows(db: str) -> tuple[list[tuple], list[tuple]]:
-    """Every photo and face row that a scan stores, in a fixed order, without ids."""
-    with Session(open_engine(db)) as session:
-        photos = session.execute(
-            select(
-                Photo.path, Photo.status, Photo.content_hash, Photo.width, Photo.height
-            ).order_by(Photo.path)
-        ).all()
-        faces = session.execute(
-            select(
-                Photo.path,
-                FaceRow.x,
-                FaceRow.y,
-                FaceRow.w,
-                FaceRow.h,
-                FaceRow.crop,
-                FaceRow.p_happy,
-                FaceRow.p_sad,
-            )
-            .join(Photo)
-            .order_by(Photo.path, FaceRow.x, FaceRow.y)
-        ).all()
-    return [tuple(r) for r in photos], [tuple(r) for r in faces]
 
 
 def cpu_seconds(trees: list[int]) -> float:
@@ -171,7 +144,9 @@ def main() -> None:
                 if run % 2 == 1:
                     local.append(timed_scan(reference, album, [], workers=args.workers))
                 for b in batches:
-                    same_rows &= rows(reference) == rows(f"sqlite:///{tmp}/cluster{run}-{b}.db")
+                    same_rows &= library_rows(reference) == library_rows(
+                        f"sqlite:///{tmp}/cluster{run}-{b}.db"
+                    )
         cap_figures = None
         if not args.no_cap:
             cap_figures = writer_seconds(album, f"sqlite:///{tmp}/writer.db")

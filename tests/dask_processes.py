@@ -20,6 +20,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from photosort.store import FaceRow, Photo, open_engine
+
 START_SECONDS = 60.0
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -141,3 +146,29 @@ def wait_for_workers(address: str, count: int) -> None:
 
     with Client(address, timeout="30s", set_as_default=False) as client:
         client.wait_for_workers(count, timeout=START_SECONDS)
+
+
+def library_rows(db: str) -> tuple[list[tuple], list[tuple]]:
+    """Every photo and face row a scan stores, in a fixed order, without ids: a cluster scan
+    and a local one of the same album must store the same."""
+    with Session(open_engine(db)) as session:
+        photos = session.execute(
+            select(
+                Photo.path, Photo.status, Photo.content_hash, Photo.width, Photo.height
+            ).order_by(Photo.path)
+        ).all()
+        faces = session.execute(
+            select(
+                Photo.path,
+                FaceRow.x,
+                FaceRow.y,
+                FaceRow.w,
+                FaceRow.h,
+                FaceRow.crop,
+                FaceRow.landmarks,
+                FaceRow.mesh_presence,
+            )
+            .join(Photo)
+            .order_by(Photo.path, FaceRow.x)
+        ).all()
+    return [tuple(r) for r in photos], [tuple(r) for r in faces]

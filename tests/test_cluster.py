@@ -15,16 +15,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select, text
-from sqlalchemy.orm import Session
+from sqlalchemy import text
 
 from photosort.cluster import BATCH, ClusterError, ClusterExecutor
 from photosort.indexing import FaceOptions, scan_library
 from photosort.sample import save_jpeg, skimage_photo
 from photosort.scanning import bounded_map, count_files
-from photosort.store import FaceRow, Photo, open_engine
+from photosort.store import open_engine
 from tests.conftest import ALBUM_PHOTOS, build_test_album
-from tests.dask_processes import DaskProcesses, dask_processes
+from tests.dask_processes import DaskProcesses, dask_processes, library_rows
 from tests.test_faces import BrightnessModel
 
 distributed = pytest.importorskip("distributed", reason="needs photosort[cluster]")
@@ -42,30 +41,6 @@ def album(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("cluster") / "album"
     build_test_album(root)
     return root
-
-
-def library_rows(db: str) -> tuple[list[tuple], list[tuple]]:
-    with Session(open_engine(db)) as session:
-        photos = session.execute(
-            select(
-                Photo.path, Photo.status, Photo.content_hash, Photo.width, Photo.height
-            ).order_by(Photo.path)
-        ).all()
-        faces = session.execute(
-            select(
-                Photo.path,
-                FaceRow.x,
-                FaceRow.y,
-                FaceRow.w,
-                FaceRow.h,
-                FaceRow.crop,
-                FaceRow.landmarks,
-                FaceRow.mesh_presence,
-            )
-            .join(Photo)
-            .order_by(Photo.path, FaceRow.x)
-        ).all()
-    return [tuple(r) for r in photos], [tuple(r) for r in faces]
 
 
 def scan(db: str, album: Path, **options: object):

@@ -258,20 +258,43 @@ OLD_FACE = (
 """A face row as revisions 0002 to 0004 store it, for the migration tests."""
 
 
-def add_old_explained_face(conn: sqlite3.Connection) -> None:
-    """A photo with one face and one cached explanation, in the schema of 0004 and 0005."""
+def add_old_face(conn: sqlite3.Connection) -> None:
+    """A photo with one face, in any schema from 0002 on."""
     conn.execute(
         "insert into photos (path, folder, size, mtime_ns, status, first_seen, last_seen,"
         " read_at) values ('/a/b.jpg', '/a', 10, 5, 'ok', '2024-01-01', '2024-01-01',"
         " '2024-01-01')"
     )
     conn.execute(OLD_FACE)
+
+
+def add_old_explained_face(conn: sqlite3.Connection) -> None:
+    """A photo with one face and one cached explanation, in the schema of 0004 and 0005."""
+    add_old_face(conn)
     conn.execute(
         "insert into explanations (face_id, model_id, emotion, samples, segments, seed,"
         " probability, fit, deletion_support, deletion_random, segment_map, weights,"
         " created_at) values (1, 'm', 'happy', 10, 4, 0, 0.98, 0.5, 0.1, 0.0, x'00', '{}',"
         " '2024-01-01')"
     )
+
+
+def upgrade_old_explained_face(tmp_path: Path, revision: str) -> Engine:
+    """A library at ``revision`` with one explained face, upgraded to the head."""
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    migrate_to(url, revision)
+    with sqlite3.connect(tmp_path / "old.db") as conn:
+        add_old_explained_face(conn)
+    return open_engine(url)
+
+
+def assert_explanations_retired(conn: sqlite3.Connection, *columns: str) -> None:
+    """The old explanations are gone, the face is kept, and the columns were added in place."""
+    assert conn.execute("select count(*) from explanations").fetchone() == (0,)
+    assert conn.execute("select p_happy from faces").fetchall() == [(0.5,)]
+    found = {row[1] for row in conn.execute("pragma table_info(explanations)")}
+    assert set(columns) <= found
+    assert conn.execute("pragma freelist_count").fetchone() == (0,), "added in place"
 
 
 def migrate_to(url: str, revision: str) -> None:
@@ -349,17 +372,9 @@ def test_an_older_library_is_upgraded_under_the_writer_lock_and_says_so(
 
 
 def test_upgrade_to_0006_retires_explanations_without_the_random_spread(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'old.db'}"
-    migrate_to(url, "0005")
+    engine = upgrade_old_explained_face(tmp_path, "0005")
     with sqlite3.connect(tmp_path / "old.db") as conn:
-        add_old_explained_face(conn)
-    engine = open_engine(url)
-    with sqlite3.connect(tmp_path / "old.db") as conn:
-        assert conn.execute("select count(*) from explanations").fetchone() == (0,)
-        assert conn.execute("select p_happy from faces").fetchall() == [(0.5,)]
-        columns = {row[1] for row in conn.execute("pragma table_info(explanations)")}
-        assert "deletion_spread" in columns
-        assert conn.execute("pragma freelist_count").fetchone() == (0,), "added in place"
+        assert_explanations_retired(conn, "deletion_spread")
         indexes = {row[1] for row in conn.execute("pragma index_list(explanations)")}
         assert "ix_explanations_face_id" in indexes
         # Deleting the face still deletes its explanations (the rebuilt table keeps the FK).
@@ -380,12 +395,7 @@ def test_upgrade_to_0007_adds_an_empty_claims_table_and_keeps_rows(tmp_path: Pat
     url = f"sqlite:///{tmp_path / 'old.db'}"
     migrate_to(url, "0006")
     with sqlite3.connect(tmp_path / "old.db") as conn:
-        conn.execute(
-            "insert into photos (path, folder, size, mtime_ns, status, first_seen, last_seen,"
-            " read_at) values ('/a/b.jpg', '/a', 10, 5, 'ok', '2024-01-01', '2024-01-01',"
-            " '2024-01-01')"
-        )
-        conn.execute(OLD_FACE)
+        add_old_face(conn)
     engine = open_engine(url)
     with sqlite3.connect(tmp_path / "old.db") as conn:
         assert conn.execute("select path from photos").fetchall() == [("/a/b.jpg",)]
@@ -400,12 +410,7 @@ def test_upgrade_to_0008_adds_empty_landmark_columns_and_keeps_faces(tmp_path: P
     url = f"sqlite:///{tmp_path / 'old.db'}"
     migrate_to(url, "0007")
     with sqlite3.connect(tmp_path / "old.db") as conn:
-        conn.execute(
-            "insert into photos (path, folder, size, mtime_ns, status, first_seen, last_seen,"
-            " read_at) values ('/a/b.jpg', '/a', 10, 5, 'ok', '2024-01-01', '2024-01-01',"
-            " '2024-01-01')"
-        )
-        conn.execute(OLD_FACE)
+        add_old_face(conn)
     open_engine(url)
     with sqlite3.connect(tmp_path / "old.db") as conn:
         rows = conn.execute("select p_happy, landmarks, mesh_presence from faces").fetchall()
@@ -413,17 +418,11 @@ def test_upgrade_to_0008_adds_empty_landmark_columns_and_keeps_faces(tmp_path: P
 
 
 def test_upgrade_to_0009_retires_explanations_checked_against_20_draws(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'old.db'}"
-    migrate_to(url, "0008")
+    engine = upgrade_old_explained_face(tmp_path, "0008")
     with sqlite3.connect(tmp_path / "old.db") as conn:
-        add_old_explained_face(conn)
-    engine = open_engine(url)
-    with sqlite3.connect(tmp_path / "old.db") as conn:
-        assert conn.execute("select count(*) from explanations").fetchone() == (0,)
-        assert conn.execute("select p_happy from faces").fetchall() == [(0.5,)]
-        columns = {row[1] for row in conn.execute("pragma table_info(explanations)")}
-        assert {"deletion_rank", "deletion_draws", "segment_map", "weights"} <= columns
-        assert conn.execute("pragma freelist_count").fetchone() == (0,), "added in place"
+        assert_explanations_retired(
+            conn, "deletion_rank", "deletion_draws", "segment_map", "weights"
+        )
     assert schema_revisions(engine) == ("0009", "0009")
 
 
