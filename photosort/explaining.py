@@ -13,6 +13,7 @@ is drawn with a colour-blind-safe key and caption.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
 from dataclasses import dataclass
@@ -161,6 +162,25 @@ def segment(image: np.ndarray, n_segments: int) -> np.ndarray:
     )
 
 
+@cache
+def prefetch_lime() -> None:
+    """Import LIME (and scikit-learn and SciPy's statistics with it) on a background thread.
+
+    Those imports take most of a second, more than one explanation's own work; the model's
+    inference releases the GIL, so a one-face ``photosort explain`` classifies LIME's samples
+    on one core while the other imports. The first ``lime_fit`` waits for the import to end.
+    """
+    import importlib
+    import threading
+
+    def load() -> None:
+        # A failure shows where LIME is used, as a one-line error; not here as a traceback.
+        with contextlib.suppress(Exception):
+            importlib.import_module("lime.lime_base")
+
+    threading.Thread(target=load, name="import-lime", daemon=True).start()
+
+
 def explain_face(
     crop: np.ndarray,
     model: Predictor,
@@ -188,12 +208,17 @@ def explain_face(
     # and at the model's input size there are far fewer pixels to perturb.
     small = resize_face(crop, getattr(model, "input_size", INPUT_SIZE))
     scales = SEGMENT_SCALES[runs]
-    candidates = []
+    prefetch_lime()
+    # Every run's samples are classified before the first fit, while LIME's imports finish.
+    runs_done = []
     for run, scale in enumerate(scales):
         segment_map = segment(small, max(4, round(segments * scale)))
         neighbourhood = lime_samples(
             small, segment_map, model, samples // len(scales), seed + run, hide_probability
         )
+        runs_done.append((run, segment_map, neighbourhood))
+    candidates = []
+    for run, segment_map, neighbourhood in runs_done:
         for count in features:
             weights, fit = lime_fit(neighbourhood, label, count, seed + run)
             candidates.append((segment_map, weights, fit))
