@@ -38,6 +38,7 @@ from photosort.defaults import (
     MAX_MEGAPIXELS,
     PEAK_LR,
     QUANTIZE_MODES,
+    WIDTHS,
 )
 from photosort.errors import PhotosortError
 
@@ -65,6 +66,25 @@ class DatabaseParam(click.ParamType):
                 if ctx.get_parameter_source(param.name) == ParameterSource.ENVIRONMENT:
                     hint = "$PHOTOSORT_DB"
             raise click.BadParameter(str(exc), ctx, param, param_hint=hint) from None
+
+
+class WidthsParam(click.ParamType):
+    """``--widths 48,96,192,384``: the network's stage widths, two or more positive numbers."""
+
+    name = "N,N,..."
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> tuple[int, ...]:
+        if isinstance(value, tuple):
+            return value
+        try:
+            widths = tuple(int(part) for part in str(value).split(","))
+        except ValueError:
+            widths = ()
+        if len(widths) < 2 or min(widths) < 1:
+            self.fail(f"{value!r}: give two or more positive whole numbers, e.g. 48,96,192,384")
+        return widths
 
 
 class DateParam(click.ParamType):
@@ -168,10 +188,18 @@ def needs_tensorflow(what: str) -> None:
         require_tensorflow(what)
 
 
+def needs_keras(what: str) -> None:
+    """:func:`needs_tensorflow`, or Keras and the backend ``KERAS_BACKEND`` names."""
+    from photosort.emotions import require_keras
+
+    with user_errors():
+        require_keras(what)
+
+
 def check_model_runtime(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
     """A model other than a ``.tflite`` file runs through TensorFlow: say so up front."""
     if value is not None and not str(value).endswith(".tflite"):
-        needs_tensorflow(f"--model {value}")
+        needs_keras(f"--model {value}")
     return value
 
 
@@ -1301,6 +1329,13 @@ def demo(photos: Path | None, folder: Path, quiet: bool) -> None:
     "short fine-tune at a low --lr), or none.",
 )
 @click.option(
+    "--widths",
+    type=WidthsParam(),
+    default=",".join(map(str, WIDTHS)),
+    show_default=True,
+    help="Convolution widths of the network's stages: wider is stronger and slower.",
+)
+@click.option(
     "--patience",
     type=click.IntRange(min=1),
     default=10,
@@ -1329,6 +1364,7 @@ def train_command(
     lr: float,
     average: int,
     augment: str,
+    widths: tuple[int, ...],
     patience: int,
     export: bool,
     quiet: bool,
@@ -1339,6 +1375,8 @@ def train_command(
     one sub-folder per emotion (train/happy/*.jpg, optionally test/ beside train/).
     Training validates on PublicTest (or test/, else a seeded 10% of train/), keeps the
     best epoch, calibrates its probabilities and writes OUT plus its metadata NAME.json.
+    Keras runs on TensorFlow, or on JAX or PyTorch where KERAS_BACKEND says so (a GPU
+    machine without TensorFlow); export then runs where TensorFlow is.
 
     \b
     Example:
@@ -1349,10 +1387,14 @@ def train_command(
             --init emotion.keras --lr 1e-3 --average 5
         photosort train fer2013.csv.gz --votes fer2013new.csv --out tuned.keras \\
             --init emotion.keras --lr 2e-4 --epochs 4 --augment flip
+        KERAS_BACKEND=jax photosort train fer2013.csv.gz --votes fer2013new.csv \\
+            --out wide.keras --widths 48,96,192,384 --epochs 80
     """
     import shlex
 
-    needs_tensorflow("photosort train")
+    from photosort.emotions import keras_backend
+
+    needs_keras("photosort train")
     from photosort import training
 
     config = training.TrainConfig(
@@ -1366,6 +1408,7 @@ def train_command(
         init=None if init is None else str(init),
         average=average,
         augment=augment,
+        widths=widths,
     )
     with user_errors():
         meta = training.train(
@@ -1382,7 +1425,15 @@ def train_command(
     if "ferplus_accuracy" in figures:
         summary += f", FER+ accuracy {figures['ferplus_accuracy']:.4f}"
     click.echo(f"{summary}, temperature {meta['temperature']:g}, model {meta['model_id']}")
-    if export:
+    votes_args = [] if votes is None else ["--votes", str(votes)]
+    if export and keras_backend() != "tensorflow":
+        click.echo(
+            f"photosort: not exported: export runs on TensorFlow, not {keras_backend()}; "
+            f"run `photosort export {shlex.join([str(out), str(data), *votes_args])}` "
+            "where it is installed",
+            err=True,
+        )
+    elif export:
         _export(out, data, votes, QUANTIZE_MODES[0], True, DEFAULT_BALANCE, quiet=quiet)
 
 

@@ -61,6 +61,9 @@ PEAK_LR = 2e-3
 LABEL_MODES = ("fer2013", "ferplus", "mix")
 """Training targets ``train --labels`` offers: original labels, FER+ votes, or their mean."""
 
+WIDTHS = (32, 64, 128, 256)
+"""The emotion network's stage widths (``train --widths``); the shipped model's."""
+
 AUGMENT_MODES = ("full", "flip", "photo", "none")
 """Training augmentations ``train --augment`` offers; the first is the default."""
 

@@ -45,11 +45,22 @@ TENSORFLOW_MISSING = (
 """Training, export and ``.keras`` models need the ``train`` extra; the rest never does."""
 
 
-def require_tensorflow(what: str) -> None:
-    """Fail in one line, before any work starts, when the ``train`` extra is missing.
+KERAS_BACKEND_MISSING = (
+    "{what} runs Keras on its {backend} backend (KERAS_BACKEND), "
+    "but {missing} is not installed: pip install keras {backend}"
+)
 
-    Finding the packages imports nothing, so commands check this up front cheaply.
+
+def keras_backend() -> str:
+    """The backend Keras will run on: ``KERAS_BACKEND``, TensorFlow unless set.
+
+    Training runs on JAX or PyTorch as well (a GPU machine may have one of them and not
+    TensorFlow); export and ``.keras`` inference outside training stay on TensorFlow.
     """
+    return os.environ.get("KERAS_BACKEND", "tensorflow")
+
+
+def _missing(names: Sequence[str]) -> list[str]:
     from importlib.util import find_spec
 
     def missing(name: str) -> bool:
@@ -58,8 +69,40 @@ def require_tensorflow(what: str) -> None:
         except (ImportError, ValueError):  # a finder that refuses it, a broken install
             return True
 
-    if any(missing(name) for name in ("tensorflow", "keras", "absl")):
+    return [name for name in names if missing(name)]
+
+
+def require_tensorflow(what: str) -> None:
+    """Fail in one line, before any work starts, when the ``train`` extra is missing.
+
+    Finding the packages imports nothing, so commands check this up front cheaply.
+    """
+    if _missing(("tensorflow", "keras", "absl")):
         raise PhotosortError(TENSORFLOW_MISSING.format(what=what))
+
+
+def require_keras(what: str) -> None:
+    """:func:`require_tensorflow`, or for another backend, Keras and that backend."""
+    backend = keras_backend()
+    if backend == "tensorflow":
+        require_tensorflow(what)
+        return
+    missing = _missing(("keras", backend))
+    if missing:
+        raise PhotosortError(
+            KERAS_BACKEND_MISSING.format(what=what, backend=backend, missing=" and ".join(missing))
+        )
+
+
+def import_keras(what: str = "a Keras model") -> Any:
+    """Keras on the backend :func:`keras_backend` names; TensorFlow's quietly."""
+    if keras_backend() == "tensorflow":
+        import_tensorflow(what)
+    else:
+        require_keras(what)
+    import keras
+
+    return keras
 
 
 def import_tensorflow(what: str = "a Keras model") -> Any:
@@ -224,7 +267,13 @@ class EmotionModel:
         return softmax(self.logits(faces, batch_size), self.temperature)
 
 
-def _keras_forward(tf: Any, model: Any, input_size: int) -> Forward:
+def _keras_forward(model: Any, input_size: int) -> Forward:
+    """The network's forward pass: one traced TensorFlow graph for every batch size, or
+    Keras's own compiled step on another backend."""
+    keras = import_keras()
+    if keras_backend() != "tensorflow":
+        return lambda x: keras.ops.convert_to_numpy(model.predict_on_batch(x))
+    tf = import_tensorflow()
     spec = tf.TensorSpec([None, input_size, input_size, 1], tf.float32)
     run = tf.function(lambda batch: model(batch, training=False), input_signature=[spec])
     return lambda x: run(x).numpy()
@@ -336,8 +385,7 @@ def load_model(
     meta = read_metadata(model_path)
     if model_path.suffix == ".tflite":
         return _load_litert(model_path, meta, threads or min(2, os.cpu_count() or 1))
-    import_tensorflow()
-    import keras
+    keras = import_keras()
 
     try:
         model = keras.models.load_model(model_path, compile=False)
@@ -355,7 +403,7 @@ def keras_emotion_model(
 ) -> EmotionModel:
     """An :class:`EmotionModel` around a Keras network in memory (training's own)."""
     size = int(keras_model.input_shape[1])
-    forward = _keras_forward(import_tensorflow(), keras_model, size)
+    forward = _keras_forward(keras_model, size)
     return EmotionModel(forward, metadata or {}, path, size, keras_model)
 
 

@@ -1,13 +1,14 @@
-"""The emotion network and its training-time augmentations (TensorFlow, imported on use)."""
+"""The emotion network (Keras, imported on use) and its training-time augmentations."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
-from photosort.emotions import EMOTIONS, INPUT_SIZE, import_tensorflow
+import cv2
+import numpy as np
 
-WIDTHS = (32, 64, 128, 256)
+from photosort.defaults import WIDTHS
+from photosort.emotions import EMOTIONS, INPUT_SIZE, import_keras
 
 
 def build_model(input_size: int = INPUT_SIZE, widths: tuple[int, ...] = WIDTHS) -> Any:
@@ -17,8 +18,7 @@ def build_model(input_size: int = INPUT_SIZE, widths: tuple[int, ...] = WIDTHS) 
     is spent at 48x48, where a face has little more to tell than at 24x24. Outputs logits,
     so that calibration can rescale them.
     """
-    import_tensorflow()
-    import keras
+    keras = import_keras()
     from keras import layers
 
     def conv(x: Any, filters: int, strides: int = 1) -> Any:
@@ -40,86 +40,81 @@ def build_model(input_size: int = INPUT_SIZE, widths: tuple[int, ...] = WIDTHS) 
     return keras.Model(inputs, outputs, name="photosort_emotion")
 
 
-def _warp(tf: Any, gen: Any, x: Any, turn: float, zoom: float, shift: float) -> Any:
-    """Rotate (radians), scale and shift each face by a random amount within the ranges."""
-    n, size = tf.shape(x)[0], x.shape[1]
-    angle = gen.uniform([n], -turn, turn)
-    scale = gen.uniform([n], 1 - zoom, 1 + zoom)
-    tx, ty = (gen.uniform([n], -shift, shift) * size for _ in range(2))
+def _warp(rng: np.random.Generator, x: np.ndarray, turn: float, zoom: float, shift: float):
+    """Rotate (radians), scale and shift each face by a random amount within the ranges;
+    the border is mirrored, so no black corner tells the network a face was turned."""
+    n, size = len(x), x.shape[1]
+    angle = rng.uniform(-turn, turn, n)
+    scale = rng.uniform(1 - zoom, 1 + zoom, n)
+    moves = rng.uniform(-shift, shift, (n, 2)) * size
     c = (size - 1) / 2
-    a0, a1 = tf.cos(angle) / scale, tf.sin(angle) / scale
-    b0, b1 = -a1, a0
-    a2 = c - a0 * (c + tx) - a1 * (c + ty)
-    b2 = c - b0 * (c + tx) - b1 * (c + ty)
-    zeros = tf.zeros_like(a0)
-    return tf.raw_ops.ImageProjectiveTransformV3(
-        images=x,
-        transforms=tf.stack([a0, a1, a2, b0, b1, b2, zeros, zeros], axis=1),
-        output_shape=[size, size],
-        fill_value=0.0,
-        interpolation="BILINEAR",
-        fill_mode="REFLECT",
-    )
+    out = np.empty_like(x)
+    for i in range(n):
+        matrix = cv2.getRotationMatrix2D((c, c), float(np.degrees(angle[i])), float(scale[i]))
+        matrix[:, 2] += moves[i]
+        out[i, ..., 0] = cv2.warpAffine(
+            x[i, ..., 0], matrix, (size, size),
+            flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT,
+        )  # fmt: skip
+    return out
 
 
-def _erase(tf: Any, gen: Any, x: Any) -> Any:
+def _erase(rng: np.random.Generator, x: np.ndarray) -> np.ndarray:
     """Blank a random rectangle in half of the faces: no single region may decide alone."""
-    n, size = tf.shape(x)[0], x.shape[1]
-    side = gen.uniform([n, 2], 0.15, 0.4) * size
-    corner = gen.uniform([n, 2]) * (size - side)
-    grid = tf.range(size, dtype=tf.float32)
+    n, size = len(x), x.shape[1]
+    side = rng.uniform(0.15, 0.4, (n, 2)) * size
+    corner = rng.uniform(0, 1, (n, 2)) * (size - side)
+    grid = np.arange(size, dtype=np.float32)
     rows = (grid[None] >= corner[:, :1]) & (grid[None] < corner[:, :1] + side[:, :1])
     cols = (grid[None] >= corner[:, 1:]) & (grid[None] < corner[:, 1:] + side[:, 1:])
-    erase = (rows[:, :, None] & cols[:, None, :]) & (gen.uniform([n, 1, 1]) < 0.5)
-    return tf.where(erase[..., None], tf.zeros_like(x), x)
+    erase = rows[:, :, None] & cols[:, None, :] & (rng.uniform(0, 1, (n, 1, 1)) < 0.5)
+    return np.where(erase[..., None], np.float32(0), x)
 
 
-def _photographic(tf: Any, gen: Any, x: Any) -> Any:
+def _photographic(rng: np.random.Generator, x: np.ndarray) -> np.ndarray:
     """Make FER faces look like faces cut from photos: light curves, softness, low resolution.
 
     Works on standardised input: each face is stretched to [0, 1], given a random gamma;
     a third are blurred, and a third shrunk (to 50-100% of the side, as a small face in a photo
     is) and enlarged back; then each face is standardised again as preprocessing does.
     """
-    n, size = tf.shape(x)[0], x.shape[1]
-    lo = tf.reduce_min(x, axis=[1, 2, 3], keepdims=True)
-    hi = tf.reduce_max(x, axis=[1, 2, 3], keepdims=True)
-    x = (x - lo) / tf.maximum(hi - lo, 1e-6)
-    x = tf.pow(x, tf.exp(gen.uniform([n, 1, 1, 1], -0.4, 0.4)))
-    sigma = gen.uniform([], 0.4, 1.0)
-    taps = tf.exp(-(tf.range(-2.0, 3.0) ** 2) / (2 * sigma**2))
-    taps /= tf.reduce_sum(taps)
-    kernel = (taps[:, None] * taps[None, :])[:, :, None, None]
-    blurred = tf.nn.conv2d(
-        tf.pad(x, [[0, 0], [2, 2], [2, 2], [0, 0]], "SYMMETRIC"), kernel, 1, "VALID"
-    )
-    x = tf.where(gen.uniform([n, 1, 1, 1]) < 0.3, blurred, x)
-    small = tf.cast(tf.round(gen.uniform([], 0.5, 1.0) * size), tf.int32)
-    shrunk = tf.image.resize(tf.image.resize(x, [small, small], antialias=True), [size, size])
-    x = tf.where(gen.uniform([n, 1, 1, 1]) < 0.3, shrunk, x)
-    mean, var = tf.nn.moments(x, axes=[1, 2, 3], keepdims=True)
-    return (x - mean) / tf.maximum(tf.sqrt(var), 1.0 / 255)
+    n, size = len(x), x.shape[1]
+    lo = x.min(axis=(1, 2, 3), keepdims=True)
+    hi = x.max(axis=(1, 2, 3), keepdims=True)
+    x = (x - lo) / np.maximum(hi - lo, 1e-6)
+    x = x ** np.exp(rng.uniform(-0.4, 0.4, (n, 1, 1, 1))).astype(np.float32)
+    sigma = float(rng.uniform(0.4, 1.0))
+    small = int(round(rng.uniform(0.5, 1.0) * size))
+    blur, shrink = rng.uniform(0, 1, (2, n)) < 0.3
+    for i in range(n):
+        face = x[i, ..., 0]
+        if blur[i]:
+            face = cv2.GaussianBlur(face, (5, 5), sigma, borderType=cv2.BORDER_REFLECT)
+        if shrink[i]:
+            face = cv2.resize(face, (small, small), interpolation=cv2.INTER_AREA)
+            face = cv2.resize(face, (size, size), interpolation=cv2.INTER_LINEAR)
+        x[i, ..., 0] = face
+    mean = x.mean(axis=(1, 2, 3), keepdims=True)
+    spread = np.maximum(x.std(axis=(1, 2, 3), keepdims=True), 1.0 / 255)
+    return ((x - mean) / spread).astype(np.float32)
 
 
-def augmenter(tf: Any, seed: int, mode: str = "full") -> Callable[..., Any]:
-    """A batched augmentation: mirror, then (``full``) rotate, scale, shift and erase a patch.
+def augment(x: np.ndarray, rng: np.random.Generator, mode: str = "full") -> np.ndarray:
+    """A batch ``(N, size, size, 1)`` augmented: mirror, then (``full``) rotate, scale,
+    shift and erase a patch.
 
     ``flip`` (mirror only) suits a short fine-tune at the end: the heavy distortions that
     keep a long run from overfitting also keep a small network from fitting real faces.
     ``photo`` mirrors, jitters the frame as the detector's landmarks do (a few degrees and
     per cent) and degrades the face as a photo crop is degraded (:func:`_photographic`).
+    NumPy and OpenCV on the CPU, so that training runs on any Keras backend.
     """
-    gen = tf.random.Generator.from_seed(seed)
-
-    def augment(x: Any, y: Any, w: Any) -> tuple[Any, Any, Any]:
-        if mode == "none":
-            return x, y, w
-        n = tf.shape(x)[0]
-        x = tf.where(gen.uniform([n, 1, 1, 1]) < 0.5, tf.reverse(x, axis=[2]), x)
-        if mode == "flip":
-            return x, y, w
-        if mode == "photo":
-            return _photographic(tf, gen, _warp(tf, gen, x, 0.1, 0.06, 0.04)), y, w
-        return _erase(tf, gen, _warp(tf, gen, x, 0.2, 0.1, 0.1)), y, w
-
-    return augment
+    if mode == "none":
+        return x
+    mirror = rng.uniform(0, 1, (len(x), 1, 1, 1)) < 0.5
+    x = np.where(mirror, x[:, :, ::-1], x)
+    if mode == "flip":
+        return x
+    if mode == "photo":
+        return _photographic(rng, _warp(rng, x, 0.1, 0.06, 0.04))
+    return _erase(rng, _warp(rng, x, 0.2, 0.1, 0.1))

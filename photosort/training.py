@@ -22,13 +22,14 @@ from typing import Any
 import numpy as np
 
 from photosort.datasets import DataError, FaceData, load_data, split_usage
-from photosort.defaults import AUGMENT_MODES, LABEL_MODES, PEAK_LR
+from photosort.defaults import AUGMENT_MODES, LABEL_MODES, PEAK_LR, WIDTHS
 from photosort.emotions import (
     EMOTIONS,
     INPUT_SIZE,
     calibration,
     compute_model_id,
-    import_tensorflow,
+    import_keras,
+    keras_backend,
     keras_emotion_model,
     metadata_path,
     model_id_of,
@@ -42,7 +43,7 @@ from photosort.metrics import (
     fit_temperature,
     soft_cross_entropy,
 )
-from photosort.network import WIDTHS, augmenter, build_model
+from photosort.network import augment, build_model
 
 WEIGHT_DECAY = 0.05
 LABEL_SMOOTHING = 0.05
@@ -166,6 +167,8 @@ class TrainConfig:
     """Training-time augmentation, one of :data:`AUGMENT_MODES`."""
     mix_weight: float = 0.5
     """With ``labels="mix"``: the original label's share of the target, the rest FER+ votes."""
+    widths: tuple[int, ...] = WIDTHS
+    """Convolution widths of the network's stages (:func:`photosort.network.build_model`)."""
 
 
 def _make_callback(
@@ -188,7 +191,7 @@ def _make_callback(
                 "loss": round(float(logs["loss"]), 5),
                 "accuracy": round(float(logs["accuracy"]), 5),
                 **_validation_scores(self.model, val),
-                "lr": round(float(self.model.optimizer.learning_rate.numpy()), 8),
+                "lr": round(float(_numpy(keras, self.model.optimizer.learning_rate)), 8),
                 "seconds": round(time.monotonic() - self.started, 1),
             }
             state["history"].append(row)
@@ -221,6 +224,11 @@ def _make_callback(
                 self.model.stop_training = True
 
     return EpochEnd()
+
+
+def _numpy(keras: Any, value: Any) -> np.ndarray:
+    """A backend's tensor or variable as NumPy (``.numpy()`` is TensorFlow's alone)."""
+    return keras.ops.convert_to_numpy(value)
 
 
 def _validation_scores(model: Any, val: dict[str, Any]) -> dict[str, float]:
@@ -354,8 +362,9 @@ def train(
     if not len(train_data) or not len(val_data):
         raise DataError(f"{data_path}: no rows with valid FER+ votes")
 
-    tf = import_tensorflow("photosort train")
-    import keras
+    if any(width < 1 for width in config.widths) or len(config.widths) < 2:
+        raise DataError(f"widths {list(config.widths)}: at least two stages, each at least 1")
+    keras = import_keras("photosort train")
 
     ckpt = checkpoint_dir(out)
     # Read before _start_state clears the checkpoints, which the starting model may be one of.
@@ -375,7 +384,7 @@ def train(
         "ferplus_labels": val_data.ferplus_labels,
     }
     steps = math.ceil(len(x_train) / config.batch_size)
-    model = _compiled_model(keras, steps, config.epochs, config.lr)
+    model = _compiled_model(keras, steps, config.epochs, config.lr, config.widths)
     if resume:
         _restore_checkpoint(keras, model, ckpt / "last.keras", state["epoch"] * steps)
     else:
@@ -391,13 +400,7 @@ def train(
             f"training on {len(x_train)} faces, validating on {len(val['x'])} ({val_name}); "
             f"{model.count_params():,} parameters; checkpoints in {ckpt}"
         )
-    dataset = (
-        tf.data.Dataset.from_tensor_slices((x_train, train_targets, sample_weight))
-        .shuffle(len(x_train), seed=config.seed + state["epoch"], reshuffle_each_iteration=True)
-        .batch(config.batch_size)
-        .map(augmenter(tf, config.seed + state["epoch"], config.augment))
-        .prefetch(2)
-    )
+    dataset = _batches(keras, (x_train, train_targets, sample_weight), config, state["epoch"])
     if state["epoch"] < config.epochs and not state.get("stopped_early"):
         callback = _make_callback(keras, ckpt, state, val, progress)
         model.fit(
@@ -443,7 +446,10 @@ def _calibrate_and_save(
         "temperature": temperature,
         "tta": False,
         "params": int(model.count_params()),
-        "architecture": f"VGG-style CNN, widths {list(WIDTHS)}, global average pooling",
+        "architecture": (
+            f"VGG-style CNN, widths {list(state['config'].get('widths', WIDTHS))}, "
+            "global average pooling"
+        ),
         "training": {
             "command": state.get("command", ""),
             "data": state["data"],
@@ -463,9 +469,50 @@ def _calibrate_and_save(
     return metadata
 
 
-def _compiled_model(keras: Any, steps: int, epochs: int, peak_lr: float = PEAK_LR) -> Any:
+def _batches(
+    keras: Any, arrays: tuple[np.ndarray, ...], config: TrainConfig, first_epoch: int
+) -> Any:
+    """Shuffled, augmented training batches as a ``keras.utils.PyDataset`` (any backend).
+
+    Each epoch's order and each batch's augmentation follow from the seed, the epoch and the
+    batch number alone, so a resumed run trains on what an unbroken one would have.
+    """
+    x, *rest = arrays
+    size = config.batch_size
+
+    class Batches(keras.utils.PyDataset):
+        def __init__(self) -> None:
+            super().__init__(workers=1, use_multiprocessing=False)
+            self.epoch = first_epoch
+            self.order = self._order()
+
+        def _order(self) -> np.ndarray:
+            return np.random.default_rng([config.seed, self.epoch]).permutation(len(x))
+
+        def __len__(self) -> int:
+            return math.ceil(len(x) / size)
+
+        def __getitem__(self, index: int) -> tuple[np.ndarray, ...]:
+            rows = self.order[index * size : (index + 1) * size]
+            rng = np.random.default_rng([config.seed, self.epoch, index])
+            return (augment(x[rows], rng, config.augment), *(a[rows] for a in rest))
+
+        def on_epoch_end(self) -> None:
+            self.epoch += 1
+            self.order = self._order()
+
+    return Batches()
+
+
+def _compiled_model(
+    keras: Any,
+    steps: int,
+    epochs: int,
+    peak_lr: float = PEAK_LR,
+    widths: tuple[int, ...] = WIDTHS,
+) -> Any:
     """The network with its optimizer: AdamW on a warm-up + cosine schedule, soft targets."""
-    model = build_model()
+    model = build_model(widths=tuple(widths))
     schedule = keras.optimizers.schedules.CosineDecay(
         initial_learning_rate=peak_lr / 10,
         warmup_target=peak_lr,
@@ -482,7 +529,8 @@ def _compiled_model(keras: Any, steps: int, epochs: int, peak_lr: float = PEAK_L
         ),
         metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
         # XLA fuses the batch-norm and ReLU steps: about 1.7x faster training on 2 CPU cores.
-        jit_compile=True,
+        # Other backends compile as Keras chooses (JAX always does).
+        jit_compile=True if keras_backend() == "tensorflow" else "auto",
     )
     return model
 
@@ -505,7 +553,7 @@ def _restore_checkpoint(keras: Any, model: Any, path: Path, step: int) -> None:
     except Exception as exc:  # noqa: BLE001 - Keras raises many types for a bad file
         reason = first_line(exc)
         raise TrainingError(f"{path}: cannot resume from this checkpoint: {reason}") from exc
-    saved_step = int(model.optimizer.iterations.numpy())
+    saved_step = int(_numpy(keras, model.optimizer.iterations))
     if saved_step != step:
         raise TrainingError(
             f"{path}: the checkpoint is at step {saved_step} but its log at step {step} "
@@ -556,7 +604,26 @@ def _run_seconds(history: list[dict[str, Any]]) -> float:
 
 
 def _hardware() -> str:
-    return f"{platform.machine()} {os.cpu_count()} CPU threads, {platform.system()}"
+    """Where a run ran: the machine, and the Keras backend with its first device."""
+    import keras
+
+    backend = keras_backend()
+    device = "CPU"
+    if backend == "jax":
+        import jax
+
+        first = jax.devices()[0]
+        if first.platform != "cpu":
+            device = f"{first.platform.upper()} {getattr(first, 'device_kind', '')}".strip()
+    elif backend == "torch":
+        import torch
+
+        if torch.cuda.is_available():
+            device = f"GPU {torch.cuda.get_device_name(0)}"
+    return (
+        f"{platform.machine()} {os.cpu_count()} CPU threads, {platform.system()}; "
+        f"Keras {keras.__version__} on {backend}, {device}"
+    )
 
 
 def _start_state(
@@ -573,7 +640,7 @@ def _start_state(
     forgetting that option must not throw away hours of training.
     """
     fresh = {
-        "config": {**vars(config)},
+        "config": {**vars(config), "widths": list(config.widths)},
         "data": str(data_path),
         "votes": None if votes is None else str(votes),
         "epoch": 0,
@@ -600,12 +667,16 @@ def _start_state(
     if not resumable:
         raise TrainingError(f"{ckpt}: no checkpoint to resume from; train without --resume")
     state = _read_log(log)
-    fixed = ("epochs", "batch_size", "seed", "labels", "lr", "init", "augment")
+    fixed = ("epochs", "batch_size", "seed", "labels", "lr", "init", "augment", "widths")
     if config.labels == "mix":
         fixed += ("mix_weight",)
     if any(state["config"].get(k, fresh["config"][k]) != fresh["config"][k] for k in fixed):
         made = {k: state["config"].get(k) for k in fixed}
-        was = ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in made.items() if v is not None)
+        was = ", ".join(
+            f"--{k.replace('_', '-')} {','.join(map(str, v)) if isinstance(v, list) else v}"
+            for k, v in made.items()
+            if v is not None
+        )
         raise TrainingError(f"{ckpt}: the checkpoint was made with {was}; resume with those")
     if state.get("rows", rows) != rows:
         raise TrainingError(

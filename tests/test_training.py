@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -144,6 +147,8 @@ def test_interrupted_training_resumes_from_its_checkpoint(fer_csv: Path, tmp_pat
         training.train(fer_csv, out, config=TrainConfig(epochs=3), resume=True)
     with pytest.raises(TrainingError, match="--augment full"):
         training.train(fer_csv, out, config=replace(config, augment="flip"), resume=True)
+    with pytest.raises(TrainingError, match="--widths 32,64,128,256"):
+        training.train(fer_csv, out, config=replace(config, widths=(8, 16)), resume=True)
     lines: list[str] = []
     meta = training.train(fer_csv, out, config=config, resume=True, progress=lines.append)
     assert [row["epoch"] for row in meta["history"]] == [1, 2]
@@ -261,25 +266,63 @@ def test_starting_from_a_different_network_is_an_error(fer_csv: Path, tmp_path: 
 
 
 def test_augmentation_modes() -> None:
-    import tensorflow as tf
+    x = preprocess_faces(np.stack([draw_face(HAPPY, np.random.default_rng(i)) for i in range(64)]))
 
-    rng = np.random.default_rng(0)
-    x = tf.constant(rng.normal(size=(64, 48, 48, 1)).astype(np.float32))
-    y = w = tf.zeros(64)
+    def run(mode: str, seed: int = 5) -> np.ndarray:
+        return network.augment(x.copy(), np.random.default_rng(seed), mode)
 
-    def run(mode: str) -> np.ndarray:
-        return network.augmenter(tf, 5, mode)(x, y, w)[0].numpy()
-
-    plain, mirrored = x.numpy(), x.numpy()[:, :, ::-1]
+    plain, mirrored = x, x[:, :, ::-1]
     np.testing.assert_array_equal(run("none"), plain)
     flipped = run("flip")
     same = np.all(flipped == plain, axis=(1, 2, 3))
     mirror = np.all(flipped == mirrored, axis=(1, 2, 3))
     assert np.all(same | mirror) and same.any() and mirror.any()
+    for mode in ("full", "photo"):
+        out = run(mode)
+        assert out.shape == x.shape and out.dtype == np.float32 and np.isfinite(out).all()
+        unchanged = np.all(out == plain, axis=(1, 2, 3)) | np.all(out == mirrored, axis=(1, 2, 3))
+        assert not unchanged.any(), mode
+        np.testing.assert_array_equal(out, run(mode), err_msg="the seed fixes the augmentation")
+        assert not np.array_equal(out, run(mode, seed=6))
+    # A photo-style face is standardised again, as preprocessing leaves it.
+    photo = run("photo")
+    np.testing.assert_allclose(photo.mean(axis=(1, 2, 3)), 0, atol=1e-4)
+    np.testing.assert_allclose(photo.std(axis=(1, 2, 3)), 1, atol=1e-3)
+    # Turning, scaling and shifting keeps most of a face: it is not noise.
     full = run("full")
-    assert not np.any(
-        np.all(full == plain, axis=(1, 2, 3)) | np.all(full == mirrored, axis=(1, 2, 3))
+    kept = [np.corrcoef(a.ravel(), b.ravel())[0, 1] for a, b in zip(full, plain, strict=True)]
+    assert (
+        np.median(
+            np.maximum(
+                kept,
+                [
+                    np.corrcoef(a.ravel(), b.ravel())[0, 1]
+                    for a, b in zip(full, mirrored, strict=True)
+                ],
+            )
+        )
+        > 0.3
     )
+
+
+def test_the_compact_strip_reads_as_the_csv(fer_csv: Path, tmp_path: Path) -> None:
+    csv_data = datasets.load_data(fer_csv)
+    strip = tmp_path / "fer_faces.png"
+    Image.fromarray(np.concatenate(list(csv_data.faces))).save(strip)
+    with open(tmp_path / "fer_labels.csv", "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["emotion", "Usage"])
+        writer.writerows(zip(csv_data.labels, csv_data.usage, strict=True))
+    data = datasets.load_data(strip)
+    np.testing.assert_array_equal(data.faces, csv_data.faces)
+    np.testing.assert_array_equal(data.labels, csv_data.labels)
+    np.testing.assert_array_equal(data.usage, csv_data.usage)
+    (tmp_path / "fer_labels.csv").write_text("emotion,Usage\n3,Training\n")
+    with pytest.raises(DataError, match=r"fer_labels.csv: 1 labels for \d+ faces"):
+        datasets.load_data(strip)
+    (tmp_path / "fer_labels.csv").unlink()
+    with pytest.raises(DataError, match="cannot read the labels of fer_faces.png"):
+        datasets.load_data(strip)
 
 
 def test_unknown_augmentation_is_an_error(fer_csv: Path, tmp_path: Path) -> None:
@@ -581,3 +624,36 @@ def test_the_best_epoch_is_judged_on_both_label_sets_when_votes_are_given() -> N
     both = {"val_accuracy": 0.9, "val_fer2013_accuracy": 0.6, "val_ferplus_accuracy": 0.8}
     assert training.selection_score(both) == pytest.approx(0.7)
     assert training.selection_score({"val_accuracy": 0.9, "val_fer2013_accuracy": 0.6}) == 0.9
+
+
+def test_training_runs_on_jax_and_its_model_runs_on_tensorflow(
+    fer_csv: Path, votes_csv: Path, tmp_path: Path
+) -> None:
+    """A GPU machine may have JAX and not TensorFlow: the run there must give the model that
+    TensorFlow loads and exports here, with the same outputs."""
+    out = tmp_path / "wide.keras"
+    args = [str(fer_csv), "--votes", str(votes_csv), "--out", str(out), "--epochs", "2"]
+    args += ["--batch-size", "8", "--widths", "8,16,24"]
+    env = {**os.environ, "KERAS_BACKEND": "jax"}
+    run = subprocess.run(
+        [sys.executable, "-m", "photosort", "train", *args],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert "epoch 2/2" in run.stderr
+    assert "not exported: export runs on TensorFlow, not jax" in run.stderr
+    assert f"photosort export {out} {fer_csv} --votes {votes_csv}" in run.stderr
+    assert not out.with_suffix(".tflite").exists()
+    meta = json.loads(out.with_suffix(".json").read_text())
+    assert "on jax" in meta["training"]["hardware"] and meta["training"]["widths"] == [8, 16, 24]
+    assert meta["architecture"].startswith("VGG-style CNN, widths [8, 16, 24]")
+    # Here Keras runs on TensorFlow: the same weights give the figures JAX measured.
+    data = datasets.split_usage(datasets.load_data(fer_csv, votes_csv), "PublicTest")
+    probs = load_model(out).predict(data.faces)
+    assert round(float((probs.argmax(1) == data.labels).mean()), 4) == meta["figures"]["accuracy"]
+
+
+def test_widths_are_checked_at_the_edge(runner: CliRunner, fer_csv: Path, tmp_path: Path) -> None:
+    for bad in ("64", "32,0", "a,b"):
+        result = runner.invoke(cli, ["train", str(fer_csv), "--out", "m.keras", "--widths", bad])
+        assert result.exit_code == 2 and "two or more positive whole numbers" in result.output
