@@ -29,7 +29,7 @@ from photosort.defaults import (
     WORKING_SIDE,
 )
 from photosort.errors import DetectorError
-from photosort.images import ImageError, perceptual_hash, read_image
+from photosort.images import ImageError, perceptual_hash, read_image, shrink
 from photosort.landmarks import MESH_INPUT, FaceMesh, Mesh
 from photosort.native import litert_interpreter, packaged_model
 
@@ -474,9 +474,15 @@ def find_faces(
     and its landmarks are stored in the crop's pixels.
     """
     try:
-        image = read_image(path, max_side=working_side, max_megapixels=max_megapixels)
+        # One decode at twice the working size serves both the detector (shrunk by a whole
+        # factor) and the crops of most small faces: a JPEG at 1/2 scale decodes about as
+        # fast as at 1/4, most of the time going to its entropy coding.
+        decoded = read_image(
+            path, max_side=working_side * 2, max_megapixels=max_megapixels, exact=False
+        )
     except ImageError as exc:
         return FaceScan([], None, error=str(exc), unreadable=True)
+    image = shrink(decoded, working_side)
     full_w, full_h = photo_size
     factor = full_w / image.width
     kept: list[Face] = []
@@ -491,11 +497,14 @@ def find_faces(
     if kept and min(crop_side) < CROP_SIZE and factor > 1:
         wanted = max(image.width, image.height) * CROP_SIZE / min(crop_side)
         side = min(max(full_w, full_h), math.ceil(wanted))
-        try:
-            # Only the crops are resized: the decode stays at its JPEG reduced scale.
-            hires = read_image(path, max_side=side, max_megapixels=max_megapixels, exact=False)
-        except ImageError:
-            hires = None  # the working image still gives a (softer) crop
+        if max(decoded.size) >= side:
+            hires = decoded
+        else:
+            try:
+                # Only the crops are resized: the decode stays at its JPEG reduced scale.
+                hires = read_image(path, max_side=side, max_megapixels=max_megapixels, exact=False)
+            except ImageError:
+                hires = decoded  # the first decode still gives a (softer) crop
     found = []
     for face, side in zip(kept, crop_side, strict=True):
         source = hires if hires is not None and side < CROP_SIZE else image

@@ -7,7 +7,6 @@ everywhere. :func:`probe_image` reads only the header, which is what the scanner
 
 from __future__ import annotations
 
-import math
 import os
 import stat
 import warnings
@@ -361,8 +360,11 @@ def read_image(
         orientation, _ = _exif_facts(img)
         if max_side is not None:
             if fmt == "JPEG" and img.mode in ("RGB", "L", "CMYK", "YCbCr"):
-                scale = max_side / max(img.size)
-                wanted = (math.ceil(img.width * scale), math.ceil(img.height * scale))
+                # Rounded down: JPEG reduces by 1/2, 1/4 or 1/8 only where the source divides
+                # by the request, so a 2667 x 4000 photo asked for 667 x 1000 (2667 // 667 is
+                # 3) would decode at 1/2 and be shrunk afterwards, twice the work.
+                longest = max(img.size)
+                wanted = (img.width * max_side // longest, img.height * max_side // longest)
                 img.draft("RGB" if img.mode != "L" else "L", wanted)
             img.load()
             if exact and max(img.size) > max_side:
@@ -384,6 +386,26 @@ def read_image(
     finally:
         src.close()
         fh.close()
+
+
+SHRINK_SLACK = 1.01
+""":func:`shrink` leaves an image this much over the size asked rather than resample it:
+a 4032 px phone photo reduced by 2 after a half-scale decode is 1008 px, and a Lanczos pass
+to 1000 would cost two thirds of what the decode did."""
+
+
+def shrink(img: Image.Image, max_side: int) -> Image.Image:
+    """``img`` with its longer side at most ``max_side`` (within SHRINK_SLACK): by a whole
+    factor first (``Image.reduce``, a box filter, a few milliseconds), the rest with Lanczos
+    as ``read_image`` shrinks."""
+    factor = max(img.size) // max_side
+    if factor >= 2:
+        img = img.reduce(factor)
+    if max(img.size) > max_side * SHRINK_SLACK:
+        scale = max_side / max(img.size)
+        size = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
+        img = img.resize(size, Image.Resampling.LANCZOS)
+    return img
 
 
 def _orient(img: Image.Image, orientation: int) -> Image.Image:

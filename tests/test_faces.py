@@ -326,6 +326,25 @@ def test_crop_of_a_small_face_comes_from_a_larger_decode(tmp_path: Path, db_url:
     soft = sharpness(crop_face(working, face_at_working))  # the same framing, cut small
     assert row.sharpness > 1.5 * soft
     assert decode_crop(row.crop).shape == (96, 96)
+    # One decode, at twice the working size, served the detector and this crop.
+    decodes: list[int | None] = []
+    real = faces_module.read_image
+
+    def counted(path: str, **kwargs: object) -> object:
+        decodes.append(kwargs.get("max_side"))  # type: ignore[arg-type]
+        return real(path, **kwargs)  # type: ignore[arg-type]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(faces_module, "read_image", counted)
+        found = faces_module.find_faces_with(str(album / "big.jpg"), (4000, 3000), FaceSettings())
+    assert decodes == [2 * WORKING_SIDE]
+    (face,) = found.faces
+    assert face.sharpness == pytest.approx(row.sharpness) and face.box == (
+        row.x,
+        row.y,
+        row.w,
+        row.h,
+    )
 
 
 def test_worker_processes_give_the_same_faces(sample: Path, tmp_path: Path) -> None:

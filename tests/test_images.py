@@ -8,7 +8,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from photosort.images import ImageError, probe_image, read_array, read_image, sniff_format
+from photosort.images import (
+    ImageError,
+    probe_image,
+    read_array,
+    read_image,
+    shrink,
+    sniff_format,
+)
 from photosort.sample import save_jpeg, skimage_photo, stored_sideways
 from photosort.scanning import examine
 from tests.conftest import add_broken_files, write_bomb_png
@@ -237,3 +244,33 @@ def test_an_inexact_decode_keeps_the_jpeg_reduced_scale(tmp_path: Path) -> None:
     assert loose.size == (1000, 1000)  # 1/4 scale: the smallest at least 900 px
     shrunk = np.asarray(loose.resize((900, 900), Image.Resampling.LANCZOS), float)
     assert np.abs(shrunk - np.asarray(exact, float)).mean() < 2
+
+
+def test_a_portrait_jpeg_decodes_at_the_smallest_scale_that_fits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """2667 x 4000 at max side 1000: 1/4 scale (667 x 1000) straight from the decoder, not a
+    1/2-scale decode shrunk afterwards (2667 // 667 is 3, which a rounded-up request hit)."""
+    photo = np.asarray(Image.fromarray(skimage_photo("astronaut")).resize((2667, 4000)))
+    path = save_jpeg(tmp_path / "portrait.jpg", photo)
+    resized: list[tuple[int, int]] = []
+    real = Image.Image.thumbnail
+    monkeypatch.setattr(
+        Image.Image,
+        "thumbnail",
+        lambda self, *a, **k: resized.append(self.size) or real(self, *a, **k),
+    )
+    assert read_image(path, max_side=1000).size == (667, 1000)
+    assert resized == [], "decoded larger and shrunk afterwards"
+    assert read_image(path, max_side=2000, exact=False).size == (1334, 2000)
+
+
+def test_shrink_reduces_by_whole_factors_then_resamples_the_rest() -> None:
+    photo = Image.fromarray(skimage_photo("astronaut")).resize((2016, 1512))
+    assert shrink(photo, 1000).size == (1008, 756)  # within its slack: not resampled
+    np.testing.assert_array_equal(np.asarray(shrink(photo, 1000)), np.asarray(photo.reduce(2)))
+    assert shrink(photo, 800).size == (800, 600)  # reduced by 2, then 1008 -> 800
+    assert shrink(photo, 3000) is photo
+    odd = photo.resize((1718, 1289))
+    lanczos = odd.resize((1000, 750), Image.Resampling.LANCZOS)
+    np.testing.assert_array_equal(np.asarray(shrink(odd, 1000)), np.asarray(lanczos))
