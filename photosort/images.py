@@ -364,7 +364,10 @@ def read_image(
                 # by the request, so a 2667 x 4000 photo asked for 667 x 1000 (2667 // 667 is
                 # 3) would decode at 1/2 and be shrunk afterwards, twice the work.
                 longest = max(img.size)
-                wanted = (img.width * max_side // longest, img.height * max_side // longest)
+                wanted = (
+                    max(1, img.width * max_side // longest),
+                    max(1, img.height * max_side // longest),
+                )
                 img.draft("RGB" if img.mode != "L" else "L", wanted)
             img.load()
             if exact and max(img.size) > max_side:

@@ -604,26 +604,17 @@ def _run_seconds(history: list[dict[str, Any]]) -> float:
 
 
 def _hardware() -> str:
-    """Where a run ran: the machine, and the Keras backend with its first device."""
+    """Where a run ran: the machine, the Keras backend and, on JAX, its device."""
     import keras
 
     backend = keras_backend()
-    device = "CPU"
+    where = f"Keras {keras.__version__} on {backend}"
     if backend == "jax":
         import jax
 
         first = jax.devices()[0]
-        if first.platform != "cpu":
-            device = f"{first.platform.upper()} {getattr(first, 'device_kind', '')}".strip()
-    elif backend == "torch":
-        import torch
-
-        if torch.cuda.is_available():
-            device = f"GPU {torch.cuda.get_device_name(0)}"
-    return (
-        f"{platform.machine()} {os.cpu_count()} CPU threads, {platform.system()}; "
-        f"Keras {keras.__version__} on {backend}, {device}"
-    )
+        where += ", CPU" if first.platform == "cpu" else f", {first.device_kind}"
+    return f"{platform.machine()} {os.cpu_count()} CPU threads, {platform.system()}; {where}"
 
 
 def _start_state(

@@ -334,3 +334,24 @@ def test_without_tensorflow_the_commands_that_need_it_say_how_to_get_it(
         result.output
     )
     assert not db.exists()  # refused before any work
+
+
+def test_training_on_another_backend_says_which_package_it_lacks(
+    runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "torch" else real(name, *a)
+    )
+    monkeypatch.setenv("KERAS_BACKEND", "torch")
+    data = tmp_path / "fer.csv"
+    data.write_text("")
+    result = runner.invoke(cli, ["train", str(data), "--out", str(tmp_path / "m.keras")])
+    assert result.exit_code == 1 and result.output.count("\n") == 1
+    assert (
+        "photosort train runs Keras on its torch backend (KERAS_BACKEND), but torch is not "
+        "installed: pip install keras torch"
+    ) in result.output
+    assert not (tmp_path / "m.ckpt").exists()
