@@ -169,6 +169,8 @@ def test_the_demos_next_commands_work_as_printed(
         ran = subprocess.run(command, shell=True, cwd=tmp_path, capture_output=True, text=True)
         assert ran.returncode == 0, (command, ran.stderr)
         assert ran.stdout.strip(), command
+        # Each command closed the library: SQLite checkpointed and removed its log.
+        assert not (out / "library.db-wal").exists(), command
     assert (tmp_path / "happy.png").is_file()
 
 
