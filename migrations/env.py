@@ -5,7 +5,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine
 
-from photosort.store import Base, include_object
+from photosort.store import Base, include_object, schema_transaction
 
 config = context.config
 target_metadata = Base.metadata
@@ -17,6 +17,7 @@ def run_migrations_online() -> None:
     if connection is None:
         engine = create_engine(config.get_main_option("sqlalchemy.url"))
         with engine.begin() as conn:
+            schema_transaction(conn, write=True)  # all revisions or none, as photosort runs them
             _run(conn)
         return
     _run(connection)

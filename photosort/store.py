@@ -483,9 +483,10 @@ def pending_upgrade(engine: Engine) -> tuple[str | None, str] | None:
     """The schema's revision and the newest one when the library must be upgraded, None
     when it is current; a schema this photosort must not upgrade is a StoreError.
 
-    On PostgreSQL the schema is read under the migration lock (``upgrade``): a command
-    opening a new library while another creates its tables waits for that to commit,
-    rather than finding tables without a revision and calling the library damaged.
+    The schema is read in one transaction, on PostgreSQL under the migration lock
+    (``upgrade``): a command opening a new library while another creates its tables sees
+    all of them with their revision or none, rather than tables without a revision, which
+    would make it call the library damaged.
     """
     if _is_current(engine):
         return None
@@ -494,7 +495,7 @@ def pending_upgrade(engine: Engine) -> tuple[str | None, str] | None:
     from sqlalchemy import inspect
 
     with engine.begin() as conn:
-        _migration_lock(conn)
+        schema_transaction(conn, write=False)
         current = MigrationContext.configure(conn).get_current_revision()
         has_tables = current is None and inspect(conn).has_table(Photo.__tablename__)
     head = ScriptDirectory(str(resource_dir("migrations"))).get_current_head() or ""
@@ -530,16 +531,27 @@ def upgrade(engine: Engine, applied: Callable[[str], None] | None = None) -> boo
     from alembic import command
 
     with engine.begin() as conn:
-        _migration_lock(conn)
+        schema_transaction(conn, write=True)
         command.upgrade(_migrations_config(conn, applied), "head")
     return True
 
 
-def _migration_lock(conn: Any) -> None:
-    """Machines opening a new PostgreSQL library at once: one migrates, and the others read
-    the schema after it committed (SQLite serialises writers by itself)."""
+def schema_transaction(conn: Any, *, write: bool) -> None:
+    """Make the connection's transaction one that a schema change or a read of the schema
+    can rely on, at its start.
+
+    SQLite: Python's driver opens a transaction only before a row is written, so without an
+    explicit BEGIN each CREATE TABLE of a migration would commit on its own, and a migration
+    killed midway would leave tables without a revision: a library no command opens again.
+    In one transaction a killed migration leaves the library as it was. IMMEDIATE takes the
+    write lock first, so that two commands creating one library take turns; a read gets
+    one snapshot. PostgreSQL: machines opening a new library at once wait on an advisory
+    lock, so one migrates and the others read the schema after it committed.
+    """
     if conn.dialect.name == "postgresql":
         conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
+    elif conn.dialect.name == "sqlite":
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
 
 def open_engine(url: str | URL, *, migrate: bool = True) -> Engine:

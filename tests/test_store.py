@@ -663,3 +663,54 @@ def test_a_writer_whose_lock_session_the_server_ends_commits_nothing_more(
         paths = list(session.scalars(select(Photo.path)))
     assert paths and all(path.startswith(str(album) + os.sep) for path in paths)
     engine.dispose()
+
+
+KILLED_MIGRATION = """
+import os, signal, sys
+from photosort.store import open_engine, upgrade
+
+def applied(revision):
+    if revision == sys.argv[2]:  # that revision has run: the process dies before its commit
+        os.kill(os.getpid(), signal.SIGKILL)
+
+upgrade(open_engine(sys.argv[1], migrate=False), applied)
+"""
+
+
+def kill_migration_after(url: str, revision: str) -> None:
+    """Run photosort's upgrade in a process that SIGKILLs itself once ``revision`` ran."""
+    done = subprocess.run(
+        [sys.executable, "-c", KILLED_MIGRATION, url, revision], capture_output=True, timeout=120
+    )
+    assert done.returncode == -9, done.stderr
+
+
+def test_a_new_library_killed_while_its_tables_are_made_opens_as_new(tmp_path: Path) -> None:
+    db = tmp_path / "new.db"
+    url = f"sqlite:///{db}"
+    kill_migration_after(url, "0003")
+    with sqlite3.connect(db) as conn:  # nothing of the killed migration is left
+        assert conn.execute("select name from sqlite_master").fetchall() == []
+    engine = open_engine(url)
+    assert schema_revisions(engine)[0] == SCHEMA_HEAD
+
+
+def test_an_upgrade_killed_midway_leaves_the_library_as_it_was(tmp_path: Path) -> None:
+    """Killed after 0008, with 0007's new table made: the library is at 0006 as before,
+    without that table, and the next command upgrades it."""
+    db = tmp_path / "old.db"
+    url = f"sqlite:///{db}"
+    migrate_to(url, "0006")
+    with sqlite3.connect(db) as conn:
+        add_old_face(conn)
+    kill_migration_after(url, "0008")
+    assert schema_revisions(open_engine(url, migrate=False))[0] == "0006"
+    with sqlite3.connect(db) as conn:
+        tables = {row[0] for row in conn.execute("select name from sqlite_master")}
+        columns = {row[1] for row in conn.execute("pragma table_info(faces)")}
+    assert "scan_claims" not in tables and not any("alembic_tmp" in t for t in tables)
+    assert "landmarks" not in columns
+    open_engine(url)
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("select p_happy, landmarks from faces").fetchall() == [(0.5, None)]
+        assert conn.execute("select count(*) from scan_claims").fetchone() == (0,)
