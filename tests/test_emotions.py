@@ -105,6 +105,22 @@ def test_load_model_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
         load_model(broken)
 
 
+def test_the_models_a_scan_runs_are_under_10_mb_together() -> None:
+    """The size bar: the emotion network as it runs, both detectors and the face mesh."""
+    from photosort.faces import CLOSE_UP_MODEL, blazeface_weights
+    from photosort.landmarks import MESH_FILE
+    from photosort.native import packaged_model
+
+    files = [
+        emotions.DEFAULT_MODEL,
+        blazeface_weights(),
+        blazeface_weights(CLOSE_UP_MODEL[0]),
+        packaged_model(MESH_FILE),
+    ]
+    assert len(set(files)) == 4
+    assert sum(f.stat().st_size for f in files) < 10_000_000
+
+
 def test_importing_the_api_does_not_import_tensorflow() -> None:
     code = "import sys, photosort.emotions; print('tensorflow' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
