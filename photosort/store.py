@@ -530,10 +530,45 @@ def upgrade(engine: Engine, applied: Callable[[str], None] | None = None) -> boo
         return False
     from alembic import command
 
-    with engine.begin() as conn:
-        schema_transaction(conn, write=True)
-        command.upgrade(_migrations_config(conn, applied), "head")
+    with engine.connect() as conn, _foreign_keys_off(conn):
+        with conn.begin():
+            schema_transaction(conn, write=True)
+            command.upgrade(_migrations_config(conn, applied), "head")
+            _check_foreign_keys(conn)
     return True
+
+
+@contextmanager
+def _foreign_keys_off(conn: Any) -> Iterator[None]:
+    """SQLite's foreign keys off while the schema changes, as SQLite's own procedure for
+    altering tables asks: a batch migration recreates a table by copying it and dropping the
+    old one, and with foreign keys on, dropping ``photos`` or ``faces`` deletes every row
+    that refers to it (ON DELETE CASCADE). The pragma has no effect inside a transaction, so
+    it is set around it, and set back however the migration ends."""
+    if conn.dialect.name != "sqlite":
+        yield
+        return
+    conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
+    conn.commit()
+    try:
+        yield
+    finally:
+        conn.exec_driver_sql("PRAGMA foreign_keys=ON")
+        conn.commit()
+
+
+def _check_foreign_keys(conn: Any) -> None:
+    """With foreign keys off, nothing stops a migration from leaving a row that refers to
+    nothing: the migration is refused and rolled back instead."""
+    if conn.dialect.name != "sqlite":
+        return
+    broken = conn.exec_driver_sql("PRAGMA foreign_key_check").all()
+    if broken:
+        table, rowid, parent, _ = broken[0]
+        raise StoreError(
+            f"a schema migration would leave rows that refer to nothing ({len(broken)}, the "
+            f"first: {table} row {rowid} -> {parent}); the library was left as it was"
+        )
 
 
 def schema_transaction(conn: Any, *, write: bool) -> None:

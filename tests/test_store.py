@@ -714,3 +714,65 @@ def test_an_upgrade_killed_midway_leaves_the_library_as_it_was(tmp_path: Path) -
     with sqlite3.connect(db) as conn:
         assert conn.execute("select p_happy, landmarks from faces").fetchall() == [(0.5, None)]
         assert conn.execute("select count(*) from scan_claims").fetchone() == (0,)
+
+
+def with_extra_revision(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, body: str) -> None:
+    """photosort's migrations plus a revision 0010 after the head, whose upgrade is ``body``."""
+    folder = tmp_path / "migrations"
+    shutil.copytree(resource_dir("migrations"), folder)
+    (folder / "versions" / "0010_extra.py").write_text(
+        "from alembic import op\n"
+        f"revision = '0010'\ndown_revision = '{SCHEMA_HEAD}'\n"
+        "branch_labels = None\ndepends_on = None\n\n"
+        f"def upgrade():\n    {body}\n\n"
+        "def downgrade():\n    pass\n"
+    )
+    monkeypatch.setattr(
+        store, "resource_dir", lambda name: folder if name == "migrations" else resource_dir(name)
+    )
+    monkeypatch.setattr(store, "SCHEMA_HEAD", "0010")
+
+
+def test_a_migration_that_recreates_photos_keeps_their_faces_and_explanations(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Batch mode copies a table and drops the old one: with SQLite's foreign keys on, the
+    drop would delete every face and explanation (ON DELETE CASCADE)."""
+    db = tmp_path / "lib.db"
+    url = f"sqlite:///{db}"
+    open_engine(url)
+    with sqlite3.connect(db) as conn:
+        add_old_explained_face(conn)
+    with_extra_revision(
+        tmp_path,
+        monkeypatch,
+        "with op.batch_alter_table('photos', recreate='always'):\n" + " " * 8 + "pass",
+    )
+    engine = open_engine(url)
+    assert schema_revisions(engine)[0] == "0010"
+    with sqlite3.connect(db) as conn:
+        counts = [conn.execute(f"select count(*) from {t}").fetchone()[0] for t in TABLES]
+    assert counts == [1, 1, 1]
+    with engine.connect() as conn:  # the pooled connection has its foreign keys back
+        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+
+
+TABLES = ("photos", "faces", "explanations")
+
+
+def test_a_migration_that_would_orphan_rows_is_refused_and_rolled_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = tmp_path / "lib.db"
+    url = f"sqlite:///{db}"
+    open_engine(url)
+    with sqlite3.connect(db) as conn:
+        add_old_explained_face(conn)
+    with_extra_revision(tmp_path, monkeypatch, "op.execute('DELETE FROM photos')")
+    orphaned = r"would leave rows that refer to nothing \(1, the first: faces row 1 -> photos\)"
+    with pytest.raises(StoreError, match=orphaned):
+        open_engine(url)
+    assert schema_revisions(open_engine(url, migrate=False))[0] == SCHEMA_HEAD
+    with sqlite3.connect(db) as conn:
+        counts = [conn.execute(f"select count(*) from {t}").fetchone()[0] for t in TABLES]
+    assert counts == [1, 1, 1]
