@@ -1004,7 +1004,12 @@ def explain(
     Example:
         photosort explain ~/Pictures/beach.jpg --face 2 --emotion happy --out beach-face2.png
     """
-    from photosort.explaining import check_sentences
+    from photosort.explaining import check_sentences, start_lime_process, stop_lime_process
+
+    # First, before the library opens: LIME's imports then run beside all of this command's
+    # other work, on the other core.
+    start_lime_process()
+    click.get_current_context().call_on_close(stop_lime_process)
     from photosort.indexing import LazyClassifier
     from photosort.reporting import explain_photo_face
 

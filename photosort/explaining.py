@@ -162,6 +162,79 @@ def segment(image: np.ndarray, n_segments: int) -> np.ndarray:
     )
 
 
+_lime_process: Any = None
+"""The helper process that runs LIME's fits (``start_lime_process``), or None."""
+
+
+def start_lime_process() -> None:
+    """Import LIME in a helper process, forked now, that then runs this process's LIME fits.
+
+    A one-face ``photosort explain`` spends most of its time importing: the store, SLIC and,
+    for LIME, scikit-learn with SciPy's statistics (most of a second). Imports hold the GIL,
+    so a thread (``prefetch_lime``) cannot import scikit-learn while this process imports
+    the rest; a process can, on the other core. It is forked before any other thread
+    exists, ignores Ctrl-C and dies with this process (``scanning.worker_init``); call
+    ``stop_lime_process`` when done. Without fork, or once threads run, LIME is imported
+    here as before.
+    """
+    global _lime_process
+    import multiprocessing
+    import os
+    import sys
+    import threading
+
+    if (
+        _lime_process is not None
+        or "lime.lime_base" in sys.modules
+        or "fork" not in multiprocessing.get_all_start_methods()
+        or threading.active_count() > 1
+    ):
+        return
+    from concurrent.futures import ProcessPoolExecutor
+
+    from photosort.scanning import worker_init
+
+    _lime_process = ProcessPoolExecutor(
+        max_workers=1,
+        mp_context=multiprocessing.get_context("fork"),
+        initializer=worker_init,
+        initargs=(os.getpid(),),
+    )
+    _lime_process.submit(_import_lime)
+
+
+def stop_lime_process() -> None:
+    """End the helper process now, whatever it is doing: an error must not wait for its
+    import to finish."""
+    global _lime_process
+    pool, _lime_process = _lime_process, None
+    if pool is not None:
+        from photosort.scanning import kill_pool
+
+        kill_pool(pool)
+
+
+def _import_lime() -> None:
+    import lime.lime_base  # noqa: F401
+
+
+def _fit(
+    neighbourhood: tuple[np.ndarray, np.ndarray, np.ndarray],
+    label: int,
+    features: int | None,
+    seed: int,
+) -> tuple[dict[int, float], float]:
+    """``lime_fit`` in the helper process where one runs, else here."""
+    if _lime_process is not None:
+        from concurrent.futures.process import BrokenProcessPool
+
+        try:
+            return _lime_process.submit(lime_fit, neighbourhood, label, features, seed).result()
+        except BrokenProcessPool:  # the helper was killed (out of memory?): fit here
+            stop_lime_process()
+    return lime_fit(neighbourhood, label, features, seed)
+
+
 @cache
 def prefetch_lime() -> None:
     """Import LIME (and scikit-learn and SciPy's statistics with it) on a background thread.
@@ -208,7 +281,8 @@ def explain_face(
     # and at the model's input size there are far fewer pixels to perturb.
     small = resize_face(crop, getattr(model, "input_size", INPUT_SIZE))
     scales = SEGMENT_SCALES[runs]
-    prefetch_lime()
+    if _lime_process is None:
+        prefetch_lime()
     # Every run's samples are classified before the first fit, while LIME's imports finish.
     runs_done = []
     for run, scale in enumerate(scales):
@@ -220,7 +294,7 @@ def explain_face(
     candidates = []
     for run, segment_map, neighbourhood in runs_done:
         for count in features:
-            weights, fit = lime_fit(neighbourhood, label, count, seed + run)
+            weights, fit = _fit(neighbourhood, label, count, seed + run)
             candidates.append((segment_map, weights, fit))
     best, best_gap = candidates[0], -math.inf
     for run, (segment_map, weights, fit) in enumerate(candidates if len(candidates) > 1 else []):

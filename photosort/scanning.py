@@ -424,15 +424,20 @@ class WorkerPool(Executor):
 
     def kill(self) -> None:
         """End every worker now, whatever it is doing."""
-        for proc in list((getattr(self._pool, "_processes", None) or {}).values()):
-            proc.kill()
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        kill_pool(self._pool)
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         if exc_type is None:
             self.shutdown(wait=True)
         else:
             self.kill()
+
+
+def kill_pool(pool: ProcessPoolExecutor) -> None:
+    """End every worker of ``pool`` now, whatever it is doing, and reap them."""
+    for proc in list((getattr(pool, "_processes", None) or {}).values()):
+        proc.kill()
+    pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _call_and_send(send: Any, main_pid: int, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:

@@ -33,7 +33,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 
 from photosort.cli import cli
-from photosort.sample import skimage_photo
+from photosort.sample import save_jpeg, skimage_photo
 from photosort.scanning import examine
 from photosort.store import driver_url, writer_lock
 from tests.conftest import ALBUM_PHOTOS, build_test_album
@@ -862,3 +862,86 @@ def test_two_reports_into_one_album_leave_every_link_whole(
     listed = set(json.loads((out / ".photosort-report.json").read_text())["files"])
     on_disk = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
     assert on_disk - {".photosort-report.json"} == listed
+
+
+@pytest.fixture
+def face_library(tmp_path: Path) -> tuple[Path, Path]:
+    """A library holding one photo with one face (the astronaut), scanned with the shipped
+    model."""
+    photo = tmp_path / "photos" / "astronaut.jpg"
+    photo.parent.mkdir()
+    save_jpeg(photo, skimage_photo("astronaut"))
+    db = tmp_path / "faces.db"
+    result = CliRunner().invoke(cli, ["scan", str(photo.parent), "--db", str(db), "--quiet"])
+    assert result.exit_code == 0, result.output
+    return photo, db
+
+
+def explain_args(photo: Path, db: Path) -> list[str]:
+    return ["explain", str(photo), "--db", str(db), "--out", str(db.with_suffix(".png")), "--json"]
+
+
+def explain_started(runs: Runs, photo: Path, db: Path) -> tuple[subprocess.Popen[bytes], set[int]]:
+    """``photosort explain`` as a process, once its helper process (LIME's imports) runs."""
+    proc = runs.start(*explain_args(photo, db))
+    runs.wait_for(proc, lambda: bool(descendants(proc.pid)))
+    return proc, runs.note(proc)
+
+
+@pytest.mark.parametrize(
+    "signum", [None, signal.SIGINT, signal.SIGKILL], ids=["finished", "ctrl-c", "sigkill"]
+)
+def test_explain_leaves_no_process_however_it_ends(
+    runs: Runs, face_library: tuple[Path, Path], signum: signal.Signals | None
+) -> None:
+    photo, db = face_library
+    proc, helpers = explain_started(runs, photo, db)
+    assert len(helpers) == 1
+    if signum is not None:
+        proc.send_signal(signum)
+    code = runs.finish(proc)
+    gone_within(helpers, 5.0)
+    out, err = runs.output(proc)
+    if signum is None:
+        assert code == 0 and json.loads(out)["supporting_parts"], err
+    elif signum == signal.SIGINT:
+        # click's "Aborted!", exit 1; CPython exits by SIGINT itself instead when the
+        # interrupt landed while an extension module was loading (the old thread did that too).
+        assert code in (1, -signal.SIGINT) and err.strip() == "Aborted!", (code, err)
+    else:
+        assert code == -signal.SIGKILL
+    again = subprocess.run([*PHOTOSORT, *explain_args(photo, db)], capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    assert query(db, "SELECT count(*) FROM explanations") == [(1,)]
+
+
+def test_explain_whose_helper_process_is_killed_still_explains(
+    runs: Runs, face_library: tuple[Path, Path]
+) -> None:
+    """The helper killed (the OOM killer) while it imports: the fits run in the command."""
+    photo, db = face_library
+    proc, helpers = explain_started(runs, photo, db)
+    for pid in helpers:
+        os.kill(pid, signal.SIGKILL)
+    assert runs.finish(proc) == 0, runs.output(proc)
+    out, err = runs.output(proc)
+    assert json.loads(out)["supporting_parts"] and err == ""
+
+
+def test_explain_with_its_helper_process_gives_the_explanation_made_in_one_process(
+    face_library: tuple[Path, Path],
+) -> None:
+    """The same explanation, fitted in the helper (a fresh process) or here, where LIME is
+    imported already and no helper starts."""
+    import lime.lime_base  # noqa: F401
+
+    photo, db = face_library
+    there = subprocess.run([*PHOTOSORT, *explain_args(photo, db)], capture_output=True, text=True)
+    assert there.returncode == 0, there.stderr
+    query_rw = sqlite3.connect(db)
+    with query_rw:
+        query_rw.execute("DELETE FROM explanations")
+    query_rw.close()
+    here = CliRunner().invoke(cli, explain_args(photo, db))
+    assert here.exit_code == 0, here.output
+    assert json.loads(here.stdout) == json.loads(there.stdout)
