@@ -959,7 +959,27 @@ def report(
         webbrowser.open(summary.index.resolve().as_uri())
 
 
-@cli.command()
+class LimeFirst(click.Command):
+    """A command that starts LIME's helper process before its options are checked: ``--db``
+    loads the store (SQLAlchemy), and LIME's imports run beside that too, on the other
+    core (``explaining.start_lime_process``). The helper is ended when the command is."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if set(args) & set(ctx.help_option_names):
+            return super().parse_args(ctx, args)
+        from photosort.explaining import start_lime_process, stop_lime_process
+
+        start_lime_process()
+        try:
+            parsed = super().parse_args(ctx, args)
+        except BaseException:  # a usage error: click closes no context here, so end it now
+            stop_lime_process()
+            raise
+        ctx.call_on_close(stop_lime_process)
+        return parsed
+
+
+@cli.command(cls=LimeFirst)
 @click.argument("photo", type=click.Path(dir_okay=False))
 @click.option(
     "--face",
@@ -1004,12 +1024,7 @@ def explain(
     Example:
         photosort explain ~/Pictures/beach.jpg --face 2 --emotion happy --out beach-face2.png
     """
-    from photosort.explaining import check_sentences, start_lime_process, stop_lime_process
-
-    # First, before the library opens: LIME's imports then run beside all of this command's
-    # other work, on the other core.
-    start_lime_process()
-    click.get_current_context().call_on_close(stop_lime_process)
+    from photosort.explaining import check_sentences
     from photosort.indexing import LazyClassifier
     from photosort.reporting import explain_photo_face
 

@@ -174,8 +174,9 @@ def start_lime_process() -> None:
     so a thread (``prefetch_lime``) cannot import scikit-learn while this process imports
     the rest; a process can, on the other core. It is forked before any other thread
     exists, ignores Ctrl-C and dies with this process (``scanning.worker_init``); call
-    ``stop_lime_process`` when done. Without fork, or once threads run, LIME is imported
-    here as before.
+    ``stop_lime_process`` when done. Off Linux (where no parent-death signal guards the
+    helper, and macOS's system libraries do not survive a fork), or once threads run, LIME
+    is imported here as before.
     """
     global _lime_process
     import multiprocessing
@@ -186,7 +187,7 @@ def start_lime_process() -> None:
     if (
         _lime_process is not None
         or "lime.lime_base" in sys.modules
-        or "fork" not in multiprocessing.get_all_start_methods()
+        or not sys.platform.startswith("linux")
         or threading.active_count() > 1
     ):
         return
