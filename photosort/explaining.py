@@ -18,7 +18,7 @@ import io
 import math
 from dataclasses import dataclass
 from functools import cache
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 from PIL import Image
@@ -26,6 +26,9 @@ from PIL import Image
 from photosort.defaults import DEFAULT_SAMPLES, DEFAULT_SEGMENTS, EMOTIONS
 from photosort.emotions import INPUT_SIZE, resize_face
 from photosort.landmarks import FACE_PARTS, FaceMesh, unpack_landmarks
+
+if TYPE_CHECKING:
+    from concurrent.futures import ProcessPoolExecutor
 
 LIME_BATCH = 1000
 
@@ -162,7 +165,7 @@ def segment(image: np.ndarray, n_segments: int) -> np.ndarray:
     )
 
 
-_lime_process: Any = None
+_lime_process: ProcessPoolExecutor | None = None
 """The helper process that runs LIME's fits (``start_lime_process``), or None."""
 
 

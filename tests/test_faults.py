@@ -19,7 +19,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -938,10 +938,8 @@ def test_explain_with_its_helper_process_gives_the_explanation_made_in_one_proce
     photo, db = face_library
     there = subprocess.run([*PHOTOSORT, *explain_args(photo, db)], capture_output=True, text=True)
     assert there.returncode == 0, there.stderr
-    query_rw = sqlite3.connect(db)
-    with query_rw:
-        query_rw.execute("DELETE FROM explanations")
-    query_rw.close()
+    with closing(sqlite3.connect(db)) as conn, conn:
+        conn.execute("DELETE FROM explanations")
     here = CliRunner().invoke(cli, explain_args(photo, db))
     assert here.exit_code == 0, here.output
     assert json.loads(here.stdout) == json.loads(there.stdout)

@@ -716,6 +716,9 @@ def test_an_upgrade_killed_midway_leaves_the_library_as_it_was(tmp_path: Path) -
         assert conn.execute("select count(*) from scan_claims").fetchone() == (0,)
 
 
+TABLES = ("photos", "faces", "explanations")
+
+
 def with_extra_revision(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, body: str) -> None:
     """photosort's migrations plus a revision 0010 after the head, whose upgrade is ``body``."""
     folder = tmp_path / "migrations"
@@ -755,9 +758,6 @@ def test_a_migration_that_recreates_photos_keeps_their_faces_and_explanations(
     assert counts == [1, 1, 1]
     with engine.connect() as conn:  # the pooled connection has its foreign keys back
         assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
-
-
-TABLES = ("photos", "faces", "explanations")
 
 
 def test_a_migration_that_would_orphan_rows_is_refused_and_rolled_back(
