@@ -1331,7 +1331,8 @@ def demo(photos: Path | None, folder: Path, quiet: bool) -> None:
 @click.option(
     "--init",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Start from this model's weights (a second learning-rate cycle, or a fine-tune).",
+    help="Start from this model's weights (a second learning-rate cycle, or a fine-tune); "
+    "a narrower network of the same stages is widened to --widths, computing the same.",
 )
 @click.option(
     "--lr",

@@ -40,6 +40,48 @@ def build_model(input_size: int = INPUT_SIZE, widths: tuple[int, ...] = WIDTHS) 
     return keras.Model(inputs, outputs, name="photosort_emotion")
 
 
+def widen(
+    weights: list[np.ndarray], shapes: list[tuple[int, ...]], rng: np.random.Generator
+) -> list[np.ndarray] | None:
+    """A narrower network's weights spread over a wider one that computes the same function.
+
+    Net2WiderNet (Chen et al. 2016): each new channel copies a random old one (its kernel and
+    batch-norm statistics), and the layer after divides each copy's incoming weight by the
+    number of copies, so sums are unchanged. A little noise on the copies lets them part.
+    The wider network starts where the narrower one ended and needs epochs, not a fresh run
+    of hours, to use its capacity. None when ``weights`` are not a narrower network of the
+    same stages: a different number of layers, or a layer that is not wider or equal.
+    """
+    if len(weights) != len(shapes) or any(
+        w.ndim != len(s) or any(a > b for a, b in zip(w.shape, s, strict=True))
+        for w, s in zip(weights, shapes, strict=True)
+    ):
+        return None
+    out: list[np.ndarray] = []
+    source: np.ndarray | None = None  # the old channel each current channel copies
+    for w, shape in zip(weights, shapes, strict=True):
+        if w.ndim in (2, 4):  # a convolution kernel (h, w, in, out) or the dense layer (in, out)
+            if w.shape[:-2] != shape[:-2]:
+                return None
+            into = source if source is not None else np.arange(w.shape[-2])
+            if len(into) != shape[-2]:
+                return None
+            copies = np.bincount(into, minlength=w.shape[-2])[into].astype(w.dtype)
+            w = np.take(w, into, axis=-2) / copies[:, None]
+            grown = shape[-1] - w.shape[-1]
+            source = np.concatenate([np.arange(w.shape[-1]), rng.integers(0, w.shape[-1], grown)])
+            w = np.take(w, source, axis=-1)
+            if grown:
+                noise = rng.normal(0, 0.01 * float(w.std()), w[..., -grown:].shape)
+                w[..., -grown:] += noise.astype(w.dtype)
+        elif w.shape != shape:  # a batch-norm vector of the layer just widened
+            if source is None or len(source) != shape[0]:
+                return None
+            w = w[source]
+        out.append(np.ascontiguousarray(w))
+    return out
+
+
 def _warp(rng: np.random.Generator, x: np.ndarray, turn: float, zoom: float, shift: float):
     """Rotate (radians), scale and shift each face by a random amount within the ranges;
     the border is mirrored, so no black corner tells the network a face was turned."""

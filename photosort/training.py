@@ -43,7 +43,7 @@ from photosort.metrics import (
     fit_temperature,
     soft_cross_entropy,
 )
-from photosort.network import augment, build_model
+from photosort.network import augment, build_model, widen
 
 WEIGHT_DECAY = 0.05
 LABEL_SMOOTHING = 0.05
@@ -389,10 +389,15 @@ def train(
         _restore_checkpoint(keras, model, ckpt / "last.keras", state["epoch"] * steps)
     else:
         if start_weights is not None:
-            if [w.shape for w in start_weights] != [w.shape for w in model.get_weights()]:
-                raise TrainingError(
-                    f"{config.init}: its network differs from the one being trained"
-                )
+            shapes = [tuple(w.shape) for w in model.get_weights()]
+            if [w.shape for w in start_weights] != shapes:
+                start_weights = widen(start_weights, shapes, np.random.default_rng(config.seed))
+                if start_weights is None:
+                    raise TrainingError(
+                        f"{config.init}: its network differs from the one being trained, "
+                        "and is not a narrower one of the same stages"
+                    )
+                state["init"]["widened"] = True
             model.set_weights(start_weights)
         _clear_checkpoints(ckpt)
     if progress:

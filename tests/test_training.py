@@ -9,6 +9,7 @@ import subprocess
 import sys
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -263,6 +264,40 @@ def test_starting_from_a_different_network_is_an_error(fer_csv: Path, tmp_path: 
     broken.write_bytes(b"PK\x03\x04 truncated")
     with pytest.raises(TrainingError, match="broken.keras: cannot load the model to start from"):
         training.train(fer_csv, tmp_path / "n.keras", config=replace(FAST, init=str(broken)))
+
+
+def shapes_of(model: Any) -> list[tuple[int, ...]]:
+    return [tuple(w.shape) for w in model.get_weights()]
+
+
+def test_widening_keeps_what_the_network_computes() -> None:
+    rng = np.random.default_rng(0)
+    narrow, wide = network.build_model(widths=(8, 16, 24)), network.build_model(widths=(12, 16, 40))
+    # Batch-norm statistics away from their defaults, so a wrong copy shows in the output.
+    narrow.set_weights([w + rng.uniform(0.5, 1.5, w.shape) for w in narrow.get_weights()])
+    weights = network.widen(narrow.get_weights(), shapes_of(wide), rng)
+    assert weights is not None and [w.shape for w in weights] == shapes_of(wide)
+    wide.set_weights(weights)
+    x = rng.standard_normal((16, 48, 48, 1)).astype(np.float32)
+    before, after = narrow.predict(x, verbose=0), wide.predict(x, verbose=0)
+    assert np.abs(before - after).max() < 0.05 * np.abs(before).max()
+    same = network.widen(narrow.get_weights(), shapes_of(narrow), rng)
+    assert all(np.array_equal(a, b) for a, b in zip(same, narrow.get_weights(), strict=True))
+    assert network.widen(wide.get_weights(), shapes_of(narrow), rng) is None, "narrower"
+    deeper = network.build_model(widths=(12, 16, 40, 48))
+    assert network.widen(narrow.get_weights(), shapes_of(deeper), rng) is None, "another stage"
+
+
+def test_a_run_can_start_from_a_narrower_network(fer_csv: Path, tmp_path: Path) -> None:
+    narrow = tmp_path / "narrow.keras"
+    network.build_model(widths=(16, 32, 64, 128)).save(narrow)
+    meta = training.train(fer_csv, tmp_path / "wide.keras", config=replace(FAST, init=str(narrow)))
+    assert meta["training"]["init"]["widened"] is True
+    assert load_model(tmp_path / "wide.keras").raw_logits(np.zeros((1, 48, 48, 1))).shape == (1, 7)
+    wider = tmp_path / "wider.keras"
+    network.build_model(widths=(64, 64, 128, 256)).save(wider)
+    with pytest.raises(TrainingError, match="not a narrower one of the same stages"):
+        training.train(fer_csv, tmp_path / "n.keras", config=replace(FAST, init=str(wider)))
 
 
 def test_augmentation_modes() -> None:
