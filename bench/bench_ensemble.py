@@ -21,21 +21,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from bench_wild import cross_validated, fer_figures, photo_figures
+from bench_wild import calibrated, cross_validated, fer_figures, photo_figures
 
 from photosort.datasets import load_data, split_usage
 from photosort.emotions import DEFAULT_MODEL, load_model, preprocess_faces
 from photosort.evaluating import labelled_photos, largest_face_crops
-from photosort.exporting import fit_offsets
-from photosort.metrics import fit_temperature
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def calibrated(fer_logits: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, float]:
-    """Offsets and temperature fitted on PublicTest, as ``export`` fits them."""
-    offsets = fit_offsets(fer_logits, labels)
-    return offsets, fit_temperature(fer_logits + offsets, labels)
 
 
 def main() -> None:
