@@ -21,11 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from bench_wild import calibrated, cross_validated, fer_figures, photo_figures
+from bench_wild import cross_validated, fer_figures, photo_figures
 
 from photosort.datasets import load_data, split_usage
 from photosort.emotions import DEFAULT_MODEL, load_model, preprocess_faces
 from photosort.evaluating import labelled_photos, largest_face_crops
+from photosort.exporting import calibrate
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -66,7 +67,7 @@ def main() -> None:
     )
     table: list[dict[str, Any]] = []
     for name, (fer_logits, wild_logits) in rows.items():
-        offsets, temperature = calibrated(fer_logits, fer.labels)
+        offsets, temperature = calibrate(fer_logits, fer.labels)
         table.append(
             {
                 "model": name,

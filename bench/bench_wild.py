@@ -30,10 +30,10 @@ from photosort.datasets import load_data, split_usage
 from photosort.defaults import EMOTIONS
 from photosort.emotions import DEFAULT_MODEL, KERAS_MODEL, load_model, preprocess_faces, softmax
 from photosort.evaluating import evaluate_photos, photo_report
-from photosort.exporting import fit_offsets
+from photosort.exporting import calibrate
 from photosort.faces import CROP_SIZE, BlazeFace, _box_crop, crop_face, make_detector
 from photosort.images import read_image
-from photosort.metrics import classification_report, fit_temperature
+from photosort.metrics import classification_report
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -81,19 +81,13 @@ def fer_figures(logits: np.ndarray, data: Any) -> dict[str, Any]:
     }
 
 
-def calibrated(logits: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, float]:
-    """Class offsets, then the temperature on the moved logits, as ``export`` fits them."""
-    offsets = fit_offsets(logits, labels)
-    return offsets, fit_temperature(logits + offsets, labels)
-
-
 def cross_validated(logits: np.ndarray, data: Any, folds: int, seed: int = 0) -> dict[str, Any]:
     """Offsets and temperature fitted on the other folds of PublicTest, measured on each."""
     order = np.random.default_rng(seed).permutation(len(logits))
     shifted = np.empty_like(logits)
     for part in np.array_split(order, folds):
         rest = np.setdiff1d(order, part)
-        offsets, temperature = calibrated(logits[rest], data.labels[rest])
+        offsets, temperature = calibrate(logits[rest], data.labels[rest])
         shifted[part] = (logits[part] + offsets) / temperature
     return fer_figures(shifted, data)
 

@@ -64,6 +64,19 @@ def fit_offsets(
     return offsets - offsets.mean()
 
 
+def calibrate(
+    logits: np.ndarray, labels: np.ndarray, balance: float | None = DEFAULT_BALANCE
+) -> tuple[np.ndarray | None, float]:
+    """Class offsets (None when ``balance`` is None), then the temperature on the moved logits.
+
+    One order for export and for the benchmarks that refit a network's calibration, so
+    that what they measure is what ``export`` would ship.
+    """
+    offsets = None if balance is None else fit_offsets(logits, labels, balance)
+    moved = logits if offsets is None else logits + offsets
+    return offsets, fit_temperature(moved, labels)
+
+
 def convert_litert(keras_model: Any, quantize: str, representative: np.ndarray) -> bytes:
     """The network as a LiteRT flatbuffer (frozen graph; int8 calibrated on ``representative``)."""
     if quantize not in QUANTIZE_MODES:
@@ -118,10 +131,9 @@ def export_model(
     runtime = load_model(target)
     x_val = preprocess_faces(val_data.faces, runtime.input_size)
     logits = runtime.network_logits(x_val, tta)
-    offsets = None if balance is None else fit_offsets(logits, val_data.labels, balance)
+    offsets, temperature = calibrate(logits, val_data.labels, balance)
     if offsets is not None:
         logits = logits + offsets
-    temperature = fit_temperature(logits, val_data.labels)
     report = classification_report(
         logits, val_data.labels, temperature, val_data.votes, val_data.ferplus_labels
     )

@@ -101,6 +101,23 @@ def test_fit_offsets_gives_a_swallowed_class_its_recall_back() -> None:
     assert offsets[0] > offsets[6]
 
 
+def test_calibrate_moves_a_biased_class_back_then_undoes_overconfidence() -> None:
+    """Logits three times too sharp and pushed towards neutral: the offsets pull neutral
+    down, and the temperature fitted after them reads close to 3 (None: no offsets)."""
+    rng = np.random.default_rng(1)
+    true = rng.normal(0, 1.5, (4000, 7))
+    p = np.exp(true) / np.exp(true).sum(1, keepdims=True)
+    labels = np.array([rng.choice(7, p=row) for row in p])
+    sharp = 3 * true
+    offsets, temperature = exporting.calibrate(sharp, labels, None)
+    assert offsets is None and 2.5 < temperature < 3.5
+    biased = sharp.copy()
+    biased[:, 6] += 4.0
+    offsets, temperature = exporting.calibrate(biased, labels, 0.0)
+    assert offsets is not None and offsets[6] < -2.0
+    assert 2.5 < temperature < 3.5
+
+
 def test_classifying_through_litert_never_imports_tensorflow() -> None:
     code = (
         "import sys, numpy as np\n"
