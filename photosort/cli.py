@@ -148,6 +148,12 @@ class Number(click.FloatRange):
             self.fail(f"{value!r} is not a finite number.", param, ctx)
         return super().convert(number, param, ctx)
 
+    def _describe_range(self) -> str:
+        """No range to show in the help when there is none (click writes "x<=None")."""
+        if self.min is None and self.max is None:
+            return ""
+        return super()._describe_range()
+
 
 def db_option(func: Callable[..., Any]) -> Callable[..., Any]:
     """The ``--db`` option every library command shares (falls back to $PHOTOSORT_DB)."""

@@ -16,7 +16,7 @@ import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -223,7 +223,7 @@ def scan_library(
         named = {root for root in roots if not os.path.isdir(root)}
         writer = _Writer(session, now, report, faces, named)
         try:
-            tasks = _plan(session, walk(roots, on_walk_error))
+            tasks = _plan(session, walk(roots, on_walk_error, unlisted.append))
             with _pool(workers, cluster) as (pool, slots, batch):
                 examined = bounded_map(
                     pool,
@@ -476,13 +476,26 @@ class _Writer:
             report.errors += 1
             report.problems.append((entry.path, facts.error))
         if row is None:
+            known = self._same_file(entry, facts)
+            if known is not None:
+                report.unchanged += 1
+                self.seen_ids.append(known.id)
+                return known
             moved = self._find_moved(entry, facts)
             if moved is not None:
                 report.moved += 1
                 return moved
             report.new += 1
             return self._insert(entry, facts)
-        if row.content_hash == facts.content_hash and row.error == facts.error:
+        # Same content and the same verdict; a file whose header passes and whose pixels
+        # did not decode (faces_error) gets the same verdict again without decoding it.
+        pixels_failed = (
+            facts.error is None and row.error is not None and row.faces_error == row.error
+        )
+        if pixels_failed and row.content_hash == facts.content_hash:
+            report.errors += 1
+            report.problems.append((entry.path, row.error))  # type: ignore[arg-type]
+        if row.content_hash == facts.content_hash and (row.error == facts.error or pixels_failed):
             self._touch(row, entry)
             report.unchanged += 1
             return row
@@ -545,15 +558,29 @@ class _Writer:
             self.flush()  # keep the photos and faces found so far; a later scan classifies them
             raise
 
+    def _same_content(self, facts: FileFacts) -> list[Photo]:
+        """Rows recorded with the content this file has, oldest first."""
+        if facts.content_hash is None:
+            return []
+        return list(
+            self.session.scalars(
+                select(Photo).where(Photo.content_hash == facts.content_hash).order_by(Photo.id)
+            )
+        )
+
+    def _same_file(self, entry: FileEntry, facts: FileFacts) -> Photo | None:
+        """A row recorded under another name of this very file (a symlinked folder scanned
+        by both of its names): one file is one photo, whichever name a scan meets first."""
+        for candidate in self._same_content(facts):
+            with suppress(OSError):
+                if candidate.path != entry.path and os.path.samefile(candidate.path, entry.path):
+                    return candidate
+        return None
+
     def _find_moved(self, entry: FileEntry, facts: FileFacts) -> Photo | None:
         """A row with the same content whose file is gone: the same photo, moved here and
         taken over (``_take_over``)."""
-        if facts.content_hash is None:
-            return None
-        candidates = self.session.scalars(
-            select(Photo).where(Photo.content_hash == facts.content_hash).order_by(Photo.id)
-        ).all()
-        for candidate in candidates:
+        for candidate in self._same_content(facts):
             there = os.path.exists(candidate.path)
             if (candidate.status == "missing" or not there) and self._take_over(
                 candidate, entry, still_missing=there

@@ -74,6 +74,7 @@ from photosort.store import (
     FaceRow,
     Photo,
     is_read_only,
+    photo_under,
     try_flock,
     try_for,
     utcnow,
@@ -429,6 +430,13 @@ def build_report(
     ``explain_options`` are repeated in the ``photosort explain`` hints (``--db``,
     ``--model``), so that the command finds the same library and model as the report.
     """
+    scanned = photo_under(engine, str(outdir))
+    if scanned is not None:
+        # A scan skips a folder holding an album: its photos would all turn missing.
+        raise ReportError(
+            f"{outdir} holds photos of the library (such as {scanned}); "
+            "write the album into a folder of its own"
+        )
     outdir = check_outdir(outdir)
     emotions = list(dict.fromkeys(emotions))  # --emotion happy --emotion happy: one section
     with album_lock(outdir):

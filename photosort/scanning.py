@@ -86,6 +86,11 @@ def check_root(path: str) -> str:
                 pass
         except OSError as exc:
             raise WalkError(f"{path}: cannot list folder: {exc.strerror or exc}") from exc
+        if os.path.exists(os.path.join(real, REPORT_MANIFEST)):
+            raise WalkError(
+                f"{printable(path)}: holds an album photosort wrote ({REPORT_MANIFEST}), "
+                "which is never scanned; move the album out to scan the photos beside it"
+            )
     return real
 
 
@@ -112,14 +117,18 @@ def printable(path: str) -> str:
 
 
 def walk(
-    roots: Iterable[str], on_error: Callable[[str, str, str], None] | None = None
+    roots: Iterable[str],
+    on_error: Callable[[str, str, str], None] | None = None,
+    on_skip: Callable[[str], None] | None = None,
 ) -> Iterator[Folder]:
     """Yield every folder under ``roots`` with its files, depth first, in a stable order.
 
     A folder reached twice (through a symlink, or a loop) is listed once. A subfolder that
     cannot be listed, and a file or subfolder whose name is not valid UTF-8 (it could not be
     stored), are skipped and reported as ``on_error(folder, path, reason)``: ``folder`` was
-    not fully listed, so photos recorded under it must not be taken for deleted.
+    not fully listed, so photos recorded under it must not be taken for deleted. A folder
+    skipped on purpose (an album photosort wrote, or a second name of a folder already
+    listed) is passed to ``on_skip``: what the library holds under that name is not gone.
     """
     seen: set[tuple[int, int]] = set()
     for root in roots:
@@ -140,11 +149,15 @@ def walk(
                 st = os.stat(folder)
                 key = (st.st_dev, st.st_ino)
                 if key in seen:
+                    if on_skip is not None:
+                        on_skip(folder)
                     continue
                 seen.add(key)
                 with os.scandir(folder) as it:
                     names = sorted(it, key=lambda e: e.name)
                 if any(entry.name == REPORT_MANIFEST for entry in names):
+                    if on_skip is not None:
+                        on_skip(folder)
                     continue  # an album photosort wrote: copies of photos, not photos
             except OSError as exc:
                 if on_error is not None:

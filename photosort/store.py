@@ -299,6 +299,16 @@ def stored_paths(path: str) -> list[str]:
     return list(dict.fromkeys(found))
 
 
+def photo_under(engine: Engine, folder: str) -> str | None:
+    """A photo of the library recorded in ``folder`` or below it, under any spelling a scan
+    may have stored (:func:`stored_paths`); None when there is none."""
+    spellings = stored_paths(folder)
+    with Session(engine) as session:
+        return session.scalars(
+            select(Photo.path).where(or_(*(path_under(Photo.path, p) for p in spellings))).limit(1)
+        ).first()
+
+
 def utcnow() -> datetime:
     """Naive UTC, the form SQLite stores; all timestamps in the library use it."""
     return datetime.now(timezone.utc).replace(tzinfo=None)
@@ -927,16 +937,45 @@ def _check_held_lock(conn: Any) -> None:
         )
 
 
-_DELETE_STALE_CLAIMS = text(
-    """
-    DELETE FROM scan_claims AS c
-    WHERE NOT EXISTS (
+_CLAIM_HELD = """EXISTS (
         SELECT FROM pg_locks AS l
         WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
           AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-          AND l.classid::bigint = :cls AND l.objid::bigint = c.id)
+          AND l.classid::bigint = :cls AND l.objid::bigint = c.id)"""
+"""A claim whose scan is alive: its session still holds the advisory lock on the claim."""
+
+_DELETE_STALE_CLAIMS = text(f"DELETE FROM scan_claims AS c WHERE NOT {_CLAIM_HELD}").bindparams(
+    cls=CLAIM_LOCK_CLASS
+)
+
+_LIVE_CLAIMS = text(f"SELECT EXISTS (SELECT FROM scan_claims AS c WHERE {_CLAIM_HELD})").bindparams(
+    cls=CLAIM_LOCK_CLASS
+)
+
+
+def _scan_alive(engine: Engine) -> bool:
+    """Whether a scan is writing the library now.
+
+    A scan killed outright (SIGKILL, power cut) leaves its row ``running``; its lock went
+    with it. SQLite: the writer lock on ``<db>.lock`` is free. PostgreSQL: no claim is held.
     """
-).bindparams(cls=CLAIM_LOCK_CLASS)
+    if engine.url.get_backend_name() == "postgresql":
+        with engine.connect() as conn:
+            return bool(conn.scalar(_LIVE_CLAIMS))
+    db_file = sqlite_file(engine.url)
+    if db_file is None:
+        return True  # an in-memory library: only this process writes it
+    try:
+        fd = os.open(db_file.with_name(db_file.name + ".lock"), os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False  # no writer ever locked it
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # and with it the shared lock, at once
+    return False
 
 
 def _claim_roots(
@@ -1038,12 +1077,15 @@ def library_status(engine: Engine) -> LibraryStatus:
             .group_by(FaceRow.model_id)
         ).all()
         last = session.scalars(select(Scan).order_by(Scan.id.desc()).limit(1)).first()
+    state = last.state if last else None
+    if state == "running" and not _scan_alive(engine):
+        state = "interrupted"
     return LibraryStatus(
         database=shown_url(engine.url),
         photos=sum(counts.values()),
         by_status=counts,
         last_scan=(last.finished_at or last.started_at) if last else None,
-        last_scan_state=last.state if last else None,
+        last_scan_state=state,
         faces=faces,
         models={m: n for m, n in sorted(by_model, key=lambda row: (-row[1], row[0]))},
     )

@@ -40,6 +40,7 @@ def test_every_command_has_help_with_an_example(
     assert "Example:" in result.output
     example = result.output.split("Example:")[1].strip().splitlines()[0].strip()
     assert example.startswith("photosort " + " ".join(command[:1]).strip()), example
+    assert "None" not in result.output, "a default or range shown as Python's None"
 
 
 def number_options() -> list[tuple[tuple[str, ...], str]]:

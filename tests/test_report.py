@@ -652,6 +652,18 @@ def test_bad_outdir_is_a_one_line_error(runner: CliRunner, db_url: str, tmp_path
             build_report(open_engine(db_url), locked, RegionModel())
 
 
+def test_an_album_is_never_written_among_scanned_photos(
+    runner: CliRunner, library: Path, db_url: str
+) -> None:
+    """A scan skips a folder holding an album: the photos there would all turn missing."""
+    for outdir in (library, library / "people", library.parent):
+        result = runner.invoke(cli, ["report", str(outdir), "--db", db_url])
+        assert result.exit_code == 1
+        assert "holds photos of the library" in result.output, result.output
+        assert not (outdir / "index.html").exists()
+        assert not (outdir / ".photosort-report.json").exists()
+
+
 def test_explain_command(
     runner: CliRunner, library: Path, db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

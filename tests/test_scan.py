@@ -27,7 +27,15 @@ from photosort.faces import FaceScan, FaceSettings
 from photosort.indexing import FaceOptions, ScanReport, scan_library
 from photosort.sample import save_jpeg, skimage_photo
 from photosort.scanning import WalkError
-from photosort.store import ExplanationRow, FaceRow, Photo, Scan, open_engine, utcnow
+from photosort.store import (
+    ExplanationRow,
+    FaceRow,
+    Photo,
+    Scan,
+    library_status,
+    open_engine,
+    utcnow,
+)
 from tests.conftest import ALBUM_BROKEN, ALBUM_PHOTOS, sqlite_only
 from tests.test_faces import BrightnessModel
 
@@ -526,7 +534,7 @@ def test_scan_killed_midway_leaves_a_sound_database(album: Path, tmp_path: Path)
     code = (
         "import sys\n"
         "from photosort import indexing\n"
-        "from photosort.store import open_engine\n"
+        "from photosort.store import open_engine, writer_lock\n"
         "indexing.BATCH_PHOTOS = 2\n"
         "n = []\n"
         "def slow(path):\n"
@@ -534,7 +542,8 @@ def test_scan_killed_midway_leaves_a_sound_database(album: Path, tmp_path: Path)
         "    if len(n) == 9:\n"
         "        print('ready', flush=True)\n"
         "        import time; time.sleep(60)\n"
-        "indexing.scan_library(open_engine(sys.argv[1]), [sys.argv[2]], progress=slow)\n"
+        "with writer_lock(sys.argv[1], roots=[sys.argv[2]]):  # as the CLI's scan\n"
+        "    indexing.scan_library(open_engine(sys.argv[1]), [sys.argv[2]], progress=slow)\n"
     )
     proc = subprocess.Popen(
         [sys.executable, "-c", code, f"sqlite:///{db}", str(album)],
@@ -542,11 +551,13 @@ def test_scan_killed_midway_leaves_a_sound_database(album: Path, tmp_path: Path)
         text=True,
     )
     assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+    url = f"sqlite:///{db}"
+    engine = open_engine(url)
+    assert library_status(engine).last_scan_state == "running"
     proc.kill()
     proc.wait()
     proc.stdout.close()
-    url = f"sqlite:///{db}"
-    engine = open_engine(url)
+    assert library_status(engine).last_scan_state == "interrupted"
     with engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA integrity_check").scalar() == "ok"
     saved = photos(url)
@@ -564,6 +575,39 @@ def test_an_album_photosort_wrote_is_not_scanned(
     (site / ".photosort-report.json").write_text('{"files": ["photos/copy.jpg"]}')
     assert scan_json(runner, db_url, album)["new"] == ALBUM_PHOTOS
     assert not [p for p in photos(db_url) if p.startswith(str(site))]
+
+
+def test_an_album_written_among_scanned_photos_loses_none_of_them(
+    runner: CliRunner, album: Path, db_url: str
+) -> None:
+    """A folder of photos that an album was written into is skipped, but its photos are not
+    taken for deleted; scanning that folder itself says why it is not scanned."""
+    scan_json(runner, db_url, album)
+    people = [p for p in photos(db_url) if p.startswith(str(album / "people"))]
+    (album / "people" / ".photosort-report.json").write_text('{"files": []}')
+    assert scan_json(runner, db_url, album)["missing"] == 0
+    assert {photos(db_url)[p].status for p in people} == {"ok"}
+    refused = runner.invoke(cli, ["scan", str(album / "people"), "--db", db_url])
+    assert refused.exit_code == 1
+    assert "holds an album photosort wrote" in refused.output
+    assert len(refused.output.strip().splitlines()) == 1
+
+
+def test_a_folder_scanned_by_two_names_is_one_set_of_photos(
+    runner: CliRunner, album: Path, db_url: str
+) -> None:
+    """A symlinked folder scanned through the link and on its own: one row per file, in
+    either order, and none of them ever missing."""
+    (album / "trips" / "pets-link").symlink_to(album / "pets", target_is_directory=True)
+    pets = [p for p in album.joinpath("pets").iterdir() if p.suffix == ".jpg"]
+    assert pets
+    scan_json(runner, db_url, album / "trips")
+    stored = len(photos(db_url))
+    assert scan_json(runner, db_url, album / "pets")["new"] == 0
+    for roots in ((album / "trips", album / "pets"), (album / "pets", album / "trips")):
+        assert scan_json(runner, db_url, *roots)["missing"] == 0
+    assert len(photos(db_url)) == stored
+    assert not [p for p in photos(db_url).values() if p.status == "missing"]
 
 
 def test_files_given_directly_and_nested_roots(runner: CliRunner, album: Path, db_url: str) -> None:
@@ -899,9 +943,10 @@ def test_a_photo_whose_pixels_do_not_decode_is_never_stored_ok(
     db_url: str, tmp_path: Path, runner: CliRunner
 ) -> None:
     photo = cut_wide_jpeg(tmp_path / "album" / "wide.jpg")
-    for _ in range(2):  # and tried again, and reported again, by the next scan
+    for scan in range(2):  # reported again by the next scan, which does not decode it again
         report = face_scan(db_url, photo.parent, BrightnessModel())
         assert report.errors == 1 and report.problems[0][0] == str(photo)
+        assert (report.new, report.changed, report.unchanged) == ((1, 0, 0), (0, 0, 1))[scan]
         row = photos(db_url)[str(photo)]
         assert (row.status, row.faces_state) == ("unreadable", "error")
         assert row.error is not None and "truncated" in row.error

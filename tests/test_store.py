@@ -33,10 +33,12 @@ from photosort.store import (
     Base,
     FaceRow,
     Photo,
+    Scan,
     StoreError,
     database_url,
     driver_url,
     include_object,
+    library_status,
     open_engine,
     path_under,
     relocate,
@@ -509,6 +511,19 @@ def test_second_writer_is_refused_with_the_holder_named(db_url: str) -> None:
     assert "+psycopg" not in message  # the URL as the user wrote it
     with writer_lock(url, wait=0):  # released on the way out
         pass
+
+
+def test_a_scan_is_running_only_while_a_scan_holds_the_library(db_url: str, tmp_path: Path) -> None:
+    """A scan killed outright leaves its row "running"; with no scan's lock held, status
+    calls it interrupted."""
+    engine = open_engine(db_url)
+    url = engine.url.render_as_string(hide_password=False)
+    with Session(engine) as session, session.begin():
+        session.add(Scan(started_at=utcnow(), roots="[]", state="running"))
+    assert library_status(engine).last_scan_state == "interrupted"
+    with writer_lock(url, roots=[str(tmp_path)]):
+        assert library_status(engine).last_scan_state == "running"
+    assert library_status(engine).last_scan_state == "interrupted"
 
 
 def test_locked_postgres_table_waits_a_bounded_time(
