@@ -16,7 +16,7 @@ import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -569,12 +569,13 @@ class _Writer:
         )
 
     def _same_file(self, entry: FileEntry, facts: FileFacts) -> Photo | None:
-        """A row recorded under another name of this very file (a symlinked folder scanned
-        by both of its names): one file is one photo, whichever name a scan meets first."""
+        """A row recorded under another name of this very file, through a symlink (a
+        symlinked folder scanned by both of its names): one photo, whichever name a scan
+        meets first. Hard links stay photos of their own, as copies do."""
+        real = os.path.realpath(entry.path)
         for candidate in self._same_content(facts):
-            with suppress(OSError):
-                if candidate.path != entry.path and os.path.samefile(candidate.path, entry.path):
-                    return candidate
+            if candidate.path != entry.path and os.path.realpath(candidate.path) == real:
+                return candidate
         return None
 
     def _find_moved(self, entry: FileEntry, facts: FileFacts) -> Photo | None:
