@@ -476,12 +476,13 @@ class _Writer:
             report.errors += 1
             report.problems.append((entry.path, facts.error))
         if row is None:
-            known = self._same_file(entry, facts)
+            same_content = self._same_content(facts)
+            known = self._same_file(entry, same_content)
             if known is not None:
                 report.unchanged += 1
                 self.seen_ids.append(known.id)
                 return known
-            moved = self._find_moved(entry, facts)
+            moved = self._find_moved(entry, same_content)
             if moved is not None:
                 report.moved += 1
                 return moved
@@ -568,20 +569,20 @@ class _Writer:
             )
         )
 
-    def _same_file(self, entry: FileEntry, facts: FileFacts) -> Photo | None:
+    def _same_file(self, entry: FileEntry, same_content: list[Photo]) -> Photo | None:
         """A row recorded under another name of this very file, through a symlink (a
         symlinked folder scanned by both of its names): one photo, whichever name a scan
         meets first. Hard links stay photos of their own, as copies do."""
         real = os.path.realpath(entry.path)
-        for candidate in self._same_content(facts):
+        for candidate in same_content:
             if candidate.path != entry.path and os.path.realpath(candidate.path) == real:
                 return candidate
         return None
 
-    def _find_moved(self, entry: FileEntry, facts: FileFacts) -> Photo | None:
+    def _find_moved(self, entry: FileEntry, same_content: list[Photo]) -> Photo | None:
         """A row with the same content whose file is gone: the same photo, moved here and
         taken over (``_take_over``)."""
-        for candidate in self._same_content(facts):
+        for candidate in same_content:
             there = os.path.exists(candidate.path)
             if (candidate.status == "missing" or not there) and self._take_over(
                 candidate, entry, still_missing=there

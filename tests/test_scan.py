@@ -601,8 +601,10 @@ def test_a_folder_scanned_by_two_names_is_one_set_of_photos(
     (album / "trips" / "pets-link").symlink_to(album / "pets", target_is_directory=True)
     pets = [p for p in album.joinpath("pets").iterdir() if p.suffix == ".jpg"]
     assert pets
+    os.link(pets[0], album / "trips" / "hard-link.jpg")  # a second file entry: a photo of its own
     scan_json(runner, db_url, album / "trips")
     stored = len(photos(db_url))
+    assert str(album / "trips" / "hard-link.jpg") in photos(db_url)
     assert scan_json(runner, db_url, album / "pets")["new"] == 0
     for roots in ((album / "trips", album / "pets"), (album / "pets", album / "trips")):
         assert scan_json(runner, db_url, *roots)["missing"] == 0
