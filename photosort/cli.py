@@ -410,7 +410,28 @@ def interruptible(advance: Callable[[str], None] | None) -> Callable[[str], None
     return step
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class Interrupted(click.ClickException):
+    """Ctrl-C (or a scan's SIGTERM) ended the command: one line and exit status 130, as a
+    shell reports a command SIGINT ended, rather than click's "Aborted!" and status 1."""
+
+    exit_code = 130
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"photosort: {self.message}", err=True)
+
+
+class Commands(click.Group):
+    """The command group: a Ctrl-C landing anywhere in a command, its clean-up included
+    (closing the library, stopping LIME's process), ends it as `Interrupted`."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            raise Interrupted("interrupted") from None
+
+
+@click.group(cls=Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="photosort")
 def cli() -> None:
     """Sort a personal photo library by the emotions on people's faces.
@@ -564,11 +585,9 @@ def scan(
         if _TERMINATED:  # the signal's interrupt was swallowed after the last file
             raise KeyboardInterrupt
     except KeyboardInterrupt:
-        click.echo(
-            "photosort: scan interrupted; finished work is saved, run it again to carry on",
-            err=True,
-        )
-        sys.exit(130)
+        raise Interrupted(
+            "scan interrupted; finished work is saved, run it again to carry on"
+        ) from None
     if as_json:
         emit_json(report.as_dict())
     elif not quiet:

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from sqlalchemy import func, select, update
+from sqlalchemy import Engine, func, select, update
 from sqlalchemy.orm import Session
 
 from photosort import emotions, indexing, scanning
@@ -489,6 +489,25 @@ def test_interrupted_cli_scan_exits_130(
     result = runner.invoke(cli, ["scan", str(album), "--db", db_url, "--no-faces"])
     assert result.exit_code == 130
     assert "run it again to carry on" in result.output
+
+
+def test_ctrl_c_in_any_command_or_its_clean_up_exits_130(
+    runner: CliRunner, album: Path, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Ctrl-C landing after the scan's summary, as the library closes, or in any other
+    command, says so in one line and exits 130, as a shell expects of Ctrl-C."""
+    assert runner.invoke(cli, ["scan", str(album), "--db", db_url, "--no-faces"]).exit_code == 0
+
+    def interrupt(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Engine, "dispose", interrupt)
+    for args in (["scan", str(album), "--no-faces"], ["status"], ["top", "happy"]):
+        result = runner.invoke(cli, [*args, "--db", db_url])
+        assert result.exit_code == 130, (args, result.output)
+        assert result.stderr.splitlines()[-1] == "photosort: interrupted", args
+        assert "Aborted" not in result.output
+    assert "Scanned" in runner.invoke(cli, ["scan", str(album), "--db", db_url]).stdout
 
 
 def test_second_scan_while_one_runs_is_refused(
