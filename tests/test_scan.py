@@ -15,12 +15,14 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import click
 import numpy as np
 import pytest
 from click.testing import CliRunner
 from sqlalchemy import Engine, func, select, update
 from sqlalchemy.orm import Session
 
+from photosort import cli as cli_module
 from photosort import emotions, indexing, scanning
 from photosort.cli import cli
 from photosort.faces import FaceScan, FaceSettings
@@ -498,16 +500,23 @@ def test_ctrl_c_in_any_command_or_its_clean_up_exits_130(
     command, says so in one line and exits 130, as a shell expects of Ctrl-C."""
     assert runner.invoke(cli, ["scan", str(album), "--db", db_url, "--no-faces"]).exit_code == 0
 
-    def interrupt(*args: object, **kwargs: object) -> None:
-        raise KeyboardInterrupt
+    def close_then_interrupt(engine: Engine) -> Engine:
+        """The library closes as the command ends, and a Ctrl-C lands right then."""
 
-    monkeypatch.setattr(Engine, "dispose", interrupt)
+        def close() -> None:
+            engine.dispose()
+            raise KeyboardInterrupt
+
+        click.get_current_context().call_on_close(close)
+        return engine
+
+    monkeypatch.setattr(cli_module, "closed_at_end", close_then_interrupt)
     for args in (["scan", str(album), "--no-faces"], ["status"], ["top", "happy"]):
         result = runner.invoke(cli, [*args, "--db", db_url])
         assert result.exit_code == 130, (args, result.output)
         assert result.stderr.splitlines()[-1] == "photosort: interrupted", args
         assert "Aborted" not in result.output
-    assert "Scanned" in runner.invoke(cli, ["scan", str(album), "--db", db_url]).stdout
+        assert ("Scanned" in result.stdout) == (args[0] == "scan")  # the summary came first
 
 
 def test_second_scan_while_one_runs_is_refused(
