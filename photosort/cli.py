@@ -1379,7 +1379,8 @@ def demo(photos: Path | None, folder: Path, quiet: bool) -> None:
     default=AUGMENT_MODES[0],
     show_default=True,
     help="Augmentation: full (mirror, rotate, scale, shift, erase), flip (mirror only, for a "
-    "short fine-tune at a low --lr), or none.",
+    "short fine-tune at a low --lr), photo (mirror, slight turns and shifts, light curves, "
+    "blur and down-then-up scaling, as photos differ), or none.",
 )
 @click.option(
     "--widths",
@@ -1395,6 +1396,21 @@ def demo(photos: Path | None, folder: Path, quiet: bool) -> None:
     show_default=True,
     help="Stop after this many epochs without a better validation score (with --votes: the "
     "mean of original-label and FER+ accuracy).",
+)
+@click.option(
+    "--teacher",
+    "teachers",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Distil: a model (.keras or .tflite) whose reading of each training face joins its "
+    "target; given more than once, their logits are averaged.",
+)
+@click.option(
+    "--teacher-weight",
+    type=Number(0, 1),
+    default=0.5,
+    show_default=True,
+    help="With --teacher: the teachers' share of each target, the rest the labels'.",
 )
 @click.option(
     "--export/--no-export",
@@ -1418,6 +1434,8 @@ def train_command(
     average: int,
     augment: str,
     widths: tuple[int, ...],
+    teachers: tuple[Path, ...],
+    teacher_weight: float,
     patience: int,
     export: bool,
     quiet: bool,
@@ -1440,6 +1458,9 @@ def train_command(
             --init emotion.keras --lr 1e-3 --average 5
         photosort train fer2013.csv.gz --votes fer2013new.csv --out tuned.keras \\
             --init emotion.keras --lr 2e-4 --epochs 4 --augment flip
+        photosort train fer2013.csv.gz --votes fer2013new.csv --out taught.keras \\
+            --init emotion.keras --teacher emotion.keras --teacher wide.keras \\
+            --lr 2e-4 --epochs 4 --augment flip
         KERAS_BACKEND=jax photosort train fer2013.csv.gz --votes fer2013new.csv \\
             --out wide.keras --widths 48,96,192,384 --epochs 80
     """
@@ -1462,6 +1483,8 @@ def train_command(
         average=average,
         augment=augment,
         widths=widths,
+        teachers=tuple(map(str, teachers)),
+        teacher_weight=teacher_weight,
     )
     with user_errors():
         meta = training.train(

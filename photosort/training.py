@@ -31,10 +31,12 @@ from photosort.emotions import (
     import_keras,
     keras_backend,
     keras_emotion_model,
+    load_model,
     metadata_path,
     model_id_of,
     preprocess_faces,
     read_metadata,
+    softmax,
 )
 from photosort.errors import PhotosortError, first_line
 from photosort.metrics import (
@@ -93,6 +95,16 @@ def reference_labels(data: FaceData, mode: str) -> np.ndarray:
     if mode == "ferplus" and data.votes is not None:
         return data.votes.argmax(axis=1)
     return data.labels
+
+
+def teacher_targets(paths: tuple[str, ...], x: np.ndarray) -> np.ndarray:
+    """The teachers' reading of each face (input made by ``preprocess_faces``): the mean of
+    their logits, each model's averaged with the mirror image's, as probabilities.
+
+    Mirrored, so one reading holds for a face and its flip: the augmentation may flip it.
+    """
+    logits = [load_model(path).network_logits(x, tta=True) for path in paths]
+    return softmax(np.mean(logits, axis=0))
 
 
 def class_weights(targets: np.ndarray) -> np.ndarray:
@@ -169,6 +181,11 @@ class TrainConfig:
     """With ``labels="mix"``: the original label's share of the target, the rest FER+ votes."""
     widths: tuple[int, ...] = WIDTHS
     """Convolution widths of the network's stages (:func:`photosort.network.build_model`)."""
+    teachers: tuple[str, ...] = ()
+    """Models whose averaged reading of each training face joins its target (distillation):
+    what a larger network or an ensemble learnt, carried into this one at its own cost."""
+    teacher_weight: float = 0.5
+    """With ``teachers``: their share of each target, the rest the labels'."""
 
 
 def _make_callback(
@@ -351,8 +368,10 @@ def train(
         raise DataError(f"unknown label mode {config.labels!r}, expected one of {LABEL_MODES}")
     if config.augment not in AUGMENT_MODES:
         raise DataError(f"unknown augmentation {config.augment!r}, expected one of {AUGMENT_MODES}")
-    if not 0 <= config.mix_weight <= 1:
-        raise DataError(f"mix weight {config.mix_weight} is not between 0 and 1")
+    for name in ("mix_weight", "teacher_weight"):
+        share = getattr(config, name)
+        if not 0 <= share <= 1:
+            raise DataError(f"{name.replace('_', ' ')} {share} is not between 0 and 1")
     data = load_data(data_path, votes)
     train_data, val_data, val_name = validation_split(data, config.seed)
     train_targets, keep = make_targets(train_data, config.labels, config.mix_weight)
@@ -373,8 +392,13 @@ def train(
     state = _start_state(ckpt, config, data_path, votes, resume, rows)
     keras.utils.set_random_seed(config.seed + state["epoch"])
     x_train = preprocess_faces(train_data.faces)
-    weights = class_weights(train_targets)
+    weights = class_weights(train_targets)  # from the labels: teachers do not move the balance
     state["class_weights"] = [round(float(w), 4) for w in weights]
+    if config.teachers:
+        if progress:
+            progress(f"reading the training faces with {len(config.teachers)} teacher model(s)")
+        taught = teacher_targets(config.teachers, x_train)
+        train_targets = (1 - config.teacher_weight) * train_targets + config.teacher_weight * taught
     state.setdefault("command", command)
     sample_weight = (train_targets @ weights).astype(np.float32)
     val = {
@@ -465,7 +489,7 @@ def _calibrate_and_save(
             "seconds": _run_seconds(history),
             "hardware": _hardware(),
             "class_weights": state.get("class_weights"),
-            **{key: state[key] for key in ("init", "averaged") if key in state},
+            **{key: state[key] for key in ("init", "teachers", "averaged") if key in state},
         },
         "figures": {"validation": val_name, **figures},
         "history": history,
@@ -636,7 +660,11 @@ def _start_state(
     forgetting that option must not throw away hours of training.
     """
     fresh = {
-        "config": {**vars(config), "widths": list(config.widths)},
+        "config": {
+            **vars(config),
+            "widths": list(config.widths),
+            "teachers": list(config.teachers),
+        },
         "data": str(data_path),
         "votes": None if votes is None else str(votes),
         "epoch": 0,
@@ -648,6 +676,8 @@ def _start_state(
     }
     if config.init:
         fresh["init"] = _init_record(config.init)
+    if config.teachers:
+        fresh["teachers"] = [_init_record(path) for path in config.teachers]
     log = ckpt / "log.json"
     resumable = log.exists() and (ckpt / "last.keras").exists()
     if not resume:
@@ -664,14 +694,19 @@ def _start_state(
         raise TrainingError(f"{ckpt}: no checkpoint to resume from; train without --resume")
     state = _read_log(log)
     fixed = ("epochs", "batch_size", "seed", "labels", "lr", "init", "augment", "widths")
+    fixed += ("teachers", "teacher_weight")
     if config.labels == "mix":
         fixed += ("mix_weight",)
     if any(state["config"].get(k, fresh["config"][k]) != fresh["config"][k] for k in fixed):
         made = {k: state["config"].get(k) for k in fixed}
+        if not made["teachers"]:
+            made["teacher_weight"] = None
         was = ", ".join(
-            f"--{k.replace('_', '-')} {','.join(map(str, v)) if isinstance(v, list) else v}"
+            " ".join(f"--teacher {path}" for path in v)
+            if k == "teachers"
+            else f"--{k.replace('_', '-')} {','.join(map(str, v)) if isinstance(v, list) else v}"
             for k, v in made.items()
-            if v is not None
+            if v is not None and v != []
         )
         raise TrainingError(f"{ckpt}: the checkpoint was made with {was}; resume with those")
     if state.get("rows", rows) != rows:

@@ -20,7 +20,7 @@ from skimage.draw import disk, ellipse
 from photosort import datasets, evaluating, metrics, network, plotting, training
 from photosort.cli import cli
 from photosort.datasets import DataError
-from photosort.emotions import EMOTIONS, ModelError, load_model, preprocess_faces
+from photosort.emotions import EMOTIONS, ModelError, load_model, preprocess_faces, softmax
 from photosort.training import TrainConfig, TrainingError
 
 HAPPY, SAD = EMOTIONS.index("happy"), EMOTIONS.index("sad")
@@ -227,6 +227,47 @@ def test_a_run_can_start_from_an_earlier_model(
     assert init["command"] == meta["training"]["command"]
     assert init["seconds"] == meta["training"]["seconds"]
     assert (init["epochs_run"], init["best_epoch"]) == (1, meta["training"]["best_epoch"])
+
+
+def test_teachers_reading_joins_the_targets_and_is_kept_on_resume(
+    fer_csv: Path, csv_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    x = preprocess_faces(datasets.load_data(fer_csv).faces)
+    lone = training.teacher_targets((str(csv_model),), x)
+    expected = softmax(load_model(csv_model).network_logits(x, tta=True))
+    np.testing.assert_allclose(lone, expected, atol=1e-5)
+    # Mirrored: a flipped face is read the same, so flip augmentation keeps its target.
+    flipped = training.teacher_targets((str(csv_model),), np.ascontiguousarray(x[:, :, ::-1]))
+    np.testing.assert_allclose(flipped, lone, atol=1e-5)
+    assert np.abs(lone - softmax(load_model(csv_model).raw_logits(x))).max() > 1e-4
+
+    seen: dict[str, np.ndarray] = {}
+    real_batches = training._batches
+
+    def keep_targets(keras: Any, arrays: tuple[np.ndarray, ...], *rest: Any) -> Any:
+        seen.setdefault("targets", arrays[1])
+        return real_batches(keras, arrays, *rest)
+
+    monkeypatch.setattr(training, "_batches", keep_targets)
+    out = tmp_path / "taught.keras"
+    config = replace(FAST, teachers=(str(csv_model),), teacher_weight=0.75)
+    meta = training.train(fer_csv, out, config=config)
+    train_data, _, _ = training.validation_split(datasets.load_data(fer_csv), FAST.seed)
+    onehot = np.eye(len(EMOTIONS))[train_data.labels]
+    taught = training.teacher_targets((str(csv_model),), preprocess_faces(train_data.faces))
+    np.testing.assert_allclose(seen["targets"], 0.25 * onehot + 0.75 * taught, atol=1e-5)
+    teacher = meta["training"]["teachers"][0]
+    assert teacher["model_id"] == load_model(csv_model).model_id
+    assert meta["training"]["teacher_weight"] == 0.75
+    # A resumed run keeps its teachers: a checkpoint taught by one is not finished without it.
+    ckpt = _crashed_run(fer_csv, tmp_path / "again.keras", replace(config, epochs=2))
+    with pytest.raises(TrainingError, match=f"--teacher {csv_model}, --teacher-weight 0.75"):
+        training.train(
+            fer_csv, ckpt.with_suffix(".keras"), config=replace(FAST, epochs=2), resume=True
+        )
+    assert (ckpt / "last.keras").exists()
+    with pytest.raises(DataError, match="teacher weight 2 is not between 0 and 1"):
+        training.train(fer_csv, out, config=replace(config, teacher_weight=2))
 
 
 def test_the_last_epochs_can_be_averaged(fer_csv: Path, tmp_path: Path) -> None:
