@@ -397,17 +397,20 @@ def sqlite_file(url: str | URL) -> Path | None:
 
 
 def _read_only_sqlite(url: URL) -> URL | None:
-    """The URL that opens an SQLite library in a folder photosort cannot write, else None.
+    """The URL that opens an SQLite library photosort cannot write (its file or its folder
+    is read-only), else None.
 
     SQLite in WAL mode writes ``-wal`` and ``-shm`` files beside the database even to read
-    it. Where the folder is read-only no scan can write either, so the file is opened
-    ``immutable`` (nothing to lock); a ``-wal`` left there by a scan that was killed holds
-    committed work, and is read in plain read-only mode.
+    it. Made by a reader that may not write the library (someone else's, shared read-only),
+    they would stay behind, and the owner's next scan could not write its own library. So
+    the file is opened ``immutable``: nothing written, nothing locked (a scan its owner
+    starts meanwhile can at worst make that one read fail). A ``-wal`` left there by a scan
+    holds committed work, and is read in plain read-only mode.
     """
     db_file = sqlite_file(url)
     if db_file is None or url.query.get("uri") or not db_file.exists():
         return None
-    if os.access(db_file.parent, os.W_OK):
+    if _writable_folder(db_file) and os.access(db_file, os.W_OK):
         return None
     wal = db_file.with_name(db_file.name + "-wal")
     has_wal = wal.exists() and wal.stat().st_size > 0
@@ -416,7 +419,7 @@ def _read_only_sqlite(url: URL) -> URL | None:
 
 
 def is_read_only(engine: Engine) -> bool:
-    """Whether the library was opened read-only (its folder cannot be written)."""
+    """Whether the library was opened read-only (its file or its folder cannot be written)."""
     query = engine.url.query
     return query.get("immutable") == "1" or query.get("mode") == "ro"
 
@@ -524,7 +527,7 @@ def pending_upgrade(engine: Engine) -> tuple[str | None, str] | None:
         )
     if is_read_only(engine):
         raise StoreError(
-            f"database {shown} is in a read-only folder and needs an upgrade (schema "
+            f"database {shown} is read-only and needs an upgrade (schema "
             f"{current}); run photosort db upgrade where it is writable"
         )
     return current, head
@@ -604,6 +607,9 @@ def open_engine(url: str | URL, *, migrate: bool = True) -> Engine:
     shown = shown_url(url)
     try:
         parsed = driver_url(url)
+        db_file = sqlite_file(parsed)
+        if db_file is not None and db_file.is_file() and not os.access(db_file, os.R_OK):
+            raise StoreError(f"cannot open database {shown}: permission denied")
         read_only = _read_only_sqlite(parsed)
         if read_only is not None:
             parsed = read_only
@@ -739,6 +745,8 @@ def writer_lock(
     if db_file is None:
         yield
         return
+    if db_file.exists() and not os.access(db_file, os.W_OK):
+        raise StoreError(f"cannot write {db_file}: the file is read-only")
     lock_path = db_file.with_name(db_file.name + ".lock")
     try:
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)

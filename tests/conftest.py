@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import os
+import shutil
 import struct
+import subprocess
 import uuid
 import zlib
 from collections.abc import Iterator
@@ -99,6 +102,30 @@ def build_test_album(root: Path) -> dict[str, Path]:
 # Every entry of build_test_album that is a photo (good or broken) and not hidden.
 ALBUM_PHOTOS = 16
 ALBUM_BROKEN = 4
+
+ROOT_DROPS = ["--bounding-set=-dac_override,-dac_read_search", "--"]
+"""setpriv(1) options that take from root the two capabilities that override file modes."""
+
+
+@functools.cache
+def _as_a_user() -> tuple[str, ...] | None:
+    if os.geteuid() != 0:
+        return ()
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        return None
+    probe = subprocess.run([setpriv, *ROOT_DROPS, "true"], capture_output=True)
+    return (setpriv, *ROOT_DROPS) if probe.returncode == 0 else None
+
+
+def as_a_user() -> list[str]:
+    """A prefix for a command that must meet file modes as a user does: nothing for a user;
+    for root (who reads and writes whatever the mode), setpriv without the capabilities
+    that override modes, for the command and every process it starts."""
+    prefix = _as_a_user()
+    if prefix is None:
+        pytest.skip("root ignores file modes, and setpriv (util-linux) cannot drop that here")
+    return list(prefix)
 
 
 @pytest.fixture

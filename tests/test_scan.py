@@ -38,7 +38,7 @@ from photosort.store import (
     open_engine,
     utcnow,
 )
-from tests.conftest import ALBUM_BROKEN, ALBUM_PHOTOS, sqlite_only
+from tests.conftest import ALBUM_BROKEN, ALBUM_PHOTOS, as_a_user, sqlite_only
 from tests.test_faces import BrightnessModel
 
 KEYS = {"scanned", "new", "changed", "moved", "missing", "unchanged", "errors", "seconds"}
@@ -157,14 +157,23 @@ def test_unreadable_permission_is_recorded(
     assert photos(db_url)[locked].error == "permission denied"
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode")
+def scan_as_a_user(db_url: str, *paths: Path) -> subprocess.CompletedProcess[str]:
+    """``photosort scan`` in a process that meets file modes as a user does (not as root)."""
+    command = [*as_a_user(), sys.executable, "-m", "photosort", "scan", *map(str, paths)]
+    return subprocess.run(
+        [*command, "--db", db_url, "--no-faces", "--json"], capture_output=True, text=True
+    )
+
+
 def test_unreadable_permission_for_real(album: Path, db_url: str) -> None:
     locked = album / "people" / "astronaut.jpg"
     locked.chmod(0)
     try:
-        scan_library(open_engine(db_url), [str(album)])
+        done = scan_as_a_user(db_url, album)
     finally:
         locked.chmod(0o644)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["errors"] == ALBUM_BROKEN + 1
     assert photos(db_url)[str(locked)].error == "permission denied"
 
 
@@ -439,20 +448,19 @@ def test_file_deleted_while_the_scan_runs_is_not_a_new_unreadable_photo(
     assert str(doomed) not in photos(db_url)
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root enters folders whatever their mode")
 def test_folder_that_can_be_listed_but_not_entered_keeps_its_photos(
     album: Path, db_url: str
 ) -> None:
-    engine = open_engine(db_url)
-    scan_library(engine, [str(album)], workers=1)
+    scan_library(open_engine(db_url), [str(album)], workers=1)
     people = album / "people"
     people.chmod(0o644)  # r without x: names can be listed, files not reached
     try:
-        report = scan_library(engine, [str(album)], workers=1)
+        done = scan_as_a_user(db_url, album)
     finally:
         people.chmod(0o755)
-    assert report.missing == 0
-    assert any(reason == "cannot read: Permission denied" for _, reason in report.problems)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert (report["missing"], report["errors"]) == (0, ALBUM_BROKEN + 1)  # the folder, once
     assert all(r.status != "missing" for r in photos(db_url).values())
 
 

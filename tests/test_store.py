@@ -48,6 +48,7 @@ from photosort.store import (
     utcnow,
     writer_lock,
 )
+from tests.conftest import ALBUM_PHOTOS, as_a_user
 
 
 def test_migrations_and_models_agree(db_url: str) -> None:
@@ -171,6 +172,48 @@ def test_library_in_a_read_only_folder_is_read(
         gc.collect()  # the commands' engines, which hold the file open
         if subprocess.run(["umount", str(mount)]).returncode != 0:
             subprocess.run(["umount", "--lazy", str(mount)], check=True)
+
+
+def test_a_library_file_a_user_may_only_read_is_read_and_left_as_it_was(
+    runner: CliRunner, album: Path, tmp_path: Path
+) -> None:
+    """Someone else's library, shared read-only: reading commands work and leave no -wal or
+    -shm beside it, which would keep its owner's next scan from writing; writers refuse in
+    one line before any work; a file that cannot be read at all says so."""
+    from photosort.indexing import FaceOptions, scan_library
+    from tests.test_report import RegionModel
+
+    db = tmp_path / "library.db"
+    engine = open_engine(database_url(str(db)))
+    scan_library(engine, [str(album)], workers=1, faces=FaceOptions(classifier=RegionModel()))
+    engine.dispose()
+    before = runner.invoke(cli, ["status", "--db", str(db), "--json"])
+
+    def as_a_user_run(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [*as_a_user(), sys.executable, "-m", "photosort", *args, "--db", str(db)]
+        return subprocess.run(command, capture_output=True, text=True)
+
+    db.chmod(0o444)
+    status = as_a_user_run("status", "--json")
+    assert status.returncode == 0, status.stderr
+    assert json.loads(status.stdout) == json.loads(before.stdout)
+    top = as_a_user_run("top", "happy", "--json")
+    assert top.returncode == 0, top.stderr
+    scan = as_a_user_run("scan", str(album), "--no-faces")
+    assert scan.returncode == 1
+    assert scan.stderr == f"Error: cannot write {db}: the file is read-only\n"
+    assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(("-wal", "-shm"))]
+    db.chmod(0o644)
+    again = as_a_user_run("scan", str(album), "--no-faces", "--json")
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["unchanged"] == ALBUM_PHOTOS
+    db.chmod(0)
+    try:
+        unreadable = as_a_user_run("status")
+    finally:
+        db.chmod(0o644)
+    assert unreadable.returncode == 1
+    assert unreadable.stderr == f"Error: cannot open database {db}: permission denied\n"
 
 
 def test_database_location_order(
