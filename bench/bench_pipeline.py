@@ -10,7 +10,10 @@ on the long side, camera-like noise), so every frame holds real faces at realist
   (skimage's LBP cascade where this OpenCV no longer has Haar cascades), and one Keras
   ``predict`` call per face. Timed on a few photos: it is slow.
 
-Run: ``python bench/bench_pipeline.py [--photos 40] [--baseline-photos 4]``
+- ``--heic``: the same album also as HEIC (phones' default format; libheif decodes it at
+  full size, where a JPEG is decoded at a reduced scale), scanned in the same run.
+
+Run: ``python bench/bench_pipeline.py [--photos 40] [--baseline-photos 4] [--heic]``
 """
 
 from __future__ import annotations
@@ -32,8 +35,8 @@ from photosort.store import open_engine
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def build_album(source: Path, folder: Path, count: int) -> list[Path]:
-    """Upscale annotated photos to 12 MP JPEGs with sensor-like noise."""
+def build_album(source: Path, folder: Path, count: int, fmt: str = "JPEG") -> list[Path]:
+    """Upscale annotated photos to 12 MP JPEGs (or HEICs) with sensor-like noise."""
     items = json.loads((source / "annotations.json").read_text())[:count]
     rng = np.random.default_rng(0)
     folder.mkdir(parents=True, exist_ok=True)
@@ -47,8 +50,9 @@ def build_album(source: Path, folder: Path, count: int) -> list[Path]:
             )
         )
         noisy = np.clip(big + rng.normal(0, 4, big.shape), 0, 255).astype(np.uint8)
-        path = folder / f"{Path(item['path']).stem}_12mp.jpg"
-        Image.fromarray(noisy).save(path, "JPEG", quality=92)
+        suffix = ".jpg" if fmt == "JPEG" else ".heic"
+        path = folder / f"{Path(item['path']).stem}_12mp{suffix}"
+        Image.fromarray(noisy).save(path, fmt, quality=92 if fmt == "JPEG" else 80)
         paths.append(path)
     return paths
 
@@ -97,24 +101,38 @@ def tutorial_scan(paths: list[Path]) -> tuple[float, int, str]:
     return time.perf_counter() - start, faces, detector.name
 
 
-def measure(data: Path, photos: int, baseline_photos: int) -> dict:
+def scan_rate(album: Path, db: str, workers: int) -> tuple[float, int]:
+    """Photos per second of a first scan with faces, and the faces it found."""
+    engine = open_engine(f"sqlite:///{db}")
+    faces = FaceOptions(classifier=LazyClassifier())
+    report = scan_library(engine, [str(album)], workers=workers, faces=faces)
+    return report.scanned / report.seconds, report.faces
+
+
+def measure(data: Path, photos: int, baseline_photos: int, heic: bool = False) -> dict:
     """End-to-end rates for 1 and all workers and for the tutorial loop, in one run."""
     workers = os.cpu_count() or 1
     rates = {}
+    extra: dict = {}
     with tempfile.TemporaryDirectory(prefix="photosort-bench-") as tmp:
         album = Path(tmp) / "album"
         paths = build_album(data, album, photos)
         for n in sorted({1, workers}):
-            engine = open_engine(f"sqlite:///{tmp}/bench{n}.db")
-            report = scan_library(
-                engine, [str(album)], workers=n, faces=FaceOptions(classifier=LazyClassifier())
-            )
-            rates[n] = report.scanned / report.seconds
+            rates[n], faces = scan_rate(album, f"{tmp}/bench{n}.db", n)
+        if heic:
+            phone = build_album(data, Path(tmp) / "heic", photos, "HEIF")
+            rate, heic_faces = scan_rate(phone[0].parent, f"{tmp}/heic.db", workers)
+            extra = {
+                "heic_photos_per_s": round(rate, 2),
+                "heic_vs_jpeg": round(rate / rates[workers], 2),
+                "heic_faces": heic_faces,
+            }
         base_seconds, base_faces, base_name = tutorial_scan(paths[:baseline_photos])
     base = baseline_photos / base_seconds
     return {
+        **extra,
         "photos": photos,
-        "faces": report.faces,
+        "faces": faces,
         "photos_per_s": round(rates[workers], 2),
         "photos_per_s_1_worker": round(rates[1], 2),
         "workers": workers,
@@ -132,9 +150,10 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "faces")
     parser.add_argument("--photos", type=int, default=40)
     parser.add_argument("--baseline-photos", type=int, default=4)
+    parser.add_argument("--heic", action="store_true", help="also scan the album as HEIC")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
-    r = measure(args.data, args.photos, args.baseline_photos)
+    r = measure(args.data, args.photos, args.baseline_photos, args.heic)
     if args.json:
         print(json.dumps(r, indent=2))
         return
@@ -143,6 +162,11 @@ def main() -> None:
         f"photosort scan, {r['workers']} workers: {r['photos_per_s']:.2f} photos/s "
         f"(1 worker: {r['photos_per_s_1_worker']:.2f}, x{r['worker_speedup']:.2f}; goal >= 8)"
     )
+    if args.heic:
+        print(
+            f"the same photos as HEIC: {r['heic_photos_per_s']:.2f} photos/s, "
+            f"x{r['heic_vs_jpeg']:.2f} the JPEG rate; {r['heic_faces']} faces"
+        )
     print(
         f"tutorial ({r['baseline']}, {r['baseline_photos']} photos): "
         f"{r['baseline_photos_per_s']:.3f} photos/s; photosort is x{r['speedup_vs_baseline']:.1f}"

@@ -17,10 +17,11 @@ from datetime import datetime
 from typing import BinaryIO
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+import pillow_heif
+from PIL import Image, UnidentifiedImageError, features
 
 from photosort.defaults import MAX_MEGAPIXELS
-from photosort.errors import PhotosortError
+from photosort.errors import PhotosortError, first_line
 
 # We enforce our own, configurable megapixel limit (see _check_bomb); Pillow's global one
 # would otherwise refuse large panoramas before ours is even consulted.
@@ -29,7 +30,13 @@ warnings.simplefilter("ignore", Image.DecompressionBombWarning)
 
 DEFAULT_MAX_MEGAPIXELS = MAX_MEGAPIXELS
 
-FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF")
+pillow_heif.register_heif_opener()
+AVIF = features.check("avif")
+"""Whether this Pillow reads AVIF (built with libavif, as its current wheels are)."""
+
+FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF", "HEIF", *(("AVIF",) if AVIF else ()))
+FORMAT_NAMES = "JPEG, PNG, WebP, BMP, TIFF, GIF, HEIC" + (", AVIF" if AVIF else "")
+"""The formats photosort reads, in words for the user."""
 
 # Pillow names a JPEG carrying a multi-picture segment (an embedded preview or HDR gain map,
 # common in camera and phone photos) "MPO"; its first picture is an ordinary JPEG.
@@ -78,21 +85,21 @@ def sniff_format(head: bytes) -> str | None:
         return "TIFF"
     if head[:2] == b"BM" and len(head) >= 14:
         return "BMP"
+    if head[4:8] == b"ftyp":
+        return _STILL_BRANDS.get(head[8:12])
     return None
 
 
-# ISO media "ftyp" brands of still-image formats photosort does not decode: HEIF/HEIC
-# (phones' default), AVIF and Canon's CR3 RAW. Videos carry other brands and stay ignored.
+# ISO media "ftyp" major brands of still images: HEIF (HEIC, phones' default; "mif1" and
+# "msf1" are generic and may hold AV1, which Pillow's AVIF reader takes first) and AVIF.
+# Videos carry other brands and stay ignored.
+_STILL_BRANDS = {
+    **dict.fromkeys((b"heic", b"heix", b"heim", b"heis", b"mif1", b"msf1"), "HEIF"),
+    **dict.fromkeys((b"avif", b"avis"), "AVIF" if AVIF else None),
+}
 _UNSUPPORTED_BRANDS = {
-    b"heic": "HEIC",
-    b"heix": "HEIC",
-    b"heim": "HEIC",
-    b"heis": "HEIC",
-    b"mif1": "HEIF",
-    b"msf1": "HEIF",
-    b"avif": "AVIF",
-    b"avis": "AVIF",
     b"crx ": "camera RAW (CR3)",
+    **dict.fromkeys((b"avif", b"avis"), None if AVIF else "AVIF"),
 }
 
 
@@ -203,7 +210,7 @@ def _open(fh: BinaryIO) -> Image.Image:
     except Image.DecompressionBombError as exc:
         raise ImageError(f"decompression bomb: {exc}") from exc
     except (OSError, SyntaxError, ValueError) as exc:
-        raise ImageError(f"corrupt image: {exc}") from exc
+        raise ImageError(f"corrupt image: {first_line(exc)}") from exc
 
 
 def _parse_exif_time(value: object) -> datetime | None:
@@ -382,7 +389,7 @@ def read_image(
     except ImageError:
         raise
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        message = str(exc)
+        message = first_line(exc)
         if "truncated" in message or "broken data stream" in message or isinstance(exc, EOFError):
             raise ImageError(f"truncated image: {message}") from exc
         raise ImageError(f"corrupt image: {message}") from exc

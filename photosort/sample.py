@@ -33,15 +33,17 @@ def save_jpeg(
     taken: str | None = None,
     orientation: int | None = None,
     quality: int = 90,
+    fmt: str = "JPEG",
 ) -> Path:
-    """Write a JPEG with optional EXIF capture time ("YYYY:MM:DD HH:MM:SS") and orientation."""
+    """Write a JPEG (or another ``fmt`` Pillow writes: HEIF, AVIF) with optional EXIF capture
+    time ("YYYY:MM:DD HH:MM:SS") and orientation."""
     exif = Image.Exif()
     if orientation is not None:
         exif[EXIF_ORIENTATION] = orientation
     if taken is not None:
         exif.get_ifd(EXIF_IFD)[EXIF_DATETIME_ORIGINAL] = taken
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(pixels).save(path, "JPEG", quality=quality, exif=exif.tobytes())
+    Image.fromarray(pixels).save(path, fmt, quality=quality, exif=exif.tobytes())
     return path
 
 

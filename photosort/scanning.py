@@ -24,6 +24,7 @@ from photosort.defaults import MAX_FILE_MB, REPORT_MANIFEST
 from photosort.errors import PhotosortError
 from photosort.images import (
     DEFAULT_MAX_MEGAPIXELS,
+    FORMAT_NAMES,
     ImageError,
     ImageInfo,
     check_complete,
@@ -35,8 +36,9 @@ from photosort.images import (
 
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".bmp", ".dib", ".tif", ".tiff", ".gif"}
+    | {".heic", ".heif", ".hif", ".avif"}
 )
-UNSUPPORTED_HINT = "not a format photosort reads (JPEG, PNG, WebP, BMP, TIFF, GIF); convert it"
+UNSUPPORTED_HINT = f"not a format photosort reads ({FORMAT_NAMES}); convert it"
 CHUNK = 1 << 20
 TAIL = 1 << 16
 DEFAULT_MAX_FILE_SIZE = int(MAX_FILE_MB * 1e6)

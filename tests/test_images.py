@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from photosort.images import (
+    FORMATS,
     ImageError,
     probe_image,
     read_array,
@@ -37,6 +38,36 @@ def test_exif_orientation_gives_upright_pixels(tmp_path: Path) -> None:
     assert mean_abs_diff(pixels, read_array(upright)) < 3
     # Not merely "some rotation": the other directions are far off.
     assert mean_abs_diff(pixels, np.rot90(read_array(upright), 2)) > 20
+
+
+@pytest.mark.parametrize(("fmt", "suffix"), [("HEIF", ".heic"), ("AVIF", ".avif")])
+def test_phone_formats_are_read_upright_with_their_capture_time(
+    tmp_path: Path, fmt: str, suffix: str
+) -> None:
+    """HEIC (phones' default) and AVIF, held sideways and tagged so: read like a JPEG."""
+    if fmt not in FORMATS:
+        pytest.skip("this Pillow has no AVIF support")
+    astronaut = skimage_photo("astronaut")[:, :400]
+    upright = read_array(save_jpeg(tmp_path / "upright.jpg", astronaut))
+    path = save_jpeg(
+        tmp_path / f"IMG_0001{suffix}",
+        stored_sideways(astronaut),
+        orientation=6,
+        taken="2020:02:29 13:14:15",
+        fmt=fmt,
+    )
+    assert sniff_format(path.read_bytes()[:32]) == fmt
+    info = probe_image(path)
+    assert (info.format, info.width, info.height) == (fmt, 400, 512)
+    assert info.taken_at is not None and info.taken_at.isoformat() == "2020-02-29T13:14:15"
+    pixels = read_array(path)
+    assert pixels.shape == (512, 400, 3)
+    assert mean_abs_diff(pixels, upright) < 4
+    assert mean_abs_diff(pixels, np.rot90(upright, 2)) > 20
+    cut = tmp_path / f"cut{suffix}"
+    cut.write_bytes(path.read_bytes()[:2000])
+    with pytest.raises(ImageError, match=r"^[^\n]+$"):  # one line, however libheif words it
+        read_array(cut)
 
 
 def test_capture_time_comes_from_exif(tmp_path: Path) -> None:
@@ -226,6 +257,10 @@ def test_draft_respects_orientation(tmp_path: Path) -> None:
         (b"II*\0....", "TIFF"),
         (b"MM\0*....", "TIFF"),
         (b"BM" + b"\0" * 20, "BMP"),
+        (b"\0\0\0\x18ftypheic\0\0\0\0", "HEIF"),
+        (b"\0\0\0\x18ftypmif1\0\0\0\0", "HEIF"),
+        (b"\0\0\0\x18ftypisom\0\0\x02\0", None),  # a video
+        (b"\0\0\0\x18ftypcrx \0\0\0\x01", None),  # Canon RAW: named, not read
         (b"%PDF-1.4", None),
         (b"", None),
     ],

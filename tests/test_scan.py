@@ -945,17 +945,27 @@ def test_failed_face_detection_is_tried_again(
     assert len(stored_faces(db_url)) == 3, "faces found before stay until a retry succeeds"
 
 
-def test_photos_in_formats_photosort_cannot_read_are_named(album: Path, db_url: str) -> None:
-    """An iPhone library of HEIC files must not scan as if empty without a word."""
-    heic = album / "pets" / "IMG_0001.HEIC"
-    heic.write_bytes(b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + bytes(64))
-    video = album / "pets" / "clip.mp4"
+def test_phone_photos_are_read_and_formats_photosort_cannot_read_are_named(
+    album: Path, db_url: str
+) -> None:
+    """An iPhone library is HEIC: its photos are read, their faces found; a Canon CR3 is
+    named as a format photosort does not read; a video is no photo at all."""
+    folder = album / "phone"
+    heic = save_jpeg(folder / "IMG_0001.HEIC", skimage_photo("astronaut"), fmt="HEIF")
+    cut = folder / "IMG_0002.HEIC"
+    cut.write_bytes(heic.read_bytes()[:2000])  # header whole, pixels gone
+    raw = folder / "IMG_0003.CR3"
+    raw.write_bytes(b"\x00\x00\x00\x18ftypcrx \x00\x00\x00\x01crx isom" + bytes(64))
+    video = folder / "clip.mp4"
     video.write_bytes(b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isomiso2" + bytes(64))
-    report = scan_library(open_engine(db_url), [str(album)], workers=1)
-    assert report.errors == ALBUM_BROKEN + 1
+    report = face_scan(db_url, folder, BrightnessModel())
+    assert (report.new, report.errors) == (3, 2)
     stored = photos(db_url)
-    assert stored[str(heic)].status == "unreadable"
-    assert stored[str(heic)].error.startswith("HEIC photo: not a format photosort reads")
+    assert (stored[str(heic)].status, stored[str(heic)].format) == ("ok", "HEIF")
+    assert [f.photo_id for f in stored_faces(db_url)] == [stored[str(heic)].id]
+    assert stored[str(cut)].status == "unreadable" and "\n" not in stored[str(cut)].error
+    assert stored[str(raw)].status == "unreadable"
+    assert stored[str(raw)].error.startswith("camera RAW (CR3) photo: not a format photosort")
     assert str(video) not in stored, "videos stay ignored"
 
 
