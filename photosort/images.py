@@ -93,14 +93,12 @@ def sniff_format(head: bytes) -> str | None:
 # ISO media "ftyp" major brands of still images: HEIF (HEIC, phones' default; "mif1" and
 # "msf1" are generic and may hold AV1, which Pillow's AVIF reader takes first) and AVIF.
 # Videos carry other brands and stay ignored.
+_AVIF_BRANDS = dict.fromkeys((b"avif", b"avis"), "AVIF")
 _STILL_BRANDS = {
     **dict.fromkeys((b"heic", b"heix", b"heim", b"heis", b"mif1", b"msf1"), "HEIF"),
-    **dict.fromkeys((b"avif", b"avis"), "AVIF" if AVIF else None),
+    **(_AVIF_BRANDS if AVIF else {}),
 }
-_UNSUPPORTED_BRANDS = {
-    b"crx ": "camera RAW (CR3)",
-    **dict.fromkeys((b"avif", b"avis"), None if AVIF else "AVIF"),
-}
+_UNSUPPORTED_BRANDS = {b"crx ": "camera RAW (CR3)", **({} if AVIF else _AVIF_BRANDS)}
 
 
 def sniff_unsupported(head: bytes) -> str | None:

@@ -392,7 +392,8 @@ def train(
     state = _start_state(ckpt, config, data_path, votes, resume, rows)
     keras.utils.set_random_seed(config.seed + state["epoch"])
     x_train = preprocess_faces(train_data.faces)
-    weights = class_weights(train_targets)  # from the labels: teachers do not move the balance
+    # Class weights from the labels alone; each face's weight then follows its target.
+    weights = class_weights(train_targets)
     state["class_weights"] = [round(float(w), 4) for w in weights]
     if config.teachers:
         if progress:
