@@ -21,45 +21,22 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from bench_wild import cross_validated, fer_figures, photo_figures
+from bench_wild import cross_validated, evaluation_faces, fer_figures, photo_figures
 
-from photosort.datasets import load_data, split_usage
-from photosort.emotions import DEFAULT_MODEL, load_model, preprocess_faces
-from photosort.evaluating import labelled_photos, largest_face_crops
+from photosort.emotions import DEFAULT_MODEL, model_id_of
 from photosort.exporting import calibrate
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("models", nargs="+", type=Path, help="exported .tflite models")
-    parser.add_argument("--data", type=Path, default=ROOT / ".." / "shared" / "data")
-    parser.add_argument("--folds", type=int, default=2)
-    parser.add_argument("--json", action="store_true")
-    args = parser.parse_args()
-    paths = args.models if len(args.models) > 1 else [DEFAULT_MODEL, *args.models]
-
-    fer = split_usage(
-        load_data(args.data / "fer2013.csv.gz", args.data / "fer2013new.csv"), "PublicTest"
-    )
-    photos = labelled_photos(args.data / "wild" / "images", args.data / "wild" / "labels.csv")
-    crops, _ = largest_face_crops(photos)
-    have = [i for i, crop in enumerate(crops) if crop is not None]
-    x_fer = preprocess_faces(fer.faces)
-    x_wild = preprocess_faces([crops[i] for i in have])
-    labels = np.array([p.label for p in photos])
-    groups = [p.group for p in photos]
-
+def compare(paths: list[Path], data: Path, folds: int) -> list[dict[str, Any]]:
+    """Each exported model alone, then the mean of all their mirrored logits."""
+    faces = evaluation_faces(data)
     members: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for path in paths:
-        model = load_model(path)
         where = path.resolve()
         shown = where.relative_to(ROOT) if where.is_relative_to(ROOT) else path
-        members[f"{shown} ({model.model_id})"] = (
-            model.network_logits(x_fer, True).astype(np.float64),
-            model.network_logits(x_wild, True).astype(np.float64),
-        )
+        members[f"{shown} ({model_id_of(path)})"] = faces.logits(path)
     rows = dict(members)
     rows["mean of all"] = (
         np.mean([f for f, _ in members.values()], axis=0),
@@ -67,16 +44,22 @@ def main() -> None:
     )
     table: list[dict[str, Any]] = []
     for name, (fer_logits, wild_logits) in rows.items():
-        offsets, temperature = calibrate(fer_logits, fer.labels)
+        offsets, temperature = calibrate(fer_logits, faces.fer.labels)
         table.append(
             {
                 "model": name,
-                "fer": fer_figures((fer_logits + offsets) / temperature, fer),
-                "fer_held_out": cross_validated(fer_logits, fer, args.folds),
-                "wild": photo_figures((wild_logits + offsets) / temperature, have, labels, groups),
+                "fer": fer_figures((fer_logits + offsets) / temperature, faces.fer),
+                "fer_held_out": cross_validated(fer_logits, faces.fer, folds),
+                "wild": photo_figures(
+                    (wild_logits + offsets) / temperature, faces.have, faces.labels, faces.groups
+                ),
             }
         )
-    if args.json:
+    return table
+
+
+def show(table: list[dict[str, Any]], as_json: bool) -> None:
+    if as_json:
         print(json.dumps(table, indent=2))
         return
     print(
@@ -91,6 +74,17 @@ def main() -> None:
             f"{fer_row['min_recall']:>8.2f}{wild['accuracy']:>10.4f}"
             f"{wild['mean_precision_at_10']:>7.3f}{wild['min_recall']:>8.2f}"
         )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("models", nargs="+", type=Path, help="exported .tflite models")
+    parser.add_argument("--data", type=Path, default=ROOT / ".." / "shared" / "data")
+    parser.add_argument("--folds", type=int, default=2)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    paths = args.models if len(args.models) > 1 else [DEFAULT_MODEL, *args.models]
+    show(compare(paths, args.data, args.folds), args.json)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,12 @@ import photosort.faces as faces_module
 from photosort.datasets import load_data, split_usage
 from photosort.defaults import EMOTIONS
 from photosort.emotions import DEFAULT_MODEL, KERAS_MODEL, load_model, preprocess_faces, softmax
-from photosort.evaluating import evaluate_photos, photo_report
+from photosort.evaluating import (
+    evaluate_photos,
+    labelled_photos,
+    largest_face_crops,
+    photo_report,
+)
 from photosort.exporting import calibrate
 from photosort.faces import CROP_SIZE, BlazeFace, _box_crop, crop_face, make_detector
 from photosort.images import read_image
@@ -70,6 +76,43 @@ def photo_figures(logits: np.ndarray, have: list[int], labels: np.ndarray, group
     }
 
 
+@dataclass(frozen=True)
+class Faces:
+    """PublicTest and the labelled photos' largest faces, preprocessed for a network."""
+
+    fer: Any
+    x_fer: np.ndarray
+    x_wild: np.ndarray
+    have: list[int]
+    """The photos a face was found in, in the order of ``x_wild``."""
+    labels: np.ndarray
+    groups: list[str]
+
+    def logits(self, path: Path) -> tuple[np.ndarray, np.ndarray]:
+        """A model's mirrored logits on PublicTest and on the photos."""
+        model = load_model(path)
+        return (
+            model.network_logits(self.x_fer, True).astype(np.float64),
+            model.network_logits(self.x_wild, True).astype(np.float64),
+        )
+
+
+def evaluation_faces(data: Path) -> Faces:
+    """The faces every model comparison reads: photos cut as ``scan`` detects and crops."""
+    fer = split_usage(load_data(data / "fer2013.csv.gz", data / "fer2013new.csv"), "PublicTest")
+    photos = labelled_photos(data / "wild" / "images", data / "wild" / "labels.csv")
+    crops, _ = largest_face_crops(photos)
+    have = [i for i, crop in enumerate(crops) if crop is not None]
+    return Faces(
+        fer,
+        preprocess_faces(fer.faces),
+        preprocess_faces([crops[i] for i in have]),
+        have,
+        np.array([p.label for p in photos]),
+        [p.group for p in photos],
+    )
+
+
 def fer_figures(logits: np.ndarray, data: Any) -> dict[str, Any]:
     report = classification_report(logits, data.labels, 1.0, data.votes, data.ferplus_labels)
     recall = {k: v["recall"] for k, v in report["per_class"].items()}
@@ -81,15 +124,20 @@ def fer_figures(logits: np.ndarray, data: Any) -> dict[str, Any]:
     }
 
 
-def cross_validated(logits: np.ndarray, data: Any, folds: int, seed: int = 0) -> dict[str, Any]:
-    """Offsets and temperature fitted on the other folds of PublicTest, measured on each."""
+def cross_fitted(logits: np.ndarray, labels: np.ndarray, folds: int, seed: int = 0) -> np.ndarray:
+    """Logits moved by offsets and a temperature fitted on the other folds, fold by fold."""
     order = np.random.default_rng(seed).permutation(len(logits))
     shifted = np.empty_like(logits)
     for part in np.array_split(order, folds):
         rest = np.setdiff1d(order, part)
-        offsets, temperature = calibrate(logits[rest], data.labels[rest])
+        offsets, temperature = calibrate(logits[rest], labels[rest])
         shifted[part] = (logits[part] + offsets) / temperature
-    return fer_figures(shifted, data)
+    return shifted
+
+
+def cross_validated(logits: np.ndarray, data: Any, folds: int, seed: int = 0) -> dict[str, Any]:
+    """Offsets and temperature fitted on the other folds of PublicTest, measured on each."""
+    return fer_figures(cross_fitted(logits, data.labels, folds, seed), data)
 
 
 def main() -> None:
