@@ -420,6 +420,42 @@ def test_sigterm_ends_a_scan_whose_worker_is_stuck(
     assert_sound(db, big_album, ALBUM_PHOTOS + bulk)
 
 
+def test_a_scan_stopped_midway_blocks_no_reader_and_finishes_when_it_goes_on(
+    runs: Runs, big_album: Path, db: Path, bulk: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A scan and its workers stopped between two commits (Ctrl-Z, a laptop put to sleep):
+    the library stays readable and a second scan is refused, naming it, within the lock's
+    wait; once it goes on it ends normally, every photo stored once."""
+    from photosort import store
+
+    monkeypatch.setattr(store, "LOCK_WAIT_SECONDS", 0.5)
+    proc = runs.start(*scan_args(big_album, db, 2))
+    runs.wait_for(proc, lambda: committed(db) > 0 and len(runs.note(proc)) >= 2)
+    stopped = {proc.pid, *runs.note(proc)}
+    for pid in stopped:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        time.sleep(0.5)  # a worker's result or a transaction is caught in flight
+        assert proc.poll() is None
+        before = committed(db)
+        assert 0 < before < ALBUM_PHOTOS + bulk, "the scan was not caught midway"
+        runner = CliRunner()
+        status = runner.invoke(cli, ["status", "--db", str(db), "--json"])
+        assert status.exit_code == 0, status.output
+        shown = json.loads(status.stdout)
+        assert (shown["photos"], shown["last_scan_state"]) == (before, "running")
+        refused = runner.invoke(cli, ["scan", str(big_album), "--db", str(db)])
+        assert refused.exit_code == 1
+        assert f"photosort scan (pid {proc.pid})" in refused.output, refused.output
+    finally:
+        for pid in stopped:
+            os.kill(pid, signal.SIGCONT)
+    assert runs.finish(proc) == 0, runs.output(proc)
+    gone_within(stopped - {proc.pid}, 5.0)
+    assert_sound(db, big_album, ALBUM_PHOTOS + bulk)
+    assert rescan(db, big_album, "--no-faces")["unchanged"] == ALBUM_PHOTOS + bulk
+
+
 def wait_until_scanning(runs: Runs, proc: subprocess.Popen[bytes], db: Path) -> None:
     runs.wait_for(proc, lambda: holds_lock(db))
 
