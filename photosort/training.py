@@ -276,6 +276,19 @@ def selection_score(scores: dict[str, float]) -> float:
     return scores["val_accuracy"]
 
 
+def average_weights(keras: Any, paths: list[Path]) -> Any:
+    """The network whose every weight (batch-norm statistics too) is the mean of the models'.
+
+    Only meaningful for models of one architecture that share a basin: the last epochs of
+    one run, or fine-tunes of one network.
+    """
+    models = [keras.models.load_model(path, compile=False) for path in paths]
+    averaged = keras.models.clone_model(models[0])
+    groups = zip(*(model.get_weights() for model in models), strict=True)
+    averaged.set_weights([np.mean(group, axis=0) for group in groups])
+    return averaged
+
+
 def _average_last_epochs(
     keras: Any,
     best: Any,
@@ -301,9 +314,7 @@ def _average_last_epochs(
                 " (they are kept only while a run has --average)"
             )
         return best
-    weights = [keras.models.load_model(path, compile=False).get_weights() for path in paths]
-    averaged = keras.models.clone_model(best)
-    averaged.set_weights([np.mean(group, axis=0) for group in zip(*weights, strict=True)])
+    averaged = average_weights(keras, paths)
     scores = _validation_scores(averaged, val)
     # Scored again from its logged row: a log from before val_score existed ranked by another rule.
     best_row = state["history"][state["best_epoch"] - 1]
