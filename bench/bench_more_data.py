@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from bench_wild import cross_fitted, evaluation_faces, fer_figures, photo_figures
+from bench_wild import cross_fitted, evaluation_faces, fer_figures, fold_rows, photo_figures
 
 from photosort.emotions import KERAS_MODEL
 from photosort.exporting import calibrate
@@ -42,9 +42,8 @@ HALVES = 2
 
 
 def halves(count: int) -> list[np.ndarray]:
-    """PublicTest's two halves, as ``bench_wild.cross_validated`` draws them (seed 0)."""
-    order = np.random.default_rng(0).permutation(count)
-    return [np.sort(part) for part in np.array_split(order, HALVES)]
+    """PublicTest's two halves, the folds ``bench_wild.cross_validated`` draws."""
+    return fold_rows(count, HALVES)
 
 
 def write_folds(source: Path, out: Path) -> None:

@@ -10,8 +10,9 @@ PublicTest) and compares them with the shipped model as ``bench_ensemble.py`` do
     .venv/bin/python bench/bench_soup.py runs/control/emotion.ckpt/last.keras \\
         runs/seed2/emotion.ckpt/last.keras runs/seed3/emotion.ckpt/last.keras --out runs/soup
 
-Its last row, the mean of every model's logits, is the ensemble's figure (at several times
-the cost) for reference. The photos (``wild/``) are for evaluation only.
+Its last row averages the logits of every row above it, the shipped model and the weight
+average included: an ensemble at several times the cost, not the members' alone. The
+photos (``wild/``) are for evaluation only.
 """
 
 from __future__ import annotations

@@ -124,12 +124,17 @@ def fer_figures(logits: np.ndarray, data: Any) -> dict[str, Any]:
     }
 
 
+def fold_rows(count: int, folds: int, seed: int = 0) -> list[np.ndarray]:
+    """The rows of each fold, drawn at random once for every benchmark that splits PublicTest."""
+    order = np.random.default_rng(seed).permutation(count)
+    return [np.sort(part) for part in np.array_split(order, folds)]
+
+
 def cross_fitted(logits: np.ndarray, labels: np.ndarray, folds: int, seed: int = 0) -> np.ndarray:
     """Logits moved by offsets and a temperature fitted on the other folds, fold by fold."""
-    order = np.random.default_rng(seed).permutation(len(logits))
     shifted = np.empty_like(logits)
-    for part in np.array_split(order, folds):
-        rest = np.setdiff1d(order, part)
+    for part in fold_rows(len(logits), folds, seed):
+        rest = np.setdiff1d(np.arange(len(logits)), part)
         offsets, temperature = calibrate(logits[rest], labels[rest])
         shifted[part] = (logits[part] + offsets) / temperature
     return shifted
