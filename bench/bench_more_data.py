@@ -32,7 +32,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from bench_wild import cross_fitted, evaluation_faces, fer_figures, fold_rows, photo_figures
+from bench_wild import (
+    Faces,
+    cross_fitted,
+    evaluation_faces,
+    fer_figures,
+    fold_rows,
+    photo_figures,
+)
 
 from photosort.emotions import KERAS_MODEL
 from photosort.exporting import calibrate
@@ -65,20 +72,26 @@ def write_folds(source: Path, out: Path) -> None:
         print(f"{out / f'fold{k}.csv.gz'}: {len(moved)} PublicTest faces count as Training")
 
 
-def measure(args: argparse.Namespace) -> list[dict[str, Any]]:
-    faces = evaluation_faces(args.data)
-    models = [faces.logits(path) for path in (args.shipped, args.control, *args.fold)]
-    names = ("shipped", "control: fine-tuned on Training", "+ the other half of PublicTest")
-    raw = {name: np.empty_like(models[0][0]) for name in names}
-    pooled = {name: np.empty_like(models[0][0]) for name in names}
+def by_halves(
+    faces: Faces, models: dict[str, list[tuple[np.ndarray, np.ndarray]]], folds: int
+) -> list[dict[str, Any]]:
+    """Each model read half by half of PublicTest, offsets fitted within the half (held out).
+
+    ``models`` maps a name to the (PublicTest, photos) logits that read each half, so that a
+    model trained on one half is read on the other. On each half the offsets and
+    temperature are fitted on one part of it and measured on the other (``folds``); the
+    photos are read with offsets fitted on the whole half. The rows "both" pool the halves.
+    """
+    first = next(iter(models.values()))[0][0]
+    raw = {name: np.empty_like(first) for name in models}
+    pooled = {name: np.empty_like(first) for name in models}
     table = []
     for k, held in enumerate(halves(len(faces.fer))):
         data = faces.fer.select(np.isin(np.arange(len(faces.fer)), held))
-        # the fold model whose copy counted the other half as Training
-        read = (models[0], models[1], models[2 + (1 - k)])
-        for name, (fer_logits, wild_logits) in zip(names, read, strict=True):
+        for name, read in models.items():
+            fer_logits, wild_logits = read[k]
             on_half = raw[name][held] = fer_logits[held]
-            pooled[name][held] = cross_fitted(on_half, data.labels, args.folds)
+            pooled[name][held] = cross_fitted(on_half, data.labels, folds)
             offsets, temperature = calibrate(on_half, data.labels)
             table.append(
                 {
@@ -94,7 +107,7 @@ def measure(args: argparse.Namespace) -> list[dict[str, Any]]:
                     ),
                 }
             )
-    for name in names:
+    for name in models:
         table.append(
             {
                 "half": "both",
@@ -106,23 +119,9 @@ def measure(args: argparse.Namespace) -> list[dict[str, Any]]:
     return table
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=ROOT / ".." / "shared" / "data")
-    parser.add_argument("--write-folds", type=Path, metavar="DIR")
-    parser.add_argument("--shipped", type=Path, default=KERAS_MODEL)
-    parser.add_argument("--control", type=Path)
-    parser.add_argument("--fold", type=Path, action="append", default=[])
-    parser.add_argument("--folds", type=int, default=2)
-    parser.add_argument("--json", action="store_true")
-    args = parser.parse_args()
-    if args.write_folds:
-        write_folds(args.data / "fer2013.csv.gz", args.write_folds)
-        return
-    if args.control is None or len(args.fold) != HALVES:
-        parser.error(f"give --control and --fold {HALVES} times, or --write-folds")
-    table = measure(args)
-    if args.json:
+def show(table: list[dict[str, Any]], as_json: bool = False) -> None:
+    """The rows of ``by_halves`` as a text table, or as JSON."""
+    if as_json:
         print(json.dumps(table, indent=2))
         return
     print(
@@ -141,6 +140,40 @@ def main() -> None:
                 else ""
             )
         )
+
+
+def measure(args: argparse.Namespace) -> list[dict[str, Any]]:
+    faces = evaluation_faces(args.data)
+    shipped, control, *fold = (faces.logits(p) for p in (args.shipped, args.control, *args.fold))
+    return by_halves(
+        faces,
+        {
+            "shipped": [shipped, shipped],
+            "control: fine-tuned on Training": [control, control],
+            # each half is read by the fold model whose copy counted the other half as Training
+            "+ the other half of PublicTest": [fold[1], fold[0]],
+        },
+        args.folds,
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=ROOT / ".." / "shared" / "data")
+    parser.add_argument("--write-folds", type=Path, metavar="DIR")
+    parser.add_argument("--shipped", type=Path, default=KERAS_MODEL)
+    parser.add_argument("--control", type=Path)
+    parser.add_argument("--fold", type=Path, action="append", default=[])
+    parser.add_argument("--folds", type=int, default=2)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    if args.write_folds:
+        write_folds(args.data / "fer2013.csv.gz", args.write_folds)
+        return
+    if args.control is None or len(args.fold) != HALVES:
+        parser.error(f"give --control and --fold {HALVES} times, or --write-folds")
+    table = measure(args)
+    show(table, args.json)
 
 
 if __name__ == "__main__":
