@@ -47,6 +47,7 @@ if TYPE_CHECKING:
 
     from sqlalchemy.engine import URL
 
+    from photosort.indexing import LazyClassifier
     from photosort.ranking import Period, PhotoFaces
 
 
@@ -202,11 +203,34 @@ def needs_keras(what: str) -> None:
         require_keras(what)
 
 
+MODEL_SUFFIXES = (".tflite", ".keras")
+"""The files ``load_model`` reads: LiteRT, or a Keras archive through TensorFlow."""
+
+
 def check_model_runtime(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
-    """A model other than a ``.tflite`` file runs through TensorFlow: say so up front."""
-    if value is not None and not str(value).endswith(".tflite"):
+    """A model file's name says how it loads: anything else is refused in one line (not
+    loaded as Keras), and a ``.keras`` file needs TensorFlow, said up front."""
+    if value is None:
+        return value
+    if Path(value).suffix not in MODEL_SUFFIXES:
+        raise click.BadParameter(
+            f"{value} is not an emotion model: its name must end in {' or '.join(MODEL_SUFFIXES)}"
+        )
+    if not str(value).endswith(".tflite"):
         needs_keras(f"--model {value}")
     return value
+
+
+def loaded_classifier(model_path: str | None) -> LazyClassifier:
+    """The emotion model of ``--model``, loaded now: a file that is no model is refused
+    before a scan or a report starts work, not after its first photos."""
+    from photosort.indexing import LazyClassifier
+
+    classifier = LazyClassifier(model_path)
+    if model_path is not None:
+        with user_errors():
+            classifier.model  # noqa: B018 - loads it, or raises the model's own error
+    return classifier
 
 
 def model_option(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -358,12 +382,18 @@ def file_label(path: str | None) -> str:
     return Path(path).name[:40] if path else ""
 
 
-def suffix_check(suffix: str, what: str) -> Callable[[click.Context, click.Parameter, Path], Path]:
-    """A callback that insists on a file name ending: the content is always that format."""
+def suffix_check(
+    suffix: str, what: str, *, in_a_folder: bool = False
+) -> Callable[[click.Context, click.Parameter, Path], Path]:
+    """A callback that insists on a file name ending: the content is always that format.
+    With ``in_a_folder`` the file's folder must exist too, checked before the work that
+    would be written there, not after it."""
 
     def check(ctx: click.Context, param: click.Parameter, value: Path) -> Path:
         if value is not None and value.suffix != suffix:
             raise click.BadParameter(f"{what} file name must end in {suffix}")
+        if value is not None and in_a_folder and not value.absolute().parent.is_dir():
+            raise click.BadParameter(f"{value}: there is no folder {value.parent} to write it in")
         return value
 
     return check
@@ -549,7 +579,7 @@ def scan(
         photosort scan ~/Pictures --min-presence 4
         photosort scan /mnt/nas/photos --cluster tcp://scheduler:8786
     """
-    from photosort.indexing import FaceOptions, LazyClassifier, scan_library, scan_roots
+    from photosort.indexing import FaceOptions, scan_library, scan_roots
     from photosort.scanning import count_files
     from photosort.store import writer_lock
 
@@ -557,7 +587,7 @@ def scan(
     face_options = None
     if faces:
         face_options = FaceOptions(
-            classifier=LazyClassifier(model_path),
+            classifier=loaded_classifier(model_path),
             detector=detector,
             min_score=min_score,
             min_face=min_face,
@@ -598,6 +628,11 @@ def scan(
             f"{plural(r.errors, 'error')}; {plural(r.faces, 'face')} found, "
             f"{r.classified} classified."
         )
+        if r.redetected:
+            click.echo(
+                f"Faces found again in {plural(r.redetected, 'photo')} scanned before: the "
+                "detector settings changed, so their faces replace those found before."
+            )
         for path, reason in r.problems[:10]:
             click.echo(f"  {safe(path)}: {safe(reason)}", err=True)
         if len(r.problems) > 10:
@@ -638,7 +673,12 @@ def status(db_url: URL | None, as_json: bool, list_errors: bool) -> None:
         f"{info.by_status['unreadable']} unreadable, {info.by_status['missing']} missing)"
     )
     classified = sum(info.models.values())
-    click.echo(f"Faces:      {info.faces} ({classified} classified)")
+    awaiting = (
+        f"; {plural(info.awaiting_faces, 'photo')} not looked at yet, scan again to find theirs"
+        if info.awaiting_faces
+        else ""
+    )
+    click.echo(f"Faces:      {info.faces} ({classified} classified{awaiting})")
     if info.models:
         from photosort.emotions import ModelError, model_id_of
 
@@ -812,6 +852,8 @@ def show(photo: str, db_url: URL | None, as_json: bool) -> None:
         emit_json(found.as_dict())
         return
     click.echo(f"{safe(found.path)} ({found.status}, {_faces_summary(found)})")
+    if found.since_scan:
+        click.echo(f"  {stale_note(found.since_scan)}")
     if found.error:
         click.echo(f"  {safe(found.error)}")
     header = "  ".join(f"{e:>8}" for e in EMOTIONS)
@@ -827,6 +869,15 @@ def show(photo: str, db_url: URL | None, as_json: bool) -> None:
         click.echo(f"  {where:<22}  {cells}  -> {face.emotion}")
 
 
+def stale_note(since_scan: str) -> str:
+    """Say that stored faces are the scanned photo's, not those of the file there now."""
+    what = {"changed": "changed", "missing": "gone missing"}[since_scan]
+    return (
+        f"The file has {what} since the scan: these are the scanned photo's faces. Scan its "
+        "folder again to bring the library up to date."
+    )
+
+
 def _faces_summary(found: PhotoFaces) -> str:
     """How many faces, or why there is no count: 0 faces is a finding, not a default."""
     if found.faces_state == "done":
@@ -834,7 +885,7 @@ def _faces_summary(found: PhotoFaces) -> str:
     if found.faces_state == "error":
         return "face detection failed"
     if found.status == "ok":
-        return "faces not looked for yet: scan it without --no-faces"
+        return "faces not looked for yet: scan its folder again (without --no-faces)"
     return "faces not looked for"
 
 
@@ -926,7 +977,6 @@ def report(
         photosort report ~/photosort-album -n 10 --emotion happy --emotion surprise --open
         photosort report ~/album-by-year --since 2019 --until 2023-06 --by-year
     """
-    from photosort.indexing import LazyClassifier
     from photosort.reporting import build_report
     from photosort.store import shown_url
 
@@ -941,11 +991,12 @@ def report(
         same_library += ["--db", shown_url(db_url, for_command=True)]
     if model_path is not None:
         same_library += ["--model", model_path]
+    classifier = loaded_classifier(model_path)
     with user_errors(), progress_bar("Explaining", picks, show_progress(quiet)) as advance:
         summary = build_report(
             engine,
             outdir,
-            LazyClassifier(model_path),
+            classifier,
             n=count,
             emotions=chosen,
             min_probability=min_probability,
@@ -1020,7 +1071,7 @@ class LimeFirst(click.Command):
     "out_path",
     type=click.Path(dir_okay=False, path_type=Path),
     required=True,
-    callback=suffix_check(".png", "the explanation is a PNG image; its"),
+    callback=suffix_check(".png", "the explanation is a PNG image; its", in_a_folder=True),
     help="PNG file to write.",
 )
 @lime_options
@@ -1051,10 +1102,14 @@ def explain(
     """
     from photosort.explaining import check_sentences
     from photosort.indexing import LazyClassifier
+    from photosort.ranking import photo_faces
     from photosort.reporting import explain_photo_face
 
     engine = open_library(db_url)
     with user_errors():
+        since_scan = photo_faces(engine, photo).since_scan
+        if since_scan and not as_json:
+            click.echo(stale_note(since_scan), err=True)
         found, parts, image = explain_photo_face(
             engine,
             photo,
@@ -1082,6 +1137,7 @@ def explain(
         "faithful": found.faithful,
         "borderline": found.borderline,
         "uncertain": found.uncertain,
+        "since_scan": since_scan,
         "supporting_parts": list(parts.support),
         "opposing_parts": list(parts.against),
         "in_words": sentence,

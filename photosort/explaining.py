@@ -556,7 +556,8 @@ class FaceParts:
 
     def sentence(self, emotion: str) -> str:
         """One sentence, e.g. "The mouth and the eyes make this face look happy; the brows
-        speak against it."""
+        speak against it." A part of one side is the person's ("the person's left cheek"):
+        readers take a bare "left" for their own, the heatmap's left."""
         look = f"look {ADJECTIVES.get(emotion, emotion)}"
         if self.support:
             verb = "make" if _plural(self.support) else "makes"
@@ -573,8 +574,12 @@ def _plural(parts: tuple[str, ...]) -> bool:
     return len(parts) > 1 or parts[0] in PAIRS
 
 
+ONE_SIDED = frozenset(side for both in PAIRS.values() for side in both)
+"""Parts named by the subject's own side: the person's left eye is on the viewer's right."""
+
+
 def _join(parts: tuple[str, ...]) -> str:
-    named = [f"the {p}" for p in parts]
+    named = [f"the person's {p}" if p in ONE_SIDED else f"the {p}" for p in parts]
     return named[0] if len(named) == 1 else ", ".join(named[:-1]) + " and " + named[-1]
 
 
@@ -694,7 +699,7 @@ def check_sentences(explanation: Explanation) -> list[str]:
     if ex.faithful:
         lines.append(f"Faithful: the drop beats the {need} it needs.")
     else:
-        lines.append(f"NOT faithful: the drop needs to exceed {need}.")
+        lines.append(_shortfall(ex))
     if ex.borderline:
         lines.append("Borderline: so close to that line that other random draws may disagree.")
     if ex.uncertain:
@@ -703,6 +708,19 @@ def check_sentences(explanation: Explanation) -> list[str]:
             "drop can exceed the probability it drops from; the check means little here."
         )
     return lines
+
+
+def _shortfall(ex: Explanation) -> str:
+    """Why the check failed, with its numbers: the support's drop can beat most random
+    choices and still fall short of the threshold, which is built from their spread."""
+    rule = (
+        f"NOT faithful: the drop needs to exceed {points(ex.threshold)}, the random drops' "
+        f"mean plus {FAITHFUL_SPREADS:g} times their spread "
+        f"(at least {points(FAITHFUL_MARGIN)} above the mean)"
+    )
+    if ex.deletion_support <= 0:
+        return f"{rule}, and hiding the supporting regions does not lower {ex.emotion} at all."
+    return f"{rule}; it falls {points(ex.threshold - ex.deletion_support)} short."
 
 
 def heatmap_image(crop: np.ndarray, explanation: Explanation, size: int = 192) -> Image.Image:

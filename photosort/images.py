@@ -126,14 +126,36 @@ def check_complete(fmt: str, tail: bytes, source: Source) -> None:
 
 
 def _jpeg_decodes(source: Source) -> bool:
-    """Whether a JPEG's image data is all there, by a reduced (draft-mode) decode."""
-    try:
-        with _opened(source) as fh, Image.open(fh) as img:
-            img.draft("L", (max(1, img.width // 8), max(1, img.height // 8)))
-            img.load()  # raises on data cut short: Pillow's LOAD_TRUNCATED_IMAGES is off
-    except (OSError, SyntaxError, ValueError, EOFError, ImageError):
-        return False
+    """Whether a JPEG's image data is all there, by a reduced (draft-mode) decode.
+
+    Raises ImageError when the file cannot be opened or there is no memory for the decode:
+    neither says the file was cut short.
+    """
+    with _opened(source) as fh:
+        try:
+            with Image.open(fh) as img, _decoding(img):
+                img.draft("L", (max(1, img.width // 8), max(1, img.height // 8)))
+                img.load()  # raises on data cut short: Pillow's LOAD_TRUNCATED_IMAGES is off
+        except (OSError, SyntaxError, ValueError, EOFError):
+            return False
     return True
+
+
+@contextmanager
+def _decoding(img: Image.Image) -> Iterator[None]:
+    """Turn a decode of ``img`` that finds no memory for its pixels into an ImageError.
+
+    A header can promise more pixels than the machine holds, under any --max-megapixels
+    high enough to let it through: that is this photo's failure, and every caller already
+    records a photo's ImageError and goes on with the next one.
+    """
+    width, height = img.size  # as the header says, before a draft decode shrinks it
+    try:
+        yield
+    except MemoryError as exc:
+        raise ImageError(
+            f"out of memory decoding it ({width}x{height}, {width * height / 1e6:.0f} MP)"
+        ) from exc
 
 
 def _check_bomb(width: int, height: int, max_megapixels: float) -> None:
@@ -220,9 +242,33 @@ def _parse_exif_time(value: object) -> datetime | None:
         return None
 
 
+def _png_exif(fp: BinaryIO) -> Image.Exif:
+    """A PNG's eXIf chunk, found by walking the chunk headers. Pillow's ``getexif`` decodes
+    every pixel of a PNG to look for it past the image data: a third of a second for a
+    12 MP screenshot, on every probe."""
+    exif = Image.Exif()
+    start = fp.tell()
+    try:
+        fp.seek(8)  # the signature
+        while len(head := fp.read(8)) == 8:
+            length, kind = int.from_bytes(head[:4], "big"), head[4:]
+            if kind == b"eXIf":
+                exif.load(fp.read(length))
+                break
+            if kind == b"IEND":
+                break
+            fp.seek(length + 4, os.SEEK_CUR)  # the data and its CRC
+    finally:
+        fp.seek(start)
+    return exif
+
+
 def _exif_facts(img: Image.Image) -> tuple[int, datetime | None]:
     try:
-        exif = img.getexif()
+        if img.format == "PNG" and "exif" not in img.info and img.fp is not None:
+            exif = _png_exif(img.fp)
+        else:
+            exif = img.getexif()
         orientation = int(exif.get(_EXIF_ORIENTATION, 1) or 1)
         sub = exif.get_ifd(_EXIF_IFD)
     except Exception:  # noqa: BLE001 - broken EXIF must not make a photo unreadable
@@ -351,7 +397,8 @@ def read_image(
     comes (at least ``max_side``, and less than twice it for a JPEG; other formats full
     size) rather than shrinking the whole image: for a caller that cuts a few small regions
     and resizes only those. GIFs give their first frame. Raises ImageError for truncated,
-    corrupt, oversized or unreadable files.
+    corrupt, oversized (over ``max_megapixels``, or more than memory holds) or unreadable
+    files.
     """
     fh = _open_file(path)
     try:
@@ -361,29 +408,30 @@ def read_image(
         raise
     img = src
     try:
-        fmt = _check_header(img, fh, max_megapixels)
-        orientation, _ = _exif_facts(img)
-        if max_side is not None:
-            if fmt == "JPEG" and img.mode in ("RGB", "L", "CMYK", "YCbCr"):
-                # Rounded down: JPEG reduces by 1/2, 1/4 or 1/8 only where the source divides
-                # by the request, so a 2667 x 4000 photo asked for 667 x 1000 (2667 // 667 is
-                # 3) would decode at 1/2 and be shrunk afterwards, twice the work.
-                longest = max(img.size)
-                wanted = (
-                    max(1, img.width * max_side // longest),
-                    max(1, img.height * max_side // longest),
-                )
-                img.draft("RGB" if img.mode != "L" else "L", wanted)
+        with _decoding(src):
+            fmt = _check_header(img, fh, max_megapixels)
+            orientation, _ = _exif_facts(img)
+            if max_side is not None:
+                if fmt == "JPEG" and img.mode in ("RGB", "L", "CMYK", "YCbCr"):
+                    # Rounded down: JPEG reduces by 1/2, 1/4 or 1/8 only where the source divides
+                    # by the request, so a 2667 x 4000 photo asked for 667 x 1000 (2667 // 667 is
+                    # 3) would decode at 1/2 and be shrunk afterwards, twice the work.
+                    longest = max(img.size)
+                    wanted = (
+                        max(1, img.width * max_side // longest),
+                        max(1, img.height * max_side // longest),
+                    )
+                    img.draft("RGB" if img.mode != "L" else "L", wanted)
+                img.load()
+                if exact and max(img.size) > max_side:
+                    img = to_rgb(img)
+                    img.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
             img.load()
-            if exact and max(img.size) > max_side:
-                img = to_rgb(img)
-                img.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
-        img.load()
-        img = to_rgb(img)
-        if orientation != 1:
-            img = _orient(img, orientation)
-        # The caller owns the result; the file handle behind ``src`` is closed below.
-        return img.copy() if img is src else img
+            img = to_rgb(img)
+            if orientation != 1:
+                img = _orient(img, orientation)
+            # The caller owns the result; the file handle behind ``src`` is closed below.
+            return img.copy() if img is src else img
     except ImageError:
         raise
     except (OSError, SyntaxError, ValueError, EOFError) as exc:

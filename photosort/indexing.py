@@ -150,6 +150,10 @@ class ScanReport:
     missing: int = 0
     unchanged: int = 0
     errors: int = 0
+    redetected: int = 0
+    """Photos counted above as unchanged or moved whose faces were found again, in place of
+    those found with other detector settings: otherwise nothing would tell the user that
+    the settings replaced every face (and its cached explanations)."""
     faces: int = 0
     classified: int = 0
     seconds: float = 0.0
@@ -310,6 +314,8 @@ class _FaceJob:
     row: Photo
     path: str
     size: tuple[int, int]
+    redetect: bool = False
+    """Its faces were found before, with other detector settings."""
 
 
 @contextmanager
@@ -456,7 +462,9 @@ class _Writer:
             or row.height is None
         ):
             return None
-        return _FaceJob(row, row.path, (row.width, row.height))
+        # Faces found before, and not with these settings (or it would have returned above).
+        redetect = row.faces_state == "done"
+        return _FaceJob(row, row.path, (row.width, row.height), redetect=redetect)
 
     def _apply(self, task: _Task, facts: FileFacts | None) -> Photo | None:
         report = self.report
@@ -540,6 +548,7 @@ class _Writer:
         row.faces_state = "done"
         row.faces_error = None
         self.report.faces += len(found.faces)
+        self.report.redetected += job.redetect
         if len(self.to_classify) >= CLASSIFY_BATCH:
             self._classify()
 

@@ -13,6 +13,7 @@ one its file's modification time in local time; :class:`Period` filters on that 
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -23,7 +24,8 @@ from sqlalchemy.orm import Session
 
 from photosort.defaults import DEFAULT_MIN_PROBABILITY, EMOTIONS
 from photosort.errors import PhotosortError
-from photosort.images import hash_distance
+from photosort.images import ImageError, hash_distance
+from photosort.scanning import content_hash
 from photosort.store import EMOTION_COLUMNS, FaceRow, Photo, chunked, path_under, stored_paths
 
 DUPLICATE_BITS = 6
@@ -49,6 +51,9 @@ def date_span(text: str) -> tuple[datetime, datetime]:
     day = int(found[3]) if found[3] else None
     try:
         start = datetime(year, month or 1, day or 1)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a date in the calendar: use {DATE_FORMS}") from None
+    try:
         if day is not None:
             end = start + timedelta(days=1)
         elif month is not None:
@@ -58,7 +63,11 @@ def date_span(text: str) -> tuple[datetime, datetime]:
         for bound in (start, end):  # the platform must turn it into a file time
             _epoch_ns(bound)
     except (ValueError, OverflowError, OSError):
-        raise ValueError(f"{text!r} is not a date in the calendar: use {DATE_FORMS}") from None
+        # A real day whose period ends past year 9999, or that file times cannot reach.
+        raise ValueError(
+            f"{text!r} is too far from today to compare with photos' dates: use {DATE_FORMS} "
+            "nearer today"
+        ) from None
     return start, end
 
 
@@ -302,11 +311,14 @@ class PhotoFaces:
     faces_state: str
     error: str | None
     faces: list[RankedFace]
+    since_scan: str | None = None
+    """The file changed or went missing after the scan that found these faces."""
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "path": self.path,
             "status": self.status,
+            "since_scan": self.since_scan,
             "faces_state": self.faces_state,
             "error": self.error,
             "faces": [
@@ -314,6 +326,46 @@ class PhotoFaces:
                 for f in self.faces
             ],
         }
+
+
+def file_state(path: str) -> tuple[int, int, int, int] | None:
+    """What tells one file at ``path`` from another: device, inode, size, mtime."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def changed_since_scan(photo: Photo, state: tuple[int, int, int, int] | None) -> bool:
+    """Whether the file at the photo's path is no longer the photo the library scanned.
+
+    Its faces and boxes belong to the scanned content: drawn on another picture (a photo
+    copied over it, an edit) they would point at the wrong people. The same size and mtime
+    mean the same photo, as a rescan judges; otherwise the content hash decides (a file
+    only touched is still the photo). A file that is gone is the read's to report.
+    """
+    if state is None:
+        return False
+    if (state[2], state[3]) == (photo.size, photo.mtime_ns):
+        return False
+    if state[2] != photo.size or photo.content_hash is None:
+        return True
+    try:
+        return content_hash(photo.path) != photo.content_hash
+    except (OSError, ImageError):
+        return True
+
+
+def since_scan(photo: Photo) -> str | None:
+    """What became of a readable photo's file since its scan: "changed", "missing", or None
+    while it is still the photo scanned. Stored faces belong to the scanned content."""
+    if photo.status != "ok":
+        return None
+    state = file_state(photo.path)
+    if state is None:
+        return "missing"
+    return "changed" if changed_since_scan(photo, state) else None
 
 
 def find_photo(session: Session, path: str) -> Photo | None:
@@ -335,6 +387,7 @@ def photo_faces(engine: Engine, path: str) -> PhotoFaces:
             faces_state=photo.faces_state,
             error=photo.error or photo.faces_error,
             faces=[_face(f) for f in photo.faces],
+            since_scan=since_scan(photo),
         )
 
 

@@ -12,8 +12,9 @@ their probabilities, an explanation for that emotion when the library has one ca
 ``photosort explain`` or an earlier report), and otherwise the command that makes one.
 
 The album is browsed like one: each pick page links to the previous and next pick of its
-emotion (in the order the index shows them, by year with ``by_year``) and back to the
-emotion's section; the index opens with a summary of the library it comes from.
+emotion (in the order the index shows them, by year with ``by_year``, when the links and the
+page's heading name the year) and back to the emotion's section; the index opens with a
+summary of the library it comes from.
 """
 
 from __future__ import annotations
@@ -62,12 +63,13 @@ from photosort.ranking import (
     Period,
     RankedPhoto,
     RankingError,
+    changed_since_scan,
+    file_state,
     find_photo,
     library_summary,
     top_photos,
 )
 from photosort.resources import resource_dir
-from photosort.scanning import content_hash
 from photosort.store import (
     LOCK_WAIT_SECONDS,
     ExplanationRow,
@@ -259,10 +261,24 @@ class PickView:
     previous: PickView | None = None
     next: PickView | None = None
     """The neighbouring picks of the same emotion, in the index's order."""
+    group: str | None = None
+    """Its year group on the index ("2019", "undated") with ``by_year``, else None."""
 
     @property
     def deciding(self) -> FaceView | None:
         return next((f for f in self.faces if f.deciding), None)
+
+    @property
+    def percent(self) -> str:
+        """The score as the album shows it: "96%"."""
+        return f"{self.score * 100:.0f}%"
+
+    @property
+    def label(self) -> str:
+        """The pick in a pager link: "happy #3", and with ``by_year`` "happy #3 (2019)", so
+        that the year groups explain why the ranks come out of order."""
+        name = f"{self.emotion} #{self.rank}"
+        return f"{name} ({self.group})" if self.group else name
 
 
 @dataclass
@@ -587,11 +603,14 @@ def _build(
 
 def _section(emotion: str, picks: list[PickView], *, by_year: bool) -> Section:
     """An emotion's picks as the index shows them: by rank, or by year (the latest first,
-    by rank within a year); each pick learns its neighbours in that order."""
+    by rank within a year); each pick learns its neighbours in that order, and its year
+    group, which its page and its neighbours' links name."""
     if by_year:
         years: dict[int | None, list[PickView]] = {}
         for pick in picks:
-            years.setdefault(pick.date.year if pick.date else None, []).append(pick)
+            year = pick.date.year if pick.date else None
+            pick.group = str(year) if year else "undated"
+            years.setdefault(year, []).append(pick)
         groups = sorted(years.items(), key=lambda item: -(item[0] or 0))
     else:
         groups = [(None, picks)]
@@ -662,41 +681,12 @@ CHANGED = _Copies(
 )
 
 
-def _file_state(path: str) -> tuple[int, int, int, int] | None:
-    """What tells one file at ``path`` from another: device, inode, size, mtime."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
-
-
-def _changed_since_scan(photo: Photo, state: tuple[int, int, int, int] | None) -> bool:
-    """Whether the file at the photo's path is no longer the photo the library scanned.
-
-    Its faces and boxes belong to the scanned content: drawn on another picture (a photo
-    copied over it, an edit) they would point at the wrong people. The same size and mtime
-    mean the same photo, as a rescan judges; otherwise the content hash decides (a file
-    only touched is still the photo). A file that is gone is the read's to report.
-    """
-    if state is None:
-        return False
-    if (state[2], state[3]) == (photo.size, photo.mtime_ns):
-        return False
-    if state[2] != photo.size or photo.content_hash is None:
-        return True
-    try:
-        return content_hash(photo.path) != photo.content_hash
-    except (OSError, ImageError):
-        return True
-
-
 def _photo_images(out: _Output, photo: Photo) -> _Copies:
     """Upright resized copies of a photo for the album, or a note when it cannot be read or
     is no longer the photo that was scanned."""
     names = _copy_names(photo)
-    before = _file_state(photo.path)
-    if _changed_since_scan(photo, before):
+    before = file_state(photo.path)
+    if changed_since_scan(photo, before):
         return CHANGED
     if before is not None and all(out.reuse(name) for name in names):
         return _Copies(names[0], names[1], None, None)
@@ -710,7 +700,7 @@ def _photo_images(out: _Output, photo: Photo) -> _Copies:
         note = "The photo has gone missing since it was scanned" if gone else f"Unreadable: {exc}"
         badge = "missing since the scan" if gone else "unreadable since the scan"
         return _Copies(None, None, note + "; its faces are shown from the stored crops.", badge)
-    if _file_state(photo.path) != before:  # replaced while it was read
+    if file_state(photo.path) != before:  # replaced while it was read
         return CHANGED
     thumb = large.copy()
     thumb.thumbnail((THUMB_SIDE, THUMB_SIDE))
@@ -815,6 +805,20 @@ class _FaceViews:
         return shlex.join(args + self.explain_options)
 
 
+def _no_face(photo: Photo, number: int) -> str:
+    """Why a photo has no face ``number``: unreadable and not yet looked at are not "0 faces"."""
+    if photo.status != "ok":
+        return f"could not be read when it was scanned ({photo.error}): it has no faces"
+    if photo.faces_state == "pending":
+        return "has no faces yet: scan its folder again (without --no-faces) to look for them"
+    if photo.faces_state == "error":
+        return f"has no faces: detecting them failed ({photo.faces_error})"
+    count = len(photo.faces)
+    if count == 0:
+        return "has no faces"
+    return f"has {count} face{'' if count == 1 else 's'}; there is no face {number}"
+
+
 def explain_photo_face(
     engine: Engine,
     photo_path: str,
@@ -833,9 +837,7 @@ def explain_photo_face(
         if photo is None:
             raise ReportError(f"{photo_path} is not in the library: run `photosort scan` first")
         if not 1 <= face_number <= len(photo.faces):
-            raise ReportError(
-                f"{photo_path} has {len(photo.faces)} faces; there is no face {face_number}"
-            )
+            raise ReportError(f"{photo_path} {_no_face(photo, face_number)}")
         face = photo.faces[face_number - 1]
         emotion = emotion or predicted_emotion(face)
         if emotion is None:

@@ -1058,12 +1058,16 @@ class LibraryStatus:
     faces: int = 0
     models: dict[str, int] = field(default_factory=dict)
     """Faces classified, by the id of the model that classified them (most faces first)."""
+    awaiting_faces: int = 0
+    """Readable photos whose faces were never looked for: a scan with ``--no-faces``, or
+    one stopped before it reached them. The next scan looks."""
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "database": self.database,
             "photos": self.photos,
             "by_status": self.by_status,
+            "awaiting_faces": self.awaiting_faces,
             "faces": self.faces,
             "models": self.models,
             "last_scan": self.last_scan.isoformat() + "Z" if self.last_scan else None,
@@ -1084,6 +1088,11 @@ def library_status(engine: Engine) -> LibraryStatus:
             .where(FaceRow.model_id.is_not(None))
             .group_by(FaceRow.model_id)
         ).all()
+        awaiting = session.scalar(
+            select(func.count())
+            .select_from(Photo)
+            .where(Photo.status == "ok", Photo.faces_state == "pending")
+        )
         last = session.scalars(select(Scan).order_by(Scan.id.desc()).limit(1)).first()
     state = last.state if last else None
     if state == "running" and not _scan_alive(engine):
@@ -1096,6 +1105,7 @@ def library_status(engine: Engine) -> LibraryStatus:
         last_scan_state=state,
         faces=faces,
         models={m: n for m, n in sorted(by_model, key=lambda row: (-row[1], row[0]))},
+        awaiting_faces=awaiting or 0,
     )
 
 

@@ -279,7 +279,17 @@ def test_show_says_faces_were_not_looked_for(runner: CliRunner, album: Path, db_
     shown = runner.invoke(cli, ["show", str(album / "people" / "astronaut.jpg"), "--db", db_url])
     assert shown.exit_code == 0, shown.output
     first = shown.stdout.splitlines()[0]
-    assert first.endswith("(ok, faces not looked for yet: scan it without --no-faces)"), first
+    assert first.endswith(
+        "(ok, faces not looked for yet: scan its folder again (without --no-faces))"
+    ), first
+    held = json.loads(runner.invoke(cli, ["status", "--db", db_url, "--json"]).stdout)
+    assert held["awaiting_faces"] == held["by_status"]["ok"] > 0
+    status = runner.invoke(cli, ["status", "--db", db_url])
+    waiting = f"(0 classified; {held['awaiting_faces']} photos not looked at yet, scan again"
+    assert waiting in status.stdout, status.stdout
+    runner.invoke(cli, ["scan", str(album), "--db", db_url])
+    status = runner.invoke(cli, ["status", "--db", db_url])
+    assert "not looked at" not in status.stdout, status.stdout
 
 
 def test_names_with_terminal_escapes_are_shown_escaped(
@@ -358,3 +368,104 @@ def test_training_on_another_backend_says_which_package_it_lacks(
         "installed: pip install keras torch"
     ) in result.output
     assert not (tmp_path / "m.ckpt").exists()
+
+
+def test_a_file_that_is_no_model_is_refused_before_any_work(
+    runner: CliRunner, album: Path, tmp_path: Path
+) -> None:
+    db = tmp_path / "library.db"
+    notes = tmp_path / "notes.py"
+    notes.write_text("print('not a model')\n")
+    named = runner.invoke(cli, ["scan", str(album), "--db", str(db), "--model", str(notes)])
+    assert named.exit_code == 2
+    assert "is not an emotion model: its name must end in .tflite or .keras" in named.stderr
+    junk = tmp_path / "junk.tflite"
+    junk.write_bytes(b"no flatbuffer here")
+    for command in (["scan", str(album)], ["report", str(tmp_path / "my-album")]):
+        refused = runner.invoke(cli, [*command, "--db", str(db), "--model", str(junk)])
+        assert refused.exit_code == 1, refused.output
+        assert refused.stderr.startswith(f"Error: {junk}: not a loadable LiteRT model")
+        assert refused.stderr.count("\n") == 1, refused.stderr
+    held = json.loads(runner.invoke(cli, ["status", "--db", str(db), "--json"]).stdout)
+    assert held["photos"] == 0 and held["last_scan"] is None, "nothing read, no scan begun"
+    assert not (tmp_path / "my-album").exists()
+
+
+def test_explain_refuses_an_out_file_in_no_folder_before_any_work(
+    runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import photosort.reporting
+
+    def must_not_run(*args: object, **kwargs: object) -> None:
+        raise AssertionError("explained before the --out folder was checked")
+
+    monkeypatch.setattr(photosort.reporting, "explain_photo_face", must_not_run)
+    out = tmp_path / "not" / "there" / "face.png"
+    refused = runner.invoke(cli, ["explain", str(tmp_path / "a.jpg"), "--out", str(out)])
+    assert refused.exit_code == 2, refused.output
+    assert f"there is no folder {out.parent} to write it in" in refused.stderr
+
+
+def test_show_and_explain_say_when_the_file_is_no_longer_the_photo_scanned(
+    runner: CliRunner, tmp_path: Path
+) -> None:
+    folder, db = tmp_path / "photos", str(tmp_path / "library.db")
+    kept, replaced, deleted = (folder / f"{name}.jpg" for name in ("kept", "replaced", "deleted"))
+    for path in (kept, replaced, deleted):
+        save_jpeg(path, skimage_photo("astronaut"))
+    assert runner.invoke(cli, ["scan", str(folder), "--db", db, "--quiet"]).exit_code == 0
+    save_jpeg(replaced, skimage_photo("coffee"))
+    deleted.unlink()
+    notes = {}
+    for path in (kept, replaced, deleted):
+        shown = runner.invoke(cli, ["show", str(path), "--db", db])
+        assert shown.exit_code == 0, shown.output
+        notes[path.stem] = shown.stdout.splitlines()[1].strip()
+        data = json.loads(runner.invoke(cli, ["show", str(path), "--db", db, "--json"]).stdout)
+        assert len(data["faces"]) == 1, "the scanned photo's faces stay shown"
+        notes[path.stem + " json"] = data["since_scan"]
+    assert notes["kept"].startswith("face ") and notes["kept json"] is None
+    assert notes["replaced"].startswith("The file has changed since the scan: these are the")
+    assert notes["deleted"].startswith("The file has gone missing since the scan")
+    assert (notes["replaced json"], notes["deleted json"]) == ("changed", "missing")
+    explained = runner.invoke(
+        cli,
+        ["explain", str(deleted), "--db", db, "--out", str(tmp_path / "e.png"), "--samples", "50"],
+    )
+    assert explained.exit_code == 0, explained.output
+    assert explained.stderr.startswith("The file has gone missing since the scan: these are")
+    assert (tmp_path / "e.png").is_file(), "the stored crop is still explained"
+
+
+def test_explain_says_why_a_photo_has_no_such_face(runner: CliRunner, tmp_path: Path) -> None:
+    folder, db = tmp_path / "photos", str(tmp_path / "library.db")
+    save_jpeg(folder / "one.jpg", skimage_photo("astronaut"))
+    (folder / "torn.jpg").write_bytes(b"\xff\xd8\xff not the rest of a JPEG")
+    out = str(tmp_path / "e.png")
+    assert runner.invoke(cli, ["scan", str(folder), "--db", db, "--quiet"]).exit_code == 0
+    args = ["explain", str(folder / "one.jpg"), "--face", "2", "--db", db, "--out", out]
+    second = runner.invoke(cli, args)
+    assert second.exit_code == 1
+    assert second.stderr.endswith("one.jpg has 1 face; there is no face 2\n"), second.stderr
+    torn = runner.invoke(cli, ["explain", str(folder / "torn.jpg"), "--db", db, "--out", out])
+    assert torn.exit_code == 1
+    assert "torn.jpg could not be read when it was scanned (" in torn.stderr, torn.stderr
+    assert torn.stderr.endswith("): it has no faces\n") and not (tmp_path / "e.png").exists()
+
+
+def test_a_scan_with_other_detector_settings_says_it_replaced_the_faces(
+    runner: CliRunner, tmp_path: Path
+) -> None:
+    folder, db = tmp_path / "photos", str(tmp_path / "library.db")
+    for name in ("astronaut", "chelsea"):
+        save_jpeg(folder / f"{name}.jpg", skimage_photo(name))
+    first = runner.invoke(cli, ["scan", str(folder), "--db", db])
+    assert first.exit_code == 0 and "found again" not in first.stdout, first.output
+    strict = runner.invoke(cli, ["scan", str(folder), "--db", db, "--min-score", "0.999"])
+    assert strict.exit_code == 0, strict.output
+    assert "2 unchanged" in strict.stdout
+    assert "Faces found again in 2 photos scanned before: the detector settings changed" in (
+        strict.stdout
+    )
+    again = runner.invoke(cli, ["scan", str(folder), "--db", db, "--min-score", "0.999", "--json"])
+    assert json.loads(again.stdout)["redetected"] == 0

@@ -94,6 +94,11 @@ def test_date_span_covers_the_whole_year_month_or_day() -> None:
     for bad in ("2023-13", "2023-02-30", "June", "2023-6", "23", "2023/06", ""):
         with pytest.raises(ValueError, match="use a year"):
             date_span(bad)
+    for far in ("9999", "9999-12-31"):
+        with pytest.raises(ValueError, match="too far from today .* a year .* nearer today"):
+            date_span(far)
+    with pytest.raises(ValueError, match="'0000' is not a date in the calendar"):
+        date_span("0000")
     with pytest.raises(RankingError, match="start on 2024-01-01, after it ends on 2023-06-30"):
         between("2024", "2023-06")
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import io
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +22,7 @@ from photosort.images import (
 )
 from photosort.sample import save_jpeg, skimage_photo, stored_sideways
 from photosort.scanning import examine
-from tests.conftest import add_broken_files, write_bomb_png
+from tests.conftest import add_broken_files, png_chunk, write_bomb_png
 
 
 def mean_abs_diff(a: np.ndarray, b: np.ndarray) -> float:
@@ -150,6 +153,51 @@ def test_broken_files_raise_image_error_not_crash(tmp_path: Path) -> None:
             read_image(broken[kind])
     with pytest.raises(ImageError, match="file not found"):
         read_image(tmp_path / "nope.jpg")
+
+
+def test_a_photo_too_large_for_memory_is_an_image_error(tmp_path: Path) -> None:
+    """A header promising more pixels than memory holds, let through by a high
+    max_megapixels: the decode that finds no memory is this photo's reason, never a
+    MemoryError that ends whatever was reading it."""
+    wide = write_bomb_png(tmp_path / "wide.png", 600_000_000, 1)
+    with Image.open(wide) as img, pytest.raises(MemoryError):  # a row Pillow cannot allocate
+        img.load()
+    with pytest.raises(ImageError, match=r"^out of memory decoding it \(600000000x1, 600 MP\)$"):
+        read_image(wide, max_side=1000, max_megapixels=1000)
+
+
+EXAMINE_WITH_LITTLE_MEMORY = """
+import resource, sys
+from photosort.scanning import examine
+
+with open("/proc/self/status") as fh:
+    size = next(int(line.split()[1]) << 10 for line in fh if line.startswith("VmSize:"))
+resource.setrlimit(resource.RLIMIT_AS, (size + (32 << 20), resource.RLIM_INFINITY))
+print(examine(sys.argv[1], max_megapixels=1e4).error)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status")
+def test_a_jpeg_with_no_memory_to_check_its_end_is_unreadable_for_that(tmp_path: Path) -> None:
+    """A JPEG whose tail has no end marker is decoded at 1/8 scale to see whether it is whole:
+    64 MiB for a header of 65535x65535. A scanner with 32 MiB to spare (a real process under
+    RLIMIT_AS) records it as out of memory, neither as cut short nor by crashing."""
+    buf = io.BytesIO()
+    Image.fromarray(skimage_photo("astronaut")[:16, :16]).save(buf, "JPEG")
+    data = bytearray(buf.getvalue()[:-2])  # no end-of-image marker
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5 : sof + 9] = (65535).to_bytes(2, "big") * 2
+    assert b"\xff\xd9" not in data
+    tall = tmp_path / "tall.jpg"
+    tall.write_bytes(bytes(data))
+    done = subprocess.run(
+        [sys.executable, "-c", EXAMINE_WITH_LITTLE_MEMORY, str(tall)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "out of memory decoding it (65535x65535, 4295 MP)"
 
 
 def test_mpo_is_read_as_jpeg(tmp_path: Path) -> None:
@@ -309,3 +357,47 @@ def test_shrink_reduces_by_whole_factors_then_resamples_the_rest() -> None:
     odd = photo.resize((1718, 1289))
     lanczos = odd.resize((1000, 750), Image.Resampling.LANCZOS)
     np.testing.assert_array_equal(np.asarray(shrink(odd, 1000)), np.asarray(lanczos))
+
+
+@pytest.mark.parametrize("where", ["before the pixels", "after the pixels", "none"])
+def test_a_png_header_is_read_without_decoding_its_pixels(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    """The eXIf chunk may follow the image data; finding it must not cost a decode."""
+    from PIL import PngImagePlugin
+
+    astronaut = skimage_photo("astronaut")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: stored sideways
+    exif.get_ifd(0x8769)[0x9003] = "2021:07:04 10:11:12"
+    plain = io.BytesIO()
+    Image.fromarray(stored_sideways(astronaut)).save(plain, "PNG")
+    data = plain.getvalue()
+    chunk = png_chunk(b"eXIf", exif.tobytes())
+    iend = data.rindex(b"IEND") - 4
+    ihdr_end = 8 + 25  # signature, then IHDR: length, type, 13 bytes, CRC
+    placed = {
+        "before the pixels": data[:ihdr_end] + chunk + data[ihdr_end:],
+        "after the pixels": data[:iend] + chunk + data[iend:],
+        "none": data,
+    }[where]
+    path = tmp_path / "screen.png"
+    path.write_bytes(placed)
+
+    decoded: list[object] = []
+
+    def load(self: object) -> None:
+        decoded.append(self)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(PngImagePlugin.PngImageFile, "load", load)
+        info = probe_image(path)
+    assert not decoded, "the header was read by decoding the pixels"
+    height, width = astronaut.shape[:2]
+    if where == "none":
+        assert (info.orientation, info.taken_at) == (1, None)
+        return
+    assert (info.orientation, info.width, info.height) == (6, width, height)
+    assert info.taken_at is not None and info.taken_at.isoformat() == "2021-07-04T10:11:12"
+    upright = np.asarray(read_image(path))
+    assert upright.shape[:2] == (height, width) and mean_abs_diff(upright, astronaut) < 1

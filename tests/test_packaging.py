@@ -168,7 +168,10 @@ def test_a_plain_install_runs_the_readme_without_tensorflow(tmp_path: Path) -> N
 
     data = tmp_path / "fer2013.csv"
     data.write_text("emotion,pixels,Usage\n")
-    for command in (["train", str(data)], ["scan", "photosort-demo/album", "--model", str(data)]):
+    model = tmp_path / "mine.keras"
+    model.write_bytes(b"PK")
+    refusals = (["train", str(data)], ["scan", "photosort-demo/album", "--model", str(model)])
+    for command in refusals:
         refused = subprocess.run(
             [venv / "bin" / "photosort", *command],
             cwd=clone,
@@ -176,7 +179,7 @@ def test_a_plain_install_runs_the_readme_without_tensorflow(tmp_path: Path) -> N
             capture_output=True,
             text=True,
         )
-        assert refused.returncode == 1
+        assert refused.returncode == 1, refused.stderr
         assert refused.stderr.count("\n") == 1, refused.stderr
         assert "pip install 'photosort[train]'" in refused.stderr
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import html
 import json
 import os
 import re
@@ -41,8 +43,9 @@ from photosort.explaining import (
     segment,
 )
 from photosort.indexing import FaceOptions, scan_library
-from photosort.ranking import top_photos
+from photosort.ranking import RankedPhoto, top_photos
 from photosort.reporting import MANIFEST, ReportError, build_report
+from photosort.resources import resource_dir
 from photosort.sample import build_sample_album, save_jpeg, skimage_photo
 from photosort.store import ExplanationRow, FaceRow, open_engine
 from tests.browser import Browser, find_chromium
@@ -290,7 +293,9 @@ def test_face_parts_name_what_the_supporting_regions_cover() -> None:
         x, y = points[list(FACE_PARTS[part]), :2].mean(axis=0)
         assert x < 0.6 * side and y < 0.6 * side, (part, x, y)
     sentence = parts.sentence("happy")
-    assert sentence.startswith(f"The {parts.support[0]}") and "look happy" in sentence
+    first = parts.support[0]
+    owner = "person's " if first.startswith(("left ", "right ")) else ""
+    assert sentence.startswith(f"The {owner}{first}") and "look happy" in sentence
     # Stored landmarks are used as they are: mirrored, they name the other side.
     moved = points.copy()
     moved[:, 0] = side - 1 - moved[:, 0]
@@ -307,6 +312,11 @@ def test_face_parts_in_a_sentence() -> None:
         "The mouth makes this face look surprised."
     )
     assert FaceParts((), ("nose",)).sentence("fear").startswith("No face part clearly")
+    # One side is the person's own, never the viewer's; a pair of both sides has no side.
+    assert FaceParts(("left cheek",), ("right eye", "brows")).sentence("angry") == (
+        "The person's left cheek makes this face look angry; the person's right eye and the "
+        "brows speak against it."
+    )
 
 
 def test_the_check_in_words_explains_a_negative_random_drop_and_uncertain_faces() -> None:
@@ -318,7 +328,13 @@ def test_the_check_in_words_explains_a_negative_random_drop_and_uncertain_faces(
     )  # fmt: skip
     text = " ".join(check_sentences(raised))
     assert "-0.9 points" in text and "raises sad on average" in text
-    assert "NOT faithful" in text and "62% of 500 random choices" in text
+    assert "62% of 500 random choices" in text
+    # Beating most random choices is not enough: the failure says what the line is made of
+    # (-0.9 + 2 x 4.6 points) and how far short the support's 1.0 points fall.
+    assert (
+        "NOT faithful: the drop needs to exceed 8.3 points, the random drops' mean plus 2 "
+        "times their spread (at least 2.0 points above the mean); it falls 7.3 points short."
+    ) in text
     assert "Uncertain face" in text and "%" not in text.replace("62%", "").replace("30%", "")
     clear = Explanation(
         probability=0.9, deletion_support=0.5, deletion_random=0.1,
@@ -326,6 +342,14 @@ def test_the_check_in_words_explains_a_negative_random_drop_and_uncertain_faces(
     )  # fmt: skip
     words = " ".join(check_sentences(clear))
     assert "Faithful" in words and "99.8% of 500" in words and "Uncertain" not in words
+    assert "NOT" not in words and "short" not in words
+    # Nothing supported: no drop to fall short with, whatever the random draws did.
+    flat = Explanation(**{**clear.__dict__, "deletion_support": 0.0, "deletion_random": -0.05})
+    assert check_sentences(flat)[-1] == (
+        "NOT faithful: the drop needs to exceed 5.0 points, the random drops' mean plus 2 "
+        "times their spread (at least 2.0 points above the mean), and hiding the supporting "
+        "regions does not lower sad at all."
+    )
 
 
 def test_the_explain_picture_has_a_caption_and_a_colour_blind_safe_key() -> None:
@@ -743,6 +767,105 @@ def test_pick_pages_link_to_their_neighbours_and_back(
             assert f'<section id="{emotion}">' in index
             for href in (nav.get("prev"), nav.get("next")):
                 assert href is None or (out / href).is_file()
+
+
+def pager(page: str) -> dict[str, str]:
+    """A pick page's heading and its prev/next links' text, as a reader sees them."""
+    found = dict(re.findall(r'rel="(\w+)" href="[^"]+">([^<]+)</a>', page))
+    found["heading"] = re.sub(r"<[^>]+>", "", page.split("<h1>")[1].split("</h1>")[0])
+    return found
+
+
+def test_grouped_by_year_the_pick_pages_name_each_picks_year(
+    library: Path, db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """By year, the pages follow the index (#1, #3, #2...): the links and the heading say
+    the year group that puts them in that order; unless grouped, they say only the rank."""
+    from photosort import reporting
+
+    real = reporting.top_photos
+
+    def last_undated(*args: object, **kwargs: object) -> list[RankedPhoto]:
+        ranked = real(*args, **kwargs)
+        return [*ranked[:-1], dataclasses.replace(ranked[-1], date=None)]
+
+    monkeypatch.setattr(reporting, "top_photos", last_undated)
+    out = tmp_path / "report"
+    options = dict(n=10, emotions=["happy"], min_probability=0, samples=60)
+    build_report(open_engine(db_url), out, RegionModel(), by_year=True, **options)
+    index = (out / "index.html").read_text()
+    group_of = {
+        page: section.split('"')[0]
+        for section in index.split('<h3 id="happy-')[1:]
+        for page in re.findall(r'class="card" href="([^"]+)"', section)
+    }
+    order = list(group_of)
+    assert order != sorted(order), "the years reorder the ranks"
+    assert group_of[order[-1]] == "undated" and len(set(group_of.values())) >= 3
+    for before, page, after in zip([None, *order[:-1]], order, [*order[1:], None], strict=True):
+        seen = pager((out / page).read_text())
+        rank, group = int(page[6:8]), group_of[page]
+        assert re.fullmatch(rf"Happy #{rank}: \d+% · {group}", seen["heading"]), seen
+        if before:
+            assert seen["prev"] == f"← happy #{int(before[6:8])} ({group_of[before]})"
+        if after:
+            assert seen["next"] == f"happy #{int(after[6:8])} ({group_of[after]}) →"
+
+    build_report(open_engine(db_url), out, RegionModel(), **options)
+    seen = pager((out / "happy-02.html").read_text())
+    assert re.fullmatch(r"Happy #2: \d+%", seen["heading"]), seen
+    assert (seen["prev"], seen["next"]) == ("← happy #1", "happy #3 →")
+
+
+def test_index_thumbnails_say_what_their_card_shows(
+    library: Path, db_url: str, tmp_path: Path
+) -> None:
+    out = tmp_path / "report"
+    engine = open_engine(db_url)
+    build_report(engine, out, RegionModel(), n=3, emotions=["sad"], min_probability=0, samples=60)
+    index = (out / "index.html").read_text()
+    alts = re.findall(r'<img src="photos/[^"]+" alt="([^"]+)">', index)
+    ranked = top_photos(engine, "sad", 3, min_probability=0)
+    assert len(ranked) == 3 and WEIRD_NAME in {Path(r.path).name for r in ranked}
+    expected = [f"{Path(r.path).name}: sad {r.score:.0%}" for r in ranked]
+    assert [html.unescape(alt) for alt in alts] == expected
+
+
+def _contrast(one: str, two: str) -> float:
+    """WCAG 2's contrast ratio of two ``#rgb`` or ``#rrggbb`` colours."""
+
+    def luminance(colour: str) -> float:
+        digits = colour.lstrip("#")
+        if len(digits) == 3:
+            digits = "".join(d * 2 for d in digits)
+        channels = [int(digits[i : i + 2], 16) / 255 for i in (0, 2, 4)]
+        r, g, b = (c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in channels)
+        return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+    light, dark = sorted((luminance(one), luminance(two)), reverse=True)
+    return (light + 0.05) / (dark + 0.05)
+
+
+def test_album_text_colours_meet_wcag_aa_in_both_schemes() -> None:
+    """Every text colour reads at 4.5:1 or more on the page and on a card, light or dark;
+    so does the deciding face's tag, set in --on-accent on the accent."""
+    css = (resource_dir("templates") / "base.html").read_text()
+    light_rules = re.search(r"^\s*:root \{([^}]*)\}", css, re.M)
+    dark_rules = re.search(r"@media \(prefers-color-scheme: dark\) \{\s*:root \{([^}]*)\}", css)
+    assert light_rules and dark_rules
+    variables = r"--([\w-]+):\s*(#[0-9a-fA-F]{3,6})\b"
+    light = dict(re.findall(variables, light_rules.group(1)))
+    dark = {**light, **dict(re.findall(variables, dark_rules.group(1)))}
+    assert round(_contrast("#b8561c", "#f6f5f2"), 2) == 4.39, "as a WCAG checker measures it"
+    for name, colours in (("light", light), ("dark", dark)):
+        for text in ("fg", "muted", "accent"):
+            for ground in ("bg", "card"):
+                ratio = _contrast(colours[text], colours[ground])
+                assert ratio >= 4.5, (name, text, ground, round(ratio, 2))
+        assert _contrast(colours["on-accent"], colours["accent"]) >= 4.5, name
+    assert re.search(r"\.box\.deciding \.tag \{[^}]*color: var\(--on-accent\)", css)
+    # An emotion's link never breaks between its name and its count on a phone.
+    assert re.search(r"\bnav a \{[^}]*white-space: nowrap", css)
 
 
 @pytest.mark.skipif(find_chromium() is None, reason="needs Debian's chromium (.ci/run installs it)")

@@ -19,6 +19,7 @@ import click
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from PIL import Image
 from sqlalchemy import Engine, func, select, update
 from sqlalchemy.orm import Session
 
@@ -38,7 +39,7 @@ from photosort.store import (
     open_engine,
     utcnow,
 )
-from tests.conftest import ALBUM_BROKEN, ALBUM_PHOTOS, as_a_user, sqlite_only
+from tests.conftest import ALBUM_BROKEN, ALBUM_PHOTOS, as_a_user, sqlite_only, write_bomb_png
 from tests.test_faces import BrightnessModel
 
 KEYS = {"scanned", "new", "changed", "moved", "missing", "unchanged", "errors", "seconds"}
@@ -815,17 +816,24 @@ def test_no_write_transaction_stays_open_while_the_model_loads(album: Path, db_u
 def test_model_that_cannot_be_loaded_fails_the_scan_and_keeps_its_work(
     runner: CliRunner, album: Path, db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """A --model is loaded before any work; the shipped one only once a photo needs it, so a
+    damaged install fails midway and must keep what the scan found."""
     broken = tmp_path / "broken.keras"
     broken.write_bytes(b"not a model")
 
     def cannot_load(path: object = None) -> object:
-        raise emotions.ModelError(f"{path}: not a loadable Keras model: bad zip file")
+        raise emotions.ModelError(f"{path or 'the shipped model'}: not loadable: damaged")
 
     monkeypatch.setattr(emotions, "load_model", cannot_load)
-    args = ["scan", str(album / "people"), "--db", db_url, "--workers", "1", "--model", str(broken)]
+    args = ["scan", str(album / "people"), "--db", db_url, "--workers", "1"]
+    given = runner.invoke(cli, [*args, "--model", str(broken)])
+    assert given.exit_code == 1
+    assert given.stderr == f"Error: {broken}: not loadable: damaged\n"
+    assert not photos(db_url), "refused before a photo was read"
+
     result = runner.invoke(cli, args)
     assert result.exit_code == 1
-    assert result.stderr == f"Error: {broken}: not a loadable Keras model: bad zip file\n"
+    assert result.stderr == "Error: the shipped model: not loadable: damaged\n"
     assert len(photos(db_url)) == 3  # the photos and faces found so far are kept
     faces = stored_faces(db_url)
     assert len(faces) == 3 and all(f.p_happy is None and f.model_id is None for f in faces)
@@ -926,6 +934,58 @@ def test_other_detector_settings_find_faces_again(
     assert len(detected) == 6, "same settings: not searched again"
 
 
+def test_a_scan_counts_the_photos_whose_faces_other_settings_replaced(
+    album: Path, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """New detector settings replace the faces of photos whose files did not change: the
+    report counts those photos (``redetected``, also in ``scan --json``), apart from new and
+    changed ones, so that a summary of unchanged photos does not hide it."""
+    people = album / "people"
+    assert face_scan(db_url, people, BrightnessModel()).redetected == 0  # all of them new
+    detected: list[str] = []
+    real = indexing.find_faces_with
+    monkeypatch.setattr(
+        indexing, "find_faces_with", lambda p, *a: detected.append(p) or real(p, *a)
+    )
+    save_jpeg(people / "chelsea.jpg", skimage_photo("chelsea"))
+    save_jpeg(people / "astronaut.jpg", skimage_photo("astronaut")[:, ::-1])
+
+    report = face_scan(db_url, people, BrightnessModel(), min_score=0.999)
+    assert (report.new, report.changed, report.unchanged) == (1, 1, 2)
+    assert len(detected) == 4
+    assert report.redetected == report.as_dict()["redetected"] == 2
+    again = face_scan(db_url, people, BrightnessModel(), min_score=0.999)
+    assert (len(detected), again.redetected) == (4, 0), "same settings: none found again"
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_photo_too_large_for_memory_is_unreadable_and_the_scan_goes_on(
+    db_url: str, tmp_path: Path, runner: CliRunner, workers: int
+) -> None:
+    """A header promising more pixels than memory holds, let through by a high
+    --max-megapixels: the decode that finds no memory (a MemoryError, at once for a row this
+    wide) is that photo's failure, in this process or in a worker, and the photo beside it
+    gets its faces. The next scan reports it again without decoding it again."""
+    album = tmp_path / "album"
+    save_jpeg(album / "astronaut.jpg", skimage_photo("astronaut"))
+    wide = write_bomb_png(album / "wide.png", 600_000_000, 1)
+    with Image.open(wide) as img, pytest.raises(MemoryError):
+        img.load()
+    reason = "out of memory decoding it (600000000x1, 600 MP)"
+    faces = FaceOptions(classifier=BrightnessModel())
+    for scan in range(2):
+        report = scan_library(
+            open_engine(db_url), [str(album)], workers=workers, max_megapixels=1000, faces=faces
+        )
+        assert report.problems == [(str(wide), reason)]
+        assert (report.new, report.unchanged) == ((2, 0), (0, 2))[scan]
+    stored = photos(db_url)
+    assert (stored[str(wide)].status, stored[str(wide)].error) == ("unreadable", reason)
+    assert [f.photo_id for f in stored_faces(db_url)] == [stored[str(album / "astronaut.jpg")].id]
+    listed = runner.invoke(cli, ["status", "--errors", "--db", db_url])
+    assert f"{wide}: {reason}" in listed.output
+
+
 def test_failed_face_detection_is_tried_again(
     album: Path, db_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -973,8 +1033,6 @@ def cut_wide_jpeg(path: Path) -> Path:
     """A JPEG whose header promises 65535x1 pixels and whose data stops a third of the way,
     with an end-of-image marker after it: the header and the tail pass, the decode fails."""
     import io
-
-    from PIL import Image
 
     rows = np.random.default_rng(0).integers(0, 255, (8, 4000, 3)).astype(np.uint8)
     buf = io.BytesIO()
