@@ -60,6 +60,8 @@ class DatabaseParam(click.ParamType):
         from photosort.store import database_url
 
         try:
+            if isinstance(value, str) and not value.strip():
+                raise PhotosortError("it is empty: give a file path or an SQLAlchemy URL")
             return database_url(value)
         except PhotosortError as exc:
             hint = "'--db'"
@@ -344,12 +346,17 @@ def safe(text: str) -> str:
     would clear the screen, a newline would forge a line of output. Bytes that are not
     UTF-8 are shown as U+FFFD.
     """
+    return _CONTROL.sub(lambda m: m[0].encode("unicode_escape").decode("ascii"), utf8(text))
+
+
+def utf8(text: str) -> str:
+    """``text`` with the bytes of a name that are not UTF-8 (kept by Python as surrogates)
+    shown as U+FFFD: a terminal or a JSON reader takes UTF-8 only."""
     try:
         raw = text.encode("utf-8", "surrogateescape")
     except UnicodeEncodeError:
         raw = text.encode("utf-8", "replace")
-    shown = raw.decode("utf-8", "replace")
-    return _CONTROL.sub(lambda m: m[0].encode("unicode_escape").decode("ascii"), shown)
+    return raw.decode("utf-8", "replace")
 
 
 def plural(count: int, word: str) -> str:
@@ -619,7 +626,10 @@ def scan(
             "scan interrupted; finished work is saved, run it again to carry on"
         ) from None
     if as_json:
-        emit_json(report.as_dict())
+        # Every file this scan could not use, and why: names that cannot be stored (not
+        # UTF-8) are listed only here and in the summary, not in `status --errors`.
+        problems = [{"path": utf8(p), "reason": utf8(why)} for p, why in report.problems]
+        emit_json({**report.as_dict(), "problems": problems})
     elif not quiet:
         r = report
         click.echo(

@@ -492,6 +492,9 @@ def find_faces(
             rejected += 1
         else:
             kept.append(face)
+    # Numbered as people read a group photo, left to right: `show`, `explain --face N` and
+    # the album's box tags all use this order.
+    kept.sort(key=lambda face: (face.x + face.w / 2, face.y))
     crop_side = [crop_side_of(face) for face in kept]
     hires: Image.Image | None = None
     if kept and min(crop_side) < CROP_SIZE and factor > 1:

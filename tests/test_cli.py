@@ -107,6 +107,11 @@ def test_missing_path_is_a_one_line_error(runner: CliRunner, tmp_path: Path) -> 
     assert result.exit_code == 2
     assert "does not exist" in result.output
     assert not (tmp_path / "x.db").exists()
+    empty = runner.invoke(cli, ["status", "--db", ""])
+    assert empty.exit_code == 2
+    assert "Invalid value for '--db': it is empty: give a file path or an SQLAlchemy URL" in (
+        empty.stderr
+    )
 
 
 def test_quiet_scan_prints_nothing_and_no_bar_off_a_terminal(

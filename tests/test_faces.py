@@ -616,3 +616,23 @@ def test_rescan_with_nothing_new_does_not_start_tensorflow(sample: Path, db_url:
         [sys.executable, "-c", code, db_url, str(sample)], capture_output=True, text=True
     )
     assert again.stdout.split() == ["0", "0", "False"], again.stderr
+
+
+def test_faces_are_numbered_left_to_right_whatever_order_the_detector_gives(
+    tmp_path: Path,
+) -> None:
+    from photosort.sample import LFW_GROUPS, lfw_face
+
+    row = np.concatenate([lfw_face(i) for i in LFW_GROUPS["team"]], axis=1)
+    path = save_jpeg(tmp_path / "team.jpg", row)
+    real = make_detector()
+
+    class RightToLeft:
+        def detect(self, image: np.ndarray) -> list[Face]:
+            found = real.detect(image)  # type: ignore[attr-defined]
+            return sorted(found, key=lambda face: -face.x)
+
+    found = find_faces(str(path), (row.shape[1], row.shape[0]), detector=RightToLeft()).faces
+    assert len(found) == 3
+    lefts = [face.box[0] for face in found]
+    assert lefts == sorted(lefts), lefts

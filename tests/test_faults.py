@@ -67,6 +67,30 @@ def bulk(large_photo: Path) -> int:
     return max(60, min(400, round(2 * READ_SECONDS / seconds)))
 
 
+@pytest.fixture(scope="session")
+def face_bulk(large_photo: Path) -> int:
+    """The same for one worker that also finds faces: a photo then costs a decode and the
+    detector, far more than reading its header and hash (``bulk``), so fewer copies keep a
+    scan with faces running for ``2 * READ_SECONDS``, and it still ends within the deadline."""
+    from photosort.faces import FaceSettings, find_faces_with
+
+    with Image.open(large_photo) as img:
+        size = img.size
+
+    def scanned() -> None:
+        examine(str(large_photo))
+        find_faces_with(str(large_photo), size, FaceSettings())
+
+    seconds = min(_timed(scanned) for _ in range(3))
+    return max(30, min(400, round(2 * READ_SECONDS / seconds)))
+
+
+@pytest.fixture
+def face_album(tmp_path: Path, large_photo: Path, face_bulk: int) -> Path:
+    """The test album and ``face_bulk`` names for the large photo, for scans with faces."""
+    return _album_with(tmp_path / "faces album", large_photo, face_bulk)
+
+
 def _timed(fn: Callable[..., object], *args: object) -> float:
     start = time.perf_counter()
     fn(*args)
@@ -77,11 +101,14 @@ def _timed(fn: Callable[..., object], *args: object) -> float:
 def big_album(tmp_path: Path, large_photo: Path, bulk: int) -> Path:
     """The test album and ``bulk`` names for the large photo: each costs a real read and
     hash, yet they take the disk space of one."""
-    root = tmp_path / "album"
+    return _album_with(tmp_path / "album", large_photo, bulk)
+
+
+def _album_with(root: Path, large_photo: Path, copies: int) -> Path:
     build_test_album(root)
     folder = root / "bulk"
     folder.mkdir()
-    for i in range(bulk):
+    for i in range(copies):
         os.link(large_photo, folder / f"p{i:03d}.png")
     return root
 
@@ -664,7 +691,7 @@ def test_scans_of_disjoint_folders_run_together_and_equal_one_scan(
 def test_overlapping_scans_and_prune_are_refused_until_the_scan_is_killed(
     runs: Runs,
     postgres_url: str,
-    big_album: Path,
+    face_album: Path,
     two_albums: tuple[Path, Path],
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
@@ -676,17 +703,17 @@ def test_overlapping_scans_and_prune_are_refused_until_the_scan_is_killed(
 
     monkeypatch.setattr(store, "LOCK_WAIT_SECONDS", 0.5)
     runner = CliRunner()
-    root = os.path.realpath(big_album)
-    proc = runs.start("scan", str(big_album), "--db", postgres_url, "--quiet", "--workers=1")
+    root = os.path.realpath(face_album)
+    proc = runs.start("scan", str(face_album), "--db", postgres_url, "--quiet", "--workers=1")
     runs.wait_for(proc, lambda: pg_claims(postgres_url) == [proc.pid])
     holder = f"another photosort scan (pid {proc.pid} on {socket.gethostname()})"
     shown = make_url(postgres_url).render_as_string(hide_password=True)
-    for overlapping in (big_album, big_album / "bulk", big_album.parent):
+    for overlapping in (face_album, face_album / "bulk", face_album.parent):
         refused = runner.invoke(cli, ["scan", str(overlapping), "--db", postgres_url])
         assert refused.exit_code == 1
         expected = f"Error: {holder} is scanning {root} into {shown}; wait for it to finish\n"
         assert refused.output == expected
-    for command in (["prune"], ["relocate", str(big_album), str(tmp_path)], ["db", "upgrade"]):
+    for command in (["prune"], ["relocate", str(face_album), str(tmp_path)], ["db", "upgrade"]):
         refused = runner.invoke(cli, [*command, "--db", postgres_url])
         assert refused.exit_code == 1
         assert refused.output == f"Error: {holder} is writing {shown}; wait for it to finish\n"
@@ -700,7 +727,7 @@ def test_overlapping_scans_and_prune_are_refused_until_the_scan_is_killed(
     assert runs.finish(proc) == -signal.SIGKILL
     assert proc.pid in pg_claims(postgres_url)
     monkeypatch.setattr(store, "LOCK_WAIT_SECONDS", 3.0)  # time for the server to notice
-    after = runner.invoke(cli, ["scan", str(big_album), "--db", postgres_url, "--no-faces"])
+    after = runner.invoke(cli, ["scan", str(face_album), "--db", postgres_url, "--no-faces"])
     assert after.exit_code == 0, after.output
     assert proc.pid not in pg_claims(postgres_url)
     assert runner.invoke(cli, ["prune", "--db", postgres_url]).exit_code == 0
@@ -781,8 +808,8 @@ def test_a_scan_keeps_its_locks_past_the_servers_idle_session_timeout(
     runs: Runs,
     postgres_server: Any,
     postgres_url: str,
-    big_album: Path,
-    bulk: int,
+    face_album: Path,
+    face_bulk: int,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -794,34 +821,34 @@ def test_a_scan_keeps_its_locks_past_the_servers_idle_session_timeout(
     name = make_url(postgres_url).database
     pg_execute(postgres_server, f"ALTER DATABASE \"{name}\" SET idle_session_timeout = '2s'")
     runner = CliRunner()
-    proc = runs.start("scan", str(big_album), "--db", postgres_url, "--quiet", "--workers=1")
+    proc = runs.start("scan", str(face_album), "--db", postgres_url, "--quiet", "--workers=1")
     runs.wait_for(proc, lambda: pg_claims(postgres_url) == [proc.pid])
     time.sleep(3.0)
-    again = runner.invoke(cli, ["scan", str(big_album), "--db", postgres_url, "--no-faces"])
+    again = runner.invoke(cli, ["scan", str(face_album), "--db", postgres_url, "--no-faces"])
     assert again.exit_code == 1, again.output
     assert f"(pid {proc.pid} on {socket.gethostname()}) is scanning" in again.output
-    relocate = ["relocate", str(big_album), str(tmp_path), "--db", postgres_url]
+    relocate = ["relocate", str(face_album), str(tmp_path), "--db", postgres_url]
     moved = runner.invoke(cli, relocate)
     assert moved.exit_code == 1, moved.output
     assert f"(pid {proc.pid} on {socket.gethostname()}) is writing" in moved.output
     assert proc.poll() is None, "the scan was not caught midway"
     assert runs.finish(proc) == 0, runs.output(proc)
     assert "duplicate key" not in "".join(runs.output(proc))
-    final = runner.invoke(cli, ["scan", str(big_album), "--db", postgres_url, "--json"])
+    final = runner.invoke(cli, ["scan", str(face_album), "--db", postgres_url, "--json"])
     assert final.exit_code == 0, final.output
-    assert json.loads(final.stdout)["unchanged"] == ALBUM_PHOTOS + bulk
-    assert_each_photo_once(postgres_url, big_album, ALBUM_PHOTOS + bulk)
+    assert json.loads(final.stdout)["unchanged"] == ALBUM_PHOTOS + face_bulk
+    assert_each_photo_once(postgres_url, face_album, ALBUM_PHOTOS + face_bulk)
     gone_within(runs.seen, 5.0)
 
 
 def test_a_scan_whose_lock_session_is_terminated_stops_writing(
-    runs: Runs, postgres_server: Any, postgres_url: str, big_album: Path, bulk: int
+    runs: Runs, postgres_server: Any, postgres_url: str, face_album: Path, face_bulk: int
 ) -> None:
     """An administrator ends the scan's lock session: a second scan of the folder is then
     admitted, and the first stops at its next commit with one line, keeping what it
     committed; the two never write the same photos at once."""
     name = make_url(postgres_url).database
-    first = runs.start("scan", str(big_album), "--db", postgres_url, "--quiet", "--workers=1")
+    first = runs.start("scan", str(face_album), "--db", postgres_url, "--quiet", "--workers=1")
     runs.wait_for(first, lambda: pg_claims(postgres_url) == [first.pid])
     application = f"photosort scan {first.pid}@{socket.gethostname()}"[:63]
     pg_execute(
@@ -830,7 +857,7 @@ def test_a_scan_whose_lock_session_is_terminated_stops_writing(
         f"WHERE datname = '{name}' AND application_name = '{application}'",
     )
     second = runs.start(
-        "scan", str(big_album), "--db", postgres_url, "--no-faces", "--quiet", "--workers=1"
+        "scan", str(face_album), "--db", postgres_url, "--no-faces", "--quiet", "--workers=1"
     )
     assert runs.finish(first) == 1, runs.output(first)
     out, err = runs.output(first)
@@ -838,11 +865,11 @@ def test_a_scan_whose_lock_session_is_terminated_stops_writing(
     assert runs.finish(second) == 0, runs.output(second)
     assert "duplicate key" not in "".join(runs.output(second))
     final = runs.start(
-        "scan", str(big_album), "--db", postgres_url, "--json", "--no-faces", "--workers=1"
+        "scan", str(face_album), "--db", postgres_url, "--json", "--no-faces", "--workers=1"
     )
     assert runs.finish(final) == 0, runs.output(final)
-    assert json.loads(runs.output(final)[0])["scanned"] == ALBUM_PHOTOS + bulk
-    assert_each_photo_once(postgres_url, big_album, ALBUM_PHOTOS + bulk)
+    assert json.loads(runs.output(final)[0])["scanned"] == ALBUM_PHOTOS + face_bulk
+    assert_each_photo_once(postgres_url, face_album, ALBUM_PHOTOS + face_bulk)
     gone_within(runs.seen, 5.0)
 
 

@@ -746,6 +746,12 @@ def test_names_that_are_not_utf8_are_reported_and_skipped(
             str(deleted_here): "ok",  # its folder was not fully listed: not known to be gone
             str(deleted_there): "missing",
         }
+    listed = runner.invoke(cli, ["scan", str(root), "--db", db_url, "--no-faces", "--json"])
+    assert listed.exit_code == 0, listed.output
+    assert sorted(p["path"] for p in json.loads(listed.stdout)["problems"]) == [
+        f"{sub}/caf\ufffd.jpg",
+        f"{sub}/\ufffd",
+    ], "listed where a script finds them: status --errors cannot store such names"
     with pytest.raises(WalkError, match="not valid UTF-8"):
         scan_library(open_engine(db_url), [os.fsdecode(raw + b"/\xff")])
 
