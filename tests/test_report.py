@@ -489,10 +489,11 @@ class MoodModel:
 
 @pytest.fixture
 def two_faces(tmp_path: Path, db_url: str) -> Path:
-    """One photo, two faces: a darkened mirror image (face 1) and the astronaut (face 2)."""
+    """One photo, two faces, numbered left to right: a darkened mirror image (face 1), then
+    the astronaut (face 2)."""
     astronaut = skimage_photo("astronaut")
     dim = (astronaut[:, ::-1] * 0.55).astype(np.uint8)
-    photo = save_jpeg(tmp_path / "two" / "pair.jpg", np.concatenate([astronaut, dim], axis=1))
+    photo = save_jpeg(tmp_path / "two" / "pair.jpg", np.concatenate([dim, astronaut], axis=1))
     scan_library(open_engine(db_url), [str(photo.parent)], faces=FaceOptions(MoodModel()))
     return photo
 
