@@ -641,7 +641,8 @@ def scan(
         if r.redetected:
             click.echo(
                 f"Faces found again in {plural(r.redetected, 'photo')} scanned before: the "
-                "detector settings changed, so their faces replace those found before."
+                "face-finding settings changed (your options, or a new photosort's), so "
+                "their faces replace those found before."
             )
         for path, reason in r.problems[:10]:
             click.echo(f"  {safe(path)}: {safe(reason)}", err=True)
@@ -656,7 +657,12 @@ def scan(
 @cli.command()
 @db_option
 @json_option
-@click.option("--errors", "list_errors", is_flag=True, help="List unreadable files and why.")
+@click.option(
+    "--errors",
+    "list_errors",
+    is_flag=True,
+    help="List unreadable files, and photos whose faces could not be found, and why.",
+)
 def status(db_url: URL | None, as_json: bool, list_errors: bool) -> None:
     """Show how many photos and faces the library holds, which model classified the faces,
     and when it was last scanned.
@@ -1112,15 +1118,11 @@ def explain(
     """
     from photosort.explaining import check_sentences
     from photosort.indexing import LazyClassifier
-    from photosort.ranking import photo_faces
     from photosort.reporting import explain_photo_face
 
     engine = open_library(db_url)
     with user_errors():
-        since_scan = photo_faces(engine, photo).since_scan
-        if since_scan and not as_json:
-            click.echo(stale_note(since_scan), err=True)
-        found, parts, image = explain_photo_face(
+        found, parts, image, since_scan = explain_photo_face(
             engine,
             photo,
             LazyClassifier(model_path),
@@ -1156,6 +1158,8 @@ def explain(
     if as_json:
         emit_json(data)
     else:
+        if since_scan:
+            click.echo(stale_note(since_scan), err=True)
         click.echo(f"{out_path}: {found.emotion} {found.probability:.0%}, fit {found.fit:.2f}")
         click.echo(sentence)
         for line in check_sentences(found):

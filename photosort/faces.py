@@ -29,7 +29,7 @@ from photosort.defaults import (
     WORKING_SIDE,
 )
 from photosort.errors import DetectorError
-from photosort.images import ImageError, perceptual_hash, read_image, shrink
+from photosort.images import ImageError, OutOfMemory, perceptual_hash, read_image, shrink
 from photosort.landmarks import MESH_INPUT, FaceMesh, Mesh
 from photosort.native import litert_interpreter, packaged_model
 
@@ -480,6 +480,8 @@ def find_faces(
         decoded = read_image(
             path, max_side=working_side * 2, max_megapixels=max_megapixels, exact=False
         )
+    except OutOfMemory as exc:  # a face-finding failure, tried again by the next scan
+        return FaceScan([], None, error=str(exc))
     except ImageError as exc:
         return FaceScan([], None, error=str(exc), unreadable=True)
     image = shrink(decoded, working_side)

@@ -141,6 +141,11 @@ def _jpeg_decodes(source: Source) -> bool:
     return True
 
 
+class OutOfMemory(ImageError):
+    """No memory for the pixels a header promises: the machine's state as much as the
+    file's, so a later scan (another machine, less load) tries again."""
+
+
 @contextmanager
 def _decoding(img: Image.Image) -> Iterator[None]:
     """Turn a decode of ``img`` that finds no memory for its pixels into an ImageError.
@@ -153,7 +158,7 @@ def _decoding(img: Image.Image) -> Iterator[None]:
     try:
         yield
     except MemoryError as exc:
-        raise ImageError(
+        raise OutOfMemory(
             f"out of memory decoding it ({width}x{height}, {width * height / 1e6:.0f} MP)"
         ) from exc
 
@@ -242,31 +247,34 @@ def _parse_exif_time(value: object) -> datetime | None:
         return None
 
 
-def _png_exif(fp: BinaryIO) -> Image.Exif:
+def _png_exif(fp: BinaryIO) -> bytes | None:
     """A PNG's eXIf chunk, found by walking the chunk headers. Pillow's ``getexif`` decodes
     every pixel of a PNG to look for it past the image data: a third of a second for a
     12 MP screenshot, on every probe."""
-    exif = Image.Exif()
     start = fp.tell()
     try:
         fp.seek(8)  # the signature
         while len(head := fp.read(8)) == 8:
             length, kind = int.from_bytes(head[:4], "big"), head[4:]
             if kind == b"eXIf":
-                exif.load(fp.read(length))
-                break
+                return fp.read(length)
             if kind == b"IEND":
-                break
+                return None
             fp.seek(length + 4, os.SEEK_CUR)  # the data and its CRC
+        return None
     finally:
         fp.seek(start)
-    return exif
 
 
 def _exif_facts(img: Image.Image) -> tuple[int, datetime | None]:
     try:
         if img.format == "PNG" and "exif" not in img.info and img.fp is not None:
-            exif = _png_exif(img.fp)
+            # Pillow's own reading of what the header gave (an ImageMagick "Raw profile type
+            # exif" text, XMP's tiff:Orientation), with the eXIf chunk found without a decode.
+            found = _png_exif(img.fp)
+            if found is not None:
+                img.info["exif"] = found
+            exif = Image.Image.getexif(img)
         else:
             exif = img.getexif()
         orientation = int(exif.get(_EXIF_ORIENTATION, 1) or 1)

@@ -343,7 +343,8 @@ def changed_since_scan(photo: Photo, state: tuple[int, int, int, int] | None) ->
     Its faces and boxes belong to the scanned content: drawn on another picture (a photo
     copied over it, an edit) they would point at the wrong people. The same size and mtime
     mean the same photo, as a rescan judges; otherwise the content hash decides (a file
-    only touched is still the photo). A file that is gone is the read's to report.
+    only touched is still the photo). A file that is gone (no ``state``) is not "changed":
+    ``since_scan`` calls it missing.
     """
     if state is None:
         return False

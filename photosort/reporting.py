@@ -67,6 +67,7 @@ from photosort.ranking import (
     file_state,
     find_photo,
     library_summary,
+    since_scan,
     top_photos,
 )
 from photosort.resources import resource_dir
@@ -807,16 +808,16 @@ class _FaceViews:
 
 def _no_face(photo: Photo, number: int) -> str:
     """Why a photo has no face ``number``: unreadable and not yet looked at are not "0 faces"."""
-    if photo.status != "ok":
+    count = len(photo.faces)
+    if count:  # kept faces count, whatever became of the file since
+        return f"has {count} face{'' if count == 1 else 's'}; there is no face {number}"
+    if photo.status == "unreadable":
         return f"could not be read when it was scanned ({photo.error}): it has no faces"
     if photo.faces_state == "pending":
         return "has no faces yet: scan its folder again (without --no-faces) to look for them"
     if photo.faces_state == "error":
         return f"has no faces: detecting them failed ({photo.faces_error})"
-    count = len(photo.faces)
-    if count == 0:
-        return "has no faces"
-    return f"has {count} face{'' if count == 1 else 's'}; there is no face {number}"
+    return "has no faces"
 
 
 def explain_photo_face(
@@ -829,9 +830,11 @@ def explain_photo_face(
     samples: int = DEFAULT_SAMPLES,
     segments: int = DEFAULT_SEGMENTS,
     seed: int = 0,
-) -> tuple[Explanation, FaceParts, Any]:
+) -> tuple[Explanation, FaceParts, Any, str | None]:
     """Explain one face of one photo (1-based), for its predicted emotion unless one is given:
-    the explanation, the face parts it covers, and the picture with its caption and key."""
+    the explanation, the face parts it covers, the picture with its caption and key, and what
+    became of the file since the scan (``ranking.since_scan``: the crop explained is the
+    scanned photo's)."""
     with Session(engine, expire_on_commit=False) as session:
         photo = find_photo(session, photo_path)
         if photo is None:
@@ -847,4 +850,5 @@ def explain_photo_face(
         )
         crop = decode_crop(face.crop)
         parts = face_parts(explanation, crop_landmarks(crop, face.landmarks), crop.shape[0])
-        return explanation, parts, explanation_card(crop, explanation, parts)
+        card = explanation_card(crop, explanation, parts)
+        return explanation, parts, card, since_scan(photo)

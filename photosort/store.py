@@ -1110,12 +1110,19 @@ def library_status(engine: Engine) -> LibraryStatus:
 
 
 def unreadable_photos(engine: Engine) -> list[tuple[str, str]]:
-    """Paths recorded as unreadable, with the reason, for ``status --errors``."""
+    """Paths recorded as unreadable, and readable photos whose faces could not be found (the
+    next scan tries those again), with the reason, for ``status --errors``."""
+    faces_failed = and_(Photo.status == "ok", Photo.faces_state == "error")
     with Session(engine) as session:
         rows = session.execute(
-            select(Photo.path, Photo.error).where(Photo.status == "unreadable").order_by(Photo.path)
+            select(Photo.path, Photo.error, Photo.faces_error, faces_failed)
+            .where(or_(Photo.status == "unreadable", faces_failed))
+            .order_by(Photo.path)
         )
-        return [(path, error or "") for path, error in rows]
+        return [
+            (path, f"faces not found: {faces_error}" if failed else error or "")
+            for path, error, faces_error, failed in rows
+        ]
 
 
 def prune_missing(engine: Engine, *, dry_run: bool = False) -> list[str]:

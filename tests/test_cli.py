@@ -259,7 +259,7 @@ def test_photos_under_a_symlinked_folder_are_found_however_spelled(
         assert shown.exit_code == 0, shown.output
         assert shown.stdout.startswith(f"{stored_path(linked)} (ok, 1 face)\n")
         assert top_paths(runner, db_url, "--under", str(trip)) == [stored_path(linked)]
-        found, _, _ = explain_photo_face(
+        found, *_ = explain_photo_face(
             engine, str(trip / "astronaut.jpg"), RegionModel(), samples=60
         )
         assert found.emotion == "happy"
@@ -397,14 +397,9 @@ def test_a_file_that_is_no_model_is_refused_before_any_work(
 
 
 def test_explain_refuses_an_out_file_in_no_folder_before_any_work(
-    runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    runner: CliRunner, tmp_path: Path
 ) -> None:
-    import photosort.reporting
-
-    def must_not_run(*args: object, **kwargs: object) -> None:
-        raise AssertionError("explained before the --out folder was checked")
-
-    monkeypatch.setattr(photosort.reporting, "explain_photo_face", must_not_run)
+    """Checked with the options, before the library is opened or LIME is fitted."""
     out = tmp_path / "not" / "there" / "face.png"
     refused = runner.invoke(cli, ["explain", str(tmp_path / "a.jpg"), "--out", str(out)])
     assert refused.exit_code == 2, refused.output
@@ -456,6 +451,10 @@ def test_explain_says_why_a_photo_has_no_such_face(runner: CliRunner, tmp_path: 
     assert torn.exit_code == 1
     assert "torn.jpg could not be read when it was scanned (" in torn.stderr, torn.stderr
     assert torn.stderr.endswith("): it has no faces\n") and not (tmp_path / "e.png").exists()
+    (folder / "one.jpg").unlink()
+    assert runner.invoke(cli, ["scan", str(folder), "--db", db, "--quiet"]).exit_code == 0
+    gone = runner.invoke(cli, args)
+    assert gone.stderr.endswith("one.jpg has 1 face; there is no face 2\n"), "kept faces count"
 
 
 def test_a_scan_with_other_detector_settings_says_it_replaced_the_faces(
@@ -469,7 +468,7 @@ def test_a_scan_with_other_detector_settings_says_it_replaced_the_faces(
     strict = runner.invoke(cli, ["scan", str(folder), "--db", db, "--min-score", "0.999"])
     assert strict.exit_code == 0, strict.output
     assert "2 unchanged" in strict.stdout
-    assert "Faces found again in 2 photos scanned before: the detector settings changed" in (
+    assert "Faces found again in 2 photos scanned before: the face-finding settings changed" in (
         strict.stdout
     )
     again = runner.invoke(cli, ["scan", str(folder), "--db", db, "--min-score", "0.999", "--json"])

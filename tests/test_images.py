@@ -359,28 +359,37 @@ def test_shrink_reduces_by_whole_factors_then_resamples_the_rest() -> None:
     np.testing.assert_array_equal(np.asarray(shrink(odd, 1000)), np.asarray(lanczos))
 
 
-@pytest.mark.parametrize("where", ["before the pixels", "after the pixels", "none"])
+@pytest.mark.parametrize(
+    "where",
+    ["eXIf before the pixels", "eXIf after the pixels", "ImageMagick's text", "XMP", "none"],
+)
 def test_a_png_header_is_read_without_decoding_its_pixels(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str
 ) -> None:
-    """The eXIf chunk may follow the image data; finding it must not cost a decode."""
+    """The eXIf chunk may follow the image data; finding it must not cost a decode, nor lose
+    the other places a PNG keeps its orientation and capture time."""
     from PIL import PngImagePlugin
 
     astronaut = skimage_photo("astronaut")
     exif = Image.Exif()
     exif[0x0112] = 6  # orientation: stored sideways
     exif.get_ifd(0x8769)[0x9003] = "2021:07:04 10:11:12"
+    raw = exif.tobytes()
+    text = PngImagePlugin.PngInfo()
+    if where == "ImageMagick's text":
+        text.add_text("Raw profile type exif", f"\nexif\n{len(raw):8d}\n{raw.hex()}\n")
+    elif where == "XMP":
+        text.add_itxt("XML:com.adobe.xmp", '<x:xmpmeta><rdf:Description tiff:Orientation="6"/>')
     plain = io.BytesIO()
-    Image.fromarray(stored_sideways(astronaut)).save(plain, "PNG")
+    Image.fromarray(stored_sideways(astronaut)).save(plain, "PNG", pnginfo=text)
     data = plain.getvalue()
-    chunk = png_chunk(b"eXIf", exif.tobytes())
+    chunk = png_chunk(b"eXIf", raw)
     iend = data.rindex(b"IEND") - 4
     ihdr_end = 8 + 25  # signature, then IHDR: length, type, 13 bytes, CRC
     placed = {
-        "before the pixels": data[:ihdr_end] + chunk + data[ihdr_end:],
-        "after the pixels": data[:iend] + chunk + data[iend:],
-        "none": data,
-    }[where]
+        "eXIf before the pixels": data[:ihdr_end] + chunk + data[ihdr_end:],
+        "eXIf after the pixels": data[:iend] + chunk + data[iend:],
+    }.get(where, data)
     path = tmp_path / "screen.png"
     path.write_bytes(placed)
 
@@ -398,6 +407,7 @@ def test_a_png_header_is_read_without_decoding_its_pixels(
         assert (info.orientation, info.taken_at) == (1, None)
         return
     assert (info.orientation, info.width, info.height) == (6, width, height)
-    assert info.taken_at is not None and info.taken_at.isoformat() == "2021-07-04T10:11:12"
+    if where != "XMP":  # XMP here says only how the photo is turned
+        assert info.taken_at is not None and info.taken_at.isoformat() == "2021-07-04T10:11:12"
     upright = np.asarray(read_image(path))
     assert upright.shape[:2] == (height, width) and mean_abs_diff(upright, astronaut) < 1
