@@ -214,11 +214,12 @@ def check_model_runtime(ctx: click.Context, param: click.Parameter, value: Any) 
     loaded as Keras), and a ``.keras`` file needs TensorFlow, said up front."""
     if value is None:
         return value
-    if Path(value).suffix not in MODEL_SUFFIXES:
+    suffix = Path(value).suffix
+    if suffix not in MODEL_SUFFIXES:
         raise click.BadParameter(
             f"{value} is not an emotion model: its name must end in {' or '.join(MODEL_SUFFIXES)}"
         )
-    if not str(value).endswith(".tflite"):
+    if suffix == ".keras":
         needs_keras(f"--model {value}")
     return value
 
